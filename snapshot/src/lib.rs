@@ -1,0 +1,1 @@
+//! Snapshot engines (Mattern, Chandy-Lamport) and the node runtime for shutter. Not yet implemented: see issue 4.

@@ -1,0 +1,7 @@
+//! Reliable, unordered, fault-injectable UDP datagrams for shutter.
+//!
+//! Work in progress (issue 3): so far only [`time`] exists.
+
+pub mod time;
+
+pub use time::Time;
