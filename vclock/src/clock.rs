@@ -67,7 +67,12 @@ impl VClock {
 
     /// The entry of `id` (0 if never set).
     pub fn get(&self, id: NodeId) -> u64 {
-        self.entries.get(id.index()).copied().unwrap_or(0)
+        self.get_index(id.index())
+    }
+
+    /// The entry at index `i` (0 if never set).
+    pub(crate) fn get_index(&self, i: usize) -> u64 {
+        self.entries.get(i).copied().unwrap_or(0)
     }
 
     /// Sets the entry of `id`.

@@ -50,9 +50,18 @@ impl Default for CompactConfig {
 pub struct CompactClock {
     /// `seq - base_seq`; 0 means "no baseline": increments are over the zero clock.
     pub base_back: u64,
+    /// The entries, as increments over the baseline.
+    pub entries: Entries,
+}
+
+/// Increments over a baseline, in whichever form is shorter on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entries {
     /// `(gap, increment)`: entry index is the previous index + 1 + `gap` (the first index is
-    /// `gap`), its value is the baseline's value plus `increment`.
-    pub entries: Vec<(u32, u64)>,
+    /// `gap`), its value is the baseline's value plus `increment`. Good when few changed.
+    Sparse(Vec<(u32, u64)>),
+    /// One increment per index from 0: good when most entries changed (e.g. no baseline).
+    Dense(Vec<u64>),
 }
 
 /// Why a compact clock could not be decoded.
@@ -127,19 +136,24 @@ impl Encoder {
         };
         let zero = VClock::new();
         let base_clock = base_clock.unwrap_or(&zero);
-        let mut entries = Vec::new();
+        let incs: Vec<u64> = (0..clock.len().max(own.index() + 1))
+            .map(|i| clock.entries().get(i).copied().unwrap_or(0) - base_clock.get_index(i))
+            .collect();
+        let mut sparse = Vec::new();
         let mut next = 0usize;
-        for (i, &v) in clock.entries().iter().enumerate() {
-            let b = base_clock.entries().get(i).copied().unwrap_or(0);
-            if v != b || i == own.index() {
-                entries.push(((i - next) as u32, v - b));
+        for (i, &inc) in incs.iter().enumerate() {
+            // The own entry is always present, even when zero (never ticked).
+            if inc != 0 || i == own.index() {
+                sparse.push(((i - next) as u32, inc));
                 next = i + 1;
             }
         }
-        if own.index() >= clock.len() {
-            // Own entry is zero (never ticked): still present, so the receiver can rely on it.
-            entries.push(((own.index() - next) as u32, 0));
-        }
+        // A sparse pair costs at least two varint bytes, a dense slot at least one.
+        let entries = if sparse.len() * 2 > incs.len() {
+            Entries::Dense(incs)
+        } else {
+            Entries::Sparse(sparse)
+        };
         self.unacked.insert(seq, clock.clone());
         while self.unacked.len() > self.cfg.max_retained {
             self.unacked.pop_first();
@@ -235,19 +249,32 @@ impl Decoder {
                 .ok_or(CompactError::UnknownBase { seq, base })?
         };
         let mut entries = base.entries().to_vec();
-        let mut next = 0usize;
-        for &(gap, inc) in &c.entries {
-            let i = next
-                .checked_add(gap as usize)
-                .filter(|i| *i < MAX_NODES)
-                .ok_or(CompactError::OutOfRange { seq })?;
+        let mut add = |i: usize, inc: u64| -> Result<(), CompactError> {
+            if i >= MAX_NODES {
+                return Err(CompactError::OutOfRange { seq });
+            }
             if i >= entries.len() {
                 entries.resize(i + 1, 0);
             }
             entries[i] = entries[i]
                 .checked_add(inc)
                 .ok_or(CompactError::OutOfRange { seq })?;
-            next = i + 1;
+            Ok(())
+        };
+        match &c.entries {
+            Entries::Sparse(pairs) => {
+                let mut next = 0usize;
+                for &(gap, inc) in pairs {
+                    let i = next.saturating_add(gap as usize);
+                    add(i, inc)?;
+                    next = i + 1;
+                }
+            }
+            Entries::Dense(incs) => {
+                for (i, &inc) in incs.iter().enumerate() {
+                    add(i, inc)?;
+                }
+            }
         }
         Ok(VClock::from_entries(entries))
     }
@@ -315,7 +342,11 @@ mod tests {
         let m1 = enc.encode(1, me, &c1);
         let m2 = enc.encode(2, me, &c2);
         assert_eq!(m1.base_back, 1);
-        assert_eq!(m1.entries, vec![(1, 1)], "only the own entry differs");
+        assert_eq!(
+            m1.entries,
+            Entries::Sparse(vec![(1, 1)]),
+            "only the own entry differs"
+        );
         // m2 overtakes m1: a FIFO diff would be wrong here, the named baseline is not.
         assert_eq!(dec.decode(2, &m2), Ok(c2));
         assert_eq!(dec.decode(1, &m1), Ok(c1.clone()));
@@ -327,7 +358,7 @@ mod tests {
         let mut dec = Decoder::new(CompactConfig::default());
         let m = CompactClock {
             base_back: 1,
-            entries: vec![(0, 1)],
+            entries: Entries::Sparse(vec![(0, 1)]),
         };
         assert_eq!(
             dec.decode(5, &m),
@@ -335,7 +366,7 @@ mod tests {
         );
         let m = CompactClock {
             base_back: 9,
-            entries: vec![],
+            entries: Entries::Dense(vec![]),
         };
         assert!(matches!(
             dec.decode(5, &m),
@@ -343,16 +374,29 @@ mod tests {
         ));
         let m = CompactClock {
             base_back: 0,
-            entries: vec![(u32::MAX, 1)],
+            entries: Entries::Sparse(vec![(u32::MAX, 1)]),
         };
         assert_eq!(dec.decode(0, &m), Err(CompactError::OutOfRange { seq: 0 }));
+        let m = CompactClock {
+            base_back: 0,
+            entries: Entries::Dense(vec![1, u64::MAX]),
+        };
+        let mut dec2 = Decoder::new(CompactConfig::default());
+        assert_eq!(dec2.decode(0, &m), Ok(clock(&[1, u64::MAX])));
+    }
+
+    #[test]
+    fn full_clock_without_baseline_goes_dense() {
+        let mut enc = Encoder::new(CompactConfig::default());
+        let m = enc.encode(0, NodeId(0), &clock(&[3, 4, 5]));
+        assert_eq!(m.entries, Entries::Dense(vec![3, 4, 5]));
     }
 
     #[test]
     fn own_entry_always_present_even_when_zero() {
         let mut enc = Encoder::new(CompactConfig::default());
-        let m = enc.encode(0, NodeId(3), &clock(&[1]));
-        assert_eq!(m.entries, vec![(0, 1), (2, 0)]);
+        let m = enc.encode(0, NodeId(9), &clock(&[1]));
+        assert_eq!(m.entries, Entries::Sparse(vec![(0, 1), (8, 0)]));
         let mut dec = Decoder::new(CompactConfig::default());
         assert_eq!(dec.decode(0, &m), Ok(clock(&[1])));
     }
