@@ -2,6 +2,7 @@
 //!
 //! Work in progress (issue 3): so far only [`time`] exists.
 
+pub mod faults;
 pub mod time;
 
 pub use time::Time;
