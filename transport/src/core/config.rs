@@ -1,0 +1,162 @@
+//! Configuration of the protocol core and its validation.
+
+use std::time::Duration;
+
+use shutter_vclock::NodeId;
+use thiserror::Error;
+
+use crate::wire::{CRC_LEN, MAX_DATA_OVERHEAD, MAX_HEADER_LEN};
+
+/// Bytes of a datagram reserved for an ACK frame (lower ranges are dropped to fit) and a
+/// PING, so that a full-size fragment always fits next to them.
+pub(crate) const ACK_BUDGET: usize = 64;
+/// Smallest allowed `max_datagram`.
+pub const MIN_DATAGRAM: usize = 256;
+/// Largest allowed `max_datagram` (largest UDP payload over IPv4).
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Tunables of a [`Core`](super::Core). Both ends of a link should use the same values
+/// for `max_datagram`-independent limits (`dedup_window`, `max_message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id.
+    pub local: NodeId,
+    /// This node's incarnation: nonzero and strictly larger after every restart (for
+    /// example `Time::wall_clock_now().as_micros()`), so peers can tell a new life from
+    /// late datagrams of the old one.
+    pub incarnation: u64,
+    /// Largest datagram sent, checksum included.
+    pub max_datagram: usize,
+    /// Largest message accepted by `send` and by the receiver (at most `u32::MAX`).
+    pub max_message: usize,
+    /// RTT assumed before the first sample.
+    pub initial_rtt: Duration,
+    /// Floor of the retransmission timeout.
+    pub min_rto: Duration,
+    /// Ceiling of the retransmission timeout after backoff.
+    pub max_rto: Duration,
+    /// Longest a receiver delays an acknowledgement to coalesce it.
+    pub max_ack_delay: Duration,
+    /// A peer silent this long while we wait for it is reported `Unreachable`.
+    pub idle_timeout: Duration,
+    /// Interval of keepalive pings to a peer we wait for and have nothing in flight to.
+    pub keepalive: Duration,
+    /// Unacknowledged messages per peer; `send` refuses beyond (flow control).
+    pub max_in_flight: usize,
+    /// Ack-eliciting packets in flight per peer (a fixed congestion window that also
+    /// bounds the sent-packet table).
+    pub max_packets_in_flight: usize,
+    /// Message ids a receiver tracks beyond the lowest one not yet received; also the
+    /// largest spread of ids a sender keeps unacknowledged. Must be `>= max_in_flight`.
+    pub dedup_window: u64,
+    /// Bytes of partially received messages buffered per peer (`>= max_message`).
+    pub max_reassembly_bytes: usize,
+    /// Deliver each peer's messages in id order (reorder buffer). Only for the
+    /// Chandy-Lamport baseline; the normal mode is unordered.
+    pub ordered: bool,
+    /// Seed of all randomness (the core currently makes no random choices).
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            local: NodeId(0),
+            incarnation: 1,
+            max_datagram: 1200,
+            max_message: 16 << 20,
+            initial_rtt: Duration::from_millis(10),
+            min_rto: Duration::from_millis(10),
+            max_rto: Duration::from_secs(2),
+            max_ack_delay: Duration::from_millis(2),
+            idle_timeout: Duration::from_secs(5),
+            keepalive: Duration::from_secs(1),
+            max_in_flight: 256,
+            max_packets_in_flight: 512,
+            dedup_window: 4096,
+            max_reassembly_bytes: 64 << 20,
+            ordered: false,
+            seed: 0,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// A field is out of range; the message names it and the rule.
+    #[error("invalid transport config: {0}")]
+    Invalid(&'static str),
+}
+
+impl Config {
+    /// Checks every field against the rules documented on it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, msg: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(msg))
+            }
+        };
+        check(self.incarnation != 0, "incarnation must be nonzero")?;
+        check(
+            (MIN_DATAGRAM..=MAX_DATAGRAM).contains(&self.max_datagram),
+            "max_datagram must be within 256..=65507",
+        )?;
+        check(
+            self.max_message >= 1 && self.max_message <= u32::MAX as usize,
+            "max_message must be within 1..=u32::MAX",
+        )?;
+        check(
+            self.max_reassembly_bytes >= self.max_message,
+            "max_reassembly_bytes must be >= max_message",
+        )?;
+        check(!self.initial_rtt.is_zero(), "initial_rtt must be positive")?;
+        check(
+            !self.min_rto.is_zero() && self.min_rto <= self.max_rto,
+            "need 0 < min_rto <= max_rto",
+        )?;
+        check(
+            !self.keepalive.is_zero() && self.keepalive < self.idle_timeout,
+            "need 0 < keepalive < idle_timeout",
+        )?;
+        check(self.max_in_flight >= 1, "max_in_flight must be >= 1")?;
+        check(
+            self.max_packets_in_flight >= 1,
+            "max_packets_in_flight must be >= 1",
+        )?;
+        check(
+            self.dedup_window >= self.max_in_flight as u64,
+            "dedup_window must be >= max_in_flight",
+        )?;
+        Ok(())
+    }
+
+    /// Largest fragment payload: a full fragment fits beside the header, an ACK frame
+    /// within its budget, a PING and the checksum.
+    pub(crate) fn max_fragment(&self) -> usize {
+        self.max_datagram - MAX_HEADER_LEN - CRC_LEN - ACK_BUDGET - 1 - MAX_DATA_OVERHEAD
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().validate().unwrap();
+        assert!(Config::default().max_fragment() > 1000);
+        let bad = Config {
+            incarnation: 0,
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = Config {
+            dedup_window: 1,
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

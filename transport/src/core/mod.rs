@@ -1,0 +1,525 @@
+//! The sans-IO protocol core: reliable, exactly-once, unordered message delivery over
+//! lossy datagrams. No clock reads, no sockets, no async: the driver feeds inputs with a
+//! `now` and drains outputs (see [`Core`] for the call order).
+//!
+//! # Protocol in brief
+//! Messages get per-destination ids from 0 and are cut into balanced fragments carried
+//! in DATA frames; several frames share a datagram up to `max_datagram`. Every datagram
+//! has a fresh packet number (never reused, QUIC style) and receivers acknowledge packet
+//! numbers with SACK ranges, so RTT samples are unambiguous. Loss is detected by packet
+//! threshold 3, time threshold 9/8 RTT, and an RTO with exponential backoff; the lost
+//! fragments go into new packets. Receivers deliver each message once, whole, as soon
+//! as it is complete (or in id order in [`Config::ordered`] mode).
+//!
+//! # Incarnations
+//! Every header carries the sender's incarnation and the receiver's incarnation as the
+//! sender knows it. A larger incarnation from a peer means it restarted: receive state
+//! for it is reset, [`Event::PeerRestarted`] is emitted, then [`Event::Abandoned`] for
+//! every unacknowledged message sent to its old life, and message ids towards it start
+//! again at 0 (ids are per (peer, peer incarnation)). Datagrams from a smaller
+//! incarnation, or addressed to an older incarnation of ours, are dropped; in the latter
+//! case we answer with a PING so the peer learns our new incarnation.
+//!
+//! # Memory bounds (per peer unless noted)
+//! * send: `max_in_flight` messages of at most `max_message` bytes; `max_packets_in_flight`
+//!   tracked packets; a retransmit queue of at most one entry per unacked fragment;
+//! * receive: a dedup set of at most `dedup_window` ids, `max_reassembly_bytes` of partial
+//!   messages, an ordered-mode reorder buffer of at most `dedup_window` messages;
+//! * acks: [`ack::MAX_RANGES`] ranges and [`ack::MAX_ACK_RECORDS`] sent-ACK records;
+//! * the event queue grows only by what one call produces; drain it after every call.
+//!   Outgoing datagrams are built lazily in [`Core::poll_transmit`], never queued.
+
+pub mod ack;
+mod config;
+mod peer;
+mod recv;
+mod rtt;
+mod send;
+mod stats;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shutter_vclock::NodeId;
+use thiserror::Error;
+
+use crate::time::Time;
+use crate::wire::{self, AckFrame, DecodeError, Frame, Header, Writer};
+
+pub use config::{Config, ConfigError, MAX_DATAGRAM, MIN_DATAGRAM};
+pub use stats::{RttStats, Stats};
+
+use config::ACK_BUDGET;
+use peer::{Peer, Timer};
+use recv::DataOutcome;
+
+/// Identifier of a message, per destination peer (and peer incarnation), from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MessageId(pub u64);
+
+/// A datagram for the driver to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination node.
+    pub to: NodeId,
+    /// The datagram.
+    pub bytes: Vec<u8>,
+}
+
+/// Why [`Core::send`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// Too many unacknowledged messages to this peer; wait for [`Event::Writable`].
+    #[error("send window full")]
+    WindowFull,
+    /// The message exceeds `max_message`.
+    #[error("message too large")]
+    TooLarge,
+    /// The destination was not added with [`Core::add_peer`] (or is this node).
+    #[error("unknown peer")]
+    UnknownPeer,
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A whole message arrived; each message is delivered exactly once per incarnation
+    /// pair, not in order unless [`Config::ordered`].
+    Delivered {
+        /// The sender.
+        from: NodeId,
+        /// Its id at the sender.
+        id: MessageId,
+        /// The message.
+        bytes: Vec<u8>,
+        /// The sender's clock at the first transmission.
+        sent_at: Time,
+    },
+    /// The peer has received the whole message.
+    Acked {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        id: MessageId,
+    },
+    /// Window space freed after a `WindowFull` refusal.
+    Writable {
+        /// The peer that can be sent to again.
+        to: NodeId,
+    },
+    /// Nothing heard for `idle_timeout` while waiting for the peer. Emitted once; again
+    /// only after the peer is heard from and then lost again. Retransmission continues.
+    Unreachable {
+        /// The silent peer.
+        peer: NodeId,
+    },
+    /// The peer came back with a new incarnation (emitted before its `Abandoned` events).
+    PeerRestarted {
+        /// The peer.
+        peer: NodeId,
+        /// Its new incarnation.
+        incarnation: u64,
+    },
+    /// The message will never be acknowledged: its receiver restarted before
+    /// acknowledging it. It may or may not have been delivered to the old incarnation.
+    Abandoned {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        id: MessageId,
+    },
+}
+
+/// The protocol state machine of one node.
+///
+/// # Call order
+/// After every input ([`Core::send`], [`Core::handle_datagram`], [`Core::handle_timeout`],
+/// [`Core::add_peer`], [`Core::monitor`]): drain [`Core::poll_transmit`] until `None`,
+/// drain [`Core::poll_event`] until `None`, then re-arm the timer from
+/// [`Core::poll_timeout`] and call `handle_timeout` when it expires (calling it early or
+/// late is harmless). `now` must never go backwards.
+#[derive(Debug)]
+pub struct Core {
+    config: Config,
+    max_fragment: usize,
+    peers: BTreeMap<NodeId, Peer>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    /// Round-robin start for `poll_transmit`, so no peer starves the others.
+    next_peer: u32,
+}
+
+impl Core {
+    /// Creates a core after validating `config`.
+    pub fn new(config: Config) -> Result<Core, ConfigError> {
+        config.validate()?;
+        Ok(Core {
+            max_fragment: config.max_fragment(),
+            config,
+            peers: BTreeMap::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            next_peer: 0,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This node's id.
+    pub fn local(&self) -> NodeId {
+        self.config.local
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.config.incarnation
+    }
+
+    /// Counters and estimates.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Adds a member; datagrams from non-members are dropped. Adding oneself or an
+    /// existing peer does nothing.
+    pub fn add_peer(&mut self, peer: NodeId) {
+        if peer != self.config.local {
+            self.peers
+                .entry(peer)
+                .or_insert_with(|| Peer::new(&self.config));
+        }
+    }
+
+    /// Whether `peer` is a member.
+    pub fn has_peer(&self, peer: NodeId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Watches `peer`'s liveness even with nothing outstanding: keepalive pings every
+    /// `keepalive`, and `Unreachable` after `idle_timeout` of silence.
+    pub fn monitor(&mut self, now: Time, peer: NodeId, on: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.monitor = on;
+            p.refresh_expect(now);
+        }
+    }
+
+    /// The peer's incarnation as last seen (`None` if not a member, 0 if never heard).
+    pub fn peer_incarnation(&self, peer: NodeId) -> Option<u64> {
+        self.peers.get(&peer).map(|p| p.incarnation)
+    }
+
+    /// Unacknowledged messages to `peer`.
+    pub fn unacked(&self, peer: NodeId) -> usize {
+        self.peers.get(&peer).map_or(0, |p| p.send.unacked())
+    }
+
+    /// Whether [`Core::send`] to `to` would currently succeed (for a small enough message).
+    pub fn can_send(&self, to: NodeId) -> bool {
+        self.peers
+            .get(&to)
+            .is_some_and(|p| !p.send.window_full(&self.config))
+    }
+
+    /// The id the next successful send to `to` gets.
+    pub fn next_message_id(&self, to: NodeId) -> MessageId {
+        MessageId(self.peers.get(&to).map_or(0, |p| p.send.next_id))
+    }
+
+    /// Queues a message for reliable delivery to `to`.
+    pub fn send(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        message: Vec<u8>,
+    ) -> Result<MessageId, SendError> {
+        let p = self.peers.get_mut(&to).ok_or(SendError::UnknownPeer)?;
+        if message.len() > self.config.max_message {
+            return Err(SendError::TooLarge);
+        }
+        if p.send.window_full(&self.config) {
+            p.send.blocked = true;
+            return Err(SendError::WindowFull);
+        }
+        let id = p.send.push(message, self.max_fragment);
+        p.refresh_expect(now);
+        self.stats.messages_sent += 1;
+        Ok(MessageId(id))
+    }
+
+    /// Processes one received datagram. `from` is the node the driver resolved from the
+    /// source address; the header must agree. Invalid input is dropped and counted.
+    pub fn handle_datagram(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += bytes.len() as u64;
+        let (header, frames) = match wire::decode(bytes) {
+            Ok(d) => d,
+            Err(DecodeError::BadChecksum) => return self.stats.corrupt_dropped += 1,
+            Err(_) => return self.stats.malformed_dropped += 1,
+        };
+        if header.sender != from {
+            return self.stats.sender_mismatch_dropped += 1;
+        }
+        if from == self.config.local || !self.peers.contains_key(&from) {
+            return self.stats.unknown_peer_dropped += 1;
+        }
+        if header.sender_incarnation == 0 {
+            return self.stats.malformed_dropped += 1;
+        }
+        let known = self.peers[&from].incarnation;
+        if header.sender_incarnation < known {
+            return self.stats.stale_incarnation_dropped += 1;
+        }
+        if known != 0 && header.sender_incarnation > known {
+            self.peer_restarted(now, from, header.sender_incarnation);
+        }
+        let p = self.peers.get_mut(&from).expect("member");
+        p.incarnation = header.sender_incarnation;
+        p.last_heard = Some(now);
+        p.unreachable = false;
+        if header.dest_incarnation != 0 && header.dest_incarnation != self.config.incarnation {
+            p.announce = true;
+            return self.stats.stale_incarnation_dropped += 1;
+        }
+        if p.ack.is_duplicate(header.packet_number) {
+            return self.stats.duplicate_packets += 1;
+        }
+        self.process_frames(now, from, &header, &frames);
+    }
+
+    fn process_frames(&mut self, now: Time, from: NodeId, header: &Header, frames: &[Frame<'_>]) {
+        let mut wholes = Vec::new();
+        let mut accept = true;
+        for frame in frames {
+            match frame {
+                Frame::Ack(ack) => self.on_ack(now, from, ack),
+                Frame::Ping => {}
+                Frame::Data(d) => {
+                    let p = self.peers.get_mut(&from).expect("member");
+                    match p.recv.on_data(d, &self.config, &mut wholes) {
+                        DataOutcome::Accepted => {}
+                        DataOutcome::Duplicate => self.stats.duplicates_dropped += 1,
+                        DataOutcome::Refused => accept = false,
+                        DataOutcome::Invalid => {
+                            self.stats.malformed_dropped += 1;
+                            accept = false;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        for w in wholes {
+            let latency = now.saturating_since(w.sent_at).as_micros() as u64;
+            self.stats
+                .delivery_latency
+                .saturating_record(latency.max(1));
+            self.stats.messages_delivered += 1;
+            let ev = Event::Delivered {
+                from,
+                id: MessageId(w.id),
+                bytes: w.bytes,
+                sent_at: w.sent_at,
+            };
+            self.events.push_back(ev);
+        }
+        let p = self.peers.get_mut(&from).expect("member");
+        if accept {
+            let eliciting = frames.iter().any(|f| !matches!(f, Frame::Ack(_)));
+            p.ack.on_packet(
+                now,
+                header.packet_number,
+                eliciting,
+                self.config.max_ack_delay,
+            );
+        } else {
+            self.stats.refused_packets += 1;
+        }
+        p.refresh_expect(now);
+    }
+
+    fn on_ack(&mut self, now: Time, from: NodeId, ack: &AckFrame) {
+        let p = self.peers.get_mut(&from).expect("member");
+        for &(lo, hi) in &ack.ranges {
+            p.ack.on_peer_acked(lo, hi);
+        }
+        let out = p.send.on_ack(ack);
+        if let Some(sent_at) = out.rtt_sent_at {
+            let delay = Duration::from_micros(ack.ack_delay_micros);
+            p.rtt.update(
+                now.saturating_since(sent_at),
+                delay,
+                self.config.max_ack_delay,
+            );
+            let rtt = RttStats {
+                srtt: p.rtt.srtt,
+                rttvar: p.rtt.rttvar,
+                min_rtt: p.rtt.min_rtt.unwrap_or(p.rtt.srtt),
+                rto: p.rtt.rto(self.config.max_ack_delay, self.config.min_rto),
+            };
+            self.stats.rtt.insert(from, rtt);
+        }
+        self.stats.packets_lost += p.send.detect_lost(now, p.rtt.loss_delay()) as u64;
+        for id in out.completed {
+            self.stats.messages_acked += 1;
+            self.events.push_back(Event::Acked {
+                to: from,
+                id: MessageId(id),
+            });
+        }
+        self.check_writable(from);
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.refresh_expect(now);
+        }
+    }
+
+    fn check_writable(&mut self, to: NodeId) {
+        if let Some(p) = self.peers.get_mut(&to)
+            && p.send.blocked
+            && !p.send.window_full(&self.config)
+        {
+            p.send.blocked = false;
+            self.events.push_back(Event::Writable { to });
+        }
+    }
+
+    fn peer_restarted(&mut self, now: Time, peer: NodeId, incarnation: u64) {
+        let p = self.peers.get_mut(&peer).expect("member");
+        let abandoned = p.send.reset();
+        p.recv = recv::RecvState::default();
+        p.ack = ack::AckTracker::default();
+        p.incarnation = incarnation;
+        p.refresh_expect(now);
+        self.stats.peer_restarts += 1;
+        self.events
+            .push_back(Event::PeerRestarted { peer, incarnation });
+        for id in abandoned {
+            self.stats.messages_abandoned += 1;
+            self.events.push_back(Event::Abandoned {
+                to: peer,
+                id: MessageId(id),
+            });
+        }
+        self.check_writable(peer);
+    }
+
+    /// Runs expired timers: loss detection, retransmission timeouts, unreachability.
+    pub fn handle_timeout(&mut self, now: Time) {
+        for (&id, p) in self.peers.iter_mut() {
+            let t = p.deadlines(&self.config);
+            let due = |timer: Timer| t[timer as usize].is_some_and(|d| d <= now);
+            if due(Timer::Loss) {
+                self.stats.packets_lost += p.send.detect_lost(now, p.rtt.loss_delay()) as u64;
+            }
+            if due(Timer::Rto) {
+                self.stats.rto_expirations += 1;
+                self.stats.packets_lost += p.send.on_rto() as u64;
+            }
+            if due(Timer::Idle) {
+                p.unreachable = true;
+                self.stats.unreachable_events += 1;
+                self.events.push_back(Event::Unreachable { peer: id });
+            }
+            p.refresh_expect(now);
+        }
+    }
+
+    /// The next datagram to send, if any (ACKs, pings, new data, retransmissions).
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Time) -> Option<Transmit> {
+        let order: Vec<NodeId> = self
+            .peers
+            .range(NodeId(self.next_peer)..)
+            .chain(self.peers.range(..NodeId(self.next_peer)))
+            .map(|(&id, _)| id)
+            .collect();
+        for to in order {
+            if let Some(bytes) = self.build_packet(now, to) {
+                self.next_peer = to.0.wrapping_add(1);
+                self.stats.datagrams_sent += 1;
+                self.stats.bytes_sent += bytes.len() as u64;
+                return Some(Transmit { to, bytes });
+            }
+        }
+        None
+    }
+
+    fn build_packet(&mut self, now: Time, to: NodeId) -> Option<Vec<u8>> {
+        let cfg = &self.config;
+        let stats = &mut self.stats;
+        let p = self.peers.get_mut(&to)?;
+        if p.ack.ranges.is_empty() {
+            p.ack.deadline = None;
+        }
+        let ack_due = p.ack.deadline.is_some_and(|d| d <= now);
+        let keepalive_due = p.deadlines(cfg)[Timer::Keepalive as usize].is_some_and(|d| d <= now);
+        let ping = p.announce || keepalive_due;
+        let data = p.send.packets_in_flight() < cfg.max_packets_in_flight && p.send.has_pending();
+        if !(ack_due || ping || data) {
+            return None;
+        }
+        let pn = p.send.next_pn;
+        p.send.next_pn += 1;
+        let header = Header {
+            sender: cfg.local,
+            sender_incarnation: cfg.incarnation,
+            dest_incarnation: p.incarnation,
+            packet_number: pn,
+        };
+        let mut w = Writer::new(&header, cfg.max_datagram);
+        if !p.ack.ranges.is_empty()
+            && let Some(largest) = w.push_ack(
+                p.ack.delay_micros(now),
+                &p.ack.ranges.descending(),
+                ACK_BUDGET,
+            )
+        {
+            p.ack.on_ack_sent(pn, largest);
+            stats.acks_sent += 1;
+        }
+        let mut eliciting = false;
+        if ping && w.push_ping() {
+            p.announce = false;
+            eliciting = true;
+            stats.pings_sent += 1;
+        }
+        let mut fragments = Vec::new();
+        if data {
+            while let Some(f) = p.send.next_fragment() {
+                if !w.push_data(&p.send.frame(f, now)) {
+                    break;
+                }
+                p.send.commit(f, now);
+                fragments.push((f.id, f.index));
+                stats.fragments_sent += 1;
+                stats.retransmits += u64::from(f.retransmit);
+            }
+        }
+        eliciting |= !fragments.is_empty();
+        if eliciting {
+            p.send.on_packet_sent(pn, now, fragments);
+        } else {
+            stats.ack_only_sent += 1;
+        }
+        Some(w.finish())
+    }
+
+    /// The earliest time [`Core::handle_timeout`] has work to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.peers
+            .values()
+            .filter_map(|p| p.next_deadline(&self.config))
+            .min()
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}

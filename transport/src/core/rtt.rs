@@ -1,0 +1,93 @@
+//! Round-trip time estimation (RFC 6298 smoothing, RFC 9002 ack-delay handling).
+//!
+//! Samples are unambiguous because packet numbers are never reused: an ACK of packet
+//! `n` always refers to the one transmission that carried `n` (no Karn's rule needed).
+
+use std::time::Duration;
+
+/// Timer granularity assumed for the RTO and the loss-time threshold (RFC 9002).
+pub(crate) const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// Smoothed RTT state of one peer.
+#[derive(Debug, Clone)]
+pub(crate) struct RttEstimator {
+    /// Smoothed RTT; `initial` until the first sample.
+    pub(crate) srtt: Duration,
+    /// RTT variation.
+    pub(crate) rttvar: Duration,
+    /// Smallest raw sample seen.
+    pub(crate) min_rtt: Option<Duration>,
+    /// Most recent adjusted sample.
+    pub(crate) latest: Duration,
+    has_sample: bool,
+}
+
+impl RttEstimator {
+    /// Before any sample, SRTT = `initial` and RTTVAR = `initial / 2` (RFC 6298 2.1).
+    pub(crate) fn new(initial: Duration) -> Self {
+        RttEstimator {
+            srtt: initial,
+            rttvar: initial / 2,
+            min_rtt: None,
+            latest: initial,
+            has_sample: false,
+        }
+    }
+
+    /// Folds in one sample measured from send to ACK receipt; the peer's reported
+    /// `ack_delay` (capped at `max_ack_delay`) is subtracted unless that would go below
+    /// the minimum RTT.
+    pub(crate) fn update(
+        &mut self,
+        sample: Duration,
+        ack_delay: Duration,
+        max_ack_delay: Duration,
+    ) {
+        let min = *self.min_rtt.get_or_insert(sample);
+        self.min_rtt = Some(min.min(sample));
+        let ack_delay = ack_delay.min(max_ack_delay);
+        let adjusted = if sample >= min + ack_delay {
+            sample - ack_delay
+        } else {
+            sample
+        };
+        self.latest = adjusted;
+        if !self.has_sample {
+            self.has_sample = true;
+            self.srtt = adjusted;
+            self.rttvar = adjusted / 2;
+        } else {
+            let diff = self.srtt.abs_diff(adjusted);
+            self.rttvar = (self.rttvar * 3 + diff) / 4;
+            self.srtt = (self.srtt * 7 + adjusted) / 8;
+        }
+    }
+
+    /// RTO before backoff: SRTT + max(G, 4 RTTVAR) + max_ack_delay, at least `min_rto`.
+    pub(crate) fn rto(&self, max_ack_delay: Duration, min_rto: Duration) -> Duration {
+        (self.srtt + (self.rttvar * 4).max(GRANULARITY) + max_ack_delay).max(min_rto)
+    }
+
+    /// Time threshold for declaring a packet lost: 9/8 max(SRTT, latest), at least G.
+    pub(crate) fn loss_delay(&self) -> Duration {
+        (self.srtt.max(self.latest) * 9 / 8).max(GRANULARITY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6298_smoothing() {
+        let ms = Duration::from_millis;
+        let mut r = RttEstimator::new(ms(100));
+        r.update(ms(8), Duration::ZERO, ms(2));
+        assert_eq!((r.srtt, r.rttvar), (ms(8), ms(4)));
+        r.update(ms(16), Duration::ZERO, ms(2));
+        assert_eq!(r.srtt, ms(9));
+        assert_eq!(r.rttvar, ms(5));
+        assert_eq!(r.rto(ms(2), ms(10)), ms(9 + 20 + 2));
+        assert_eq!(r.rto(ms(2), ms(100)), ms(100));
+    }
+}

@@ -1,0 +1,294 @@
+//! Send-side state for one peer: outgoing messages, their fragments, the packets in
+//! flight and loss detection (RFC 9002: packet threshold 3, time threshold 9/8 RTT, and
+//! an RTO that declares everything in flight lost).
+//!
+//! Bounds: at most `max_in_flight` unacknowledged messages (each at most `max_message`
+//! bytes, so `max_in_flight * max_message` bytes of payload), ids spread over at most
+//! `dedup_window`, at most `max_packets_in_flight` tracked packets, and a retransmit queue
+//! holding at most one entry per fragment of an unacknowledged message.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::time::Time;
+use crate::wire::{AckFrame, DataFrame};
+
+use super::config::Config;
+
+/// Packets this much below the largest acknowledged one are lost (RFC 9002).
+pub(crate) const PACKET_THRESHOLD: u64 = 3;
+
+#[derive(Debug)]
+struct OutMessage {
+    bytes: Vec<u8>,
+    count: u32,
+    chunk: usize,
+    acked: Vec<bool>,
+    acked_count: u32,
+    /// Next fragment never transmitted.
+    next_new: u32,
+    /// Stamp of the first transmission, carried by every fragment.
+    first_sent: Option<Time>,
+}
+
+#[derive(Debug)]
+struct SentPacket {
+    time_sent: Time,
+    fragments: Vec<(u64, u32)>,
+}
+
+/// A fragment chosen for the next packet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NextFragment {
+    pub(crate) id: u64,
+    pub(crate) index: u32,
+    pub(crate) retransmit: bool,
+}
+
+/// What an ACK frame changed.
+#[derive(Debug, Default)]
+pub(crate) struct AckOutcome {
+    /// Messages now wholly acknowledged, ascending.
+    pub(crate) completed: Vec<u64>,
+    /// Send time of the largest acknowledged packet, if newly acknowledged (RTT sample).
+    pub(crate) rtt_sent_at: Option<Time>,
+    /// Whether any packet was newly acknowledged.
+    pub(crate) any_new: bool,
+}
+
+/// Outgoing state towards one peer.
+#[derive(Debug, Default)]
+pub(crate) struct SendState {
+    /// Id of the next message `send` accepts.
+    pub(crate) next_id: u64,
+    /// Next packet number; never reused, not even across peer restarts.
+    pub(crate) next_pn: u64,
+    messages: BTreeMap<u64, OutMessage>,
+    new_queue: VecDeque<u64>,
+    retx: VecDeque<(u64, u32)>,
+    sent: BTreeMap<u64, SentPacket>,
+    largest_acked: Option<u64>,
+    /// Consecutive RTO expirations (exponential backoff), reset by any new ACK.
+    pub(crate) pto_count: u32,
+    /// When the last ack-eliciting packet left.
+    pub(crate) last_eliciting_sent: Option<Time>,
+    /// Earliest time-threshold loss deadline.
+    pub(crate) loss_time: Option<Time>,
+    /// `send` refused with `WindowFull`; report `Writable` when space frees.
+    pub(crate) blocked: bool,
+}
+
+impl SendState {
+    /// Whether `send` must refuse: too many unacknowledged messages, or the id spread
+    /// would exceed what the receiver's dedup window accepts.
+    pub(crate) fn window_full(&self, cfg: &Config) -> bool {
+        self.messages.len() >= cfg.max_in_flight
+            || self
+                .messages
+                .first_key_value()
+                .is_some_and(|(&lo, _)| self.next_id - lo >= cfg.dedup_window)
+    }
+
+    /// Unacknowledged messages.
+    pub(crate) fn unacked(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Ack-eliciting packets in flight.
+    pub(crate) fn packets_in_flight(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Queues a message, splitting it into balanced fragments of at most `max_fragment`.
+    pub(crate) fn push(&mut self, bytes: Vec<u8>, max_fragment: usize) -> u64 {
+        let total = bytes.len();
+        let count = total.div_ceil(max_fragment).max(1);
+        let chunk = total.div_ceil(count);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.messages.insert(
+            id,
+            OutMessage {
+                bytes,
+                count: count as u32,
+                chunk,
+                acked: vec![false; count],
+                acked_count: 0,
+                next_new: 0,
+                first_sent: None,
+            },
+        );
+        self.new_queue.push_back(id);
+        id
+    }
+
+    /// The next fragment to transmit: lost ones first, then never-sent ones in id order.
+    pub(crate) fn next_fragment(&mut self) -> Option<NextFragment> {
+        while let Some(&(id, index)) = self.retx.front() {
+            if self
+                .messages
+                .get(&id)
+                .is_some_and(|m| !m.acked[index as usize])
+            {
+                return Some(NextFragment {
+                    id,
+                    index,
+                    retransmit: true,
+                });
+            }
+            self.retx.pop_front();
+        }
+        while let Some(&id) = self.new_queue.front() {
+            if let Some(m) = self.messages.get(&id)
+                && m.next_new < m.count
+            {
+                return Some(NextFragment {
+                    id,
+                    index: m.next_new,
+                    retransmit: false,
+                });
+            }
+            self.new_queue.pop_front();
+        }
+        None
+    }
+
+    /// Whether anything waits for transmission.
+    pub(crate) fn has_pending(&mut self) -> bool {
+        self.next_fragment().is_some()
+    }
+
+    /// The DATA frame for a fragment returned by [`Self::next_fragment`].
+    pub(crate) fn frame(&self, f: NextFragment, now: Time) -> DataFrame<'_> {
+        let m = &self.messages[&f.id];
+        let start = (f.index as usize * m.chunk).min(m.bytes.len());
+        let end = (start + m.chunk).min(m.bytes.len());
+        DataFrame {
+            message_id: f.id,
+            index: f.index,
+            count: m.count,
+            total_len: m.bytes.len() as u32,
+            sent_at: m.first_sent.unwrap_or(now).as_micros(),
+            payload: &m.bytes[start..end],
+        }
+    }
+
+    /// Marks a fragment from [`Self::next_fragment`] as put into a packet.
+    pub(crate) fn commit(&mut self, f: NextFragment, now: Time) {
+        if f.retransmit {
+            self.retx.pop_front();
+        } else if let Some(m) = self.messages.get_mut(&f.id) {
+            m.next_new += 1;
+        }
+        if let Some(m) = self.messages.get_mut(&f.id) {
+            m.first_sent.get_or_insert(now);
+        }
+    }
+
+    /// Records an ack-eliciting packet.
+    pub(crate) fn on_packet_sent(&mut self, pn: u64, now: Time, fragments: Vec<(u64, u32)>) {
+        self.sent.insert(
+            pn,
+            SentPacket {
+                time_sent: now,
+                fragments,
+            },
+        );
+        self.last_eliciting_sent = Some(now);
+    }
+
+    /// Applies an ACK frame. Ranges above any packet number we sent are ignored.
+    pub(crate) fn on_ack(&mut self, ack: &AckFrame) -> AckOutcome {
+        let mut out = AckOutcome::default();
+        let Some(largest) = ack.largest().filter(|&l| l < self.next_pn) else {
+            return out;
+        };
+        out.rtt_sent_at = self.sent.get(&largest).map(|p| p.time_sent);
+        for &(lo, hi) in &ack.ranges {
+            let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
+            for pn in pns {
+                let Some(p) = self.sent.remove(&pn) else {
+                    continue;
+                };
+                out.any_new = true;
+                for (id, index) in p.fragments {
+                    let Some(m) = self.messages.get_mut(&id) else {
+                        continue;
+                    };
+                    if !std::mem::replace(&mut m.acked[index as usize], true) {
+                        m.acked_count += 1;
+                        if m.acked_count == m.count {
+                            self.messages.remove(&id);
+                            out.completed.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        out.completed.sort_unstable();
+        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        if out.any_new {
+            self.pto_count = 0;
+        }
+        out
+    }
+
+    /// Declares lost the packets below the largest acknowledged one that are
+    /// [`PACKET_THRESHOLD`] packets or `loss_delay` behind, requeues their fragments and
+    /// re-arms the time-threshold timer. Returns how many packets were lost.
+    pub(crate) fn detect_lost(&mut self, now: Time, loss_delay: std::time::Duration) -> usize {
+        self.loss_time = None;
+        let Some(largest) = self.largest_acked else {
+            return 0;
+        };
+        let mut lost = Vec::new();
+        for (&pn, p) in self.sent.range(..largest) {
+            let deadline = p.time_sent + loss_delay;
+            if largest - pn >= PACKET_THRESHOLD || deadline <= now {
+                lost.push(pn);
+            } else {
+                self.loss_time = Some(self.loss_time.map_or(deadline, |t| t.min(deadline)));
+            }
+        }
+        for pn in &lost {
+            self.requeue(*pn);
+        }
+        lost.len()
+    }
+
+    /// Retransmission timeout: everything in flight is lost; back off.
+    pub(crate) fn on_rto(&mut self) -> usize {
+        let pns: Vec<u64> = self.sent.keys().copied().collect();
+        for pn in &pns {
+            self.requeue(*pn);
+        }
+        self.loss_time = None;
+        self.pto_count = (self.pto_count + 1).min(16);
+        pns.len()
+    }
+
+    fn requeue(&mut self, pn: u64) {
+        if let Some(p) = self.sent.remove(&pn) {
+            for (id, index) in p.fragments {
+                if self
+                    .messages
+                    .get(&id)
+                    .is_some_and(|m| !m.acked[index as usize])
+                {
+                    self.retx.push_back((id, index));
+                }
+            }
+        }
+    }
+
+    /// Forgets every message and packet (the peer restarted); message ids restart at 0,
+    /// packet numbers continue. Returns the ids of the unacknowledged messages.
+    pub(crate) fn reset(&mut self) -> Vec<u64> {
+        let abandoned = self.messages.keys().copied().collect();
+        *self = SendState {
+            next_pn: self.next_pn,
+            blocked: self.blocked,
+            ..SendState::default()
+        };
+        abandoned
+    }
+}
