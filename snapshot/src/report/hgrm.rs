@@ -44,8 +44,15 @@ pub fn write_hgrm(h: &Histogram<u64>, value_scale: f64, out: &mut impl Write) ->
     };
     // HdrHistogram sizes sub-buckets as the power of two covering 2 * 10^sigfig.
     let sub_buckets = (2.0 * 10f64.powi(h.sigfig() as i32)).log2().ceil().exp2() as u64;
-    writeln!(out, "#[Mean    = {mean:12.3}, StdDeviation   = {stdev:12.3}]")?;
-    writeln!(out, "#[Max     = {max:12.3}, Total count    = {:12}]", h.len())?;
+    writeln!(
+        out,
+        "#[Mean    = {mean:12.3}, StdDeviation   = {stdev:12.3}]"
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {max:12.3}, Total count    = {:12}]",
+        h.len()
+    )?;
     writeln!(
         out,
         "#[Buckets = {:12}, SubBuckets     = {sub_buckets:12}]",
@@ -74,7 +81,10 @@ pub fn parse_hgrm(text: &str) -> Result<Vec<HgrmRow>, String> {
         }
         let cols: Vec<&str> = t.split_whitespace().collect();
         if cols.len() < 3 {
-            return Err(format!("line {}: expected at least 3 columns: {t:?}", n + 1));
+            return Err(format!(
+                "line {}: expected at least 3 columns: {t:?}",
+                n + 1
+            ));
         }
         let bad = |what: &str| format!("line {}: bad {what}: {t:?}", n + 1);
         let row = HgrmRow {

@@ -60,7 +60,10 @@ pub fn read_hlog(bytes: &[u8]) -> Result<Vec<(String, Histogram<u64>)>, String> 
                 let h: Histogram<u64> = de
                     .deserialize(&mut &raw[..])
                     .map_err(|e| format!("interval log histogram: {e:?}"))?;
-                out.push((i.tag().map(|t| t.as_str().to_string()).unwrap_or_default(), h));
+                out.push((
+                    i.tag().map(|t| t.as_str().to_string()).unwrap_or_default(),
+                    h,
+                ));
             }
             LogEntry::StartTime(_) | LogEntry::BaseTime(_) => {}
         }
@@ -84,7 +87,12 @@ mod tests {
             for v in 1..=100 {
                 h.record(v * (i + 1)).unwrap();
             }
-            log.push(Duration::from_secs(i), Duration::from_secs(1), "delivery", h);
+            log.push(
+                Duration::from_secs(i),
+                Duration::from_secs(1),
+                "delivery",
+                h,
+            );
         }
         let mut out = Vec::new();
         log.write(&mut out).unwrap();

@@ -136,7 +136,10 @@ mod tests {
         let m = merge([&a, &b]);
         assert_eq!(m.len(), 200);
         let p = Percentiles::of(&m);
-        assert!(p.p50 <= 100, "median of the merged data, not of medians: {p:?}");
+        assert!(
+            p.p50 <= 100,
+            "median of the merged data, not of medians: {p:?}"
+        );
         assert!(p.p90 >= 9_990);
     }
 

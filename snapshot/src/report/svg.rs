@@ -14,10 +14,8 @@ pub fn write_percentile_svg(
     series: &[(&str, &Histogram<u64>)],
 ) -> Result<(), String> {
     const COLORS: [RGBColor; 4] = [BLUE, RED, GREEN, MAGENTA];
-    let curves: Vec<(&str, Vec<(f64, f64)>)> = series
-        .iter()
-        .map(|(label, h)| (*label, curve(h)))
-        .collect();
+    let curves: Vec<(&str, Vec<(f64, f64)>)> =
+        series.iter().map(|(label, h)| (*label, curve(h))).collect();
     let max_x = curves
         .iter()
         .flat_map(|(_, c)| c.iter().map(|p| p.0))

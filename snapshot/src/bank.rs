@@ -1,0 +1,1 @@
+//! Coming next (issue 4).

@@ -1,0 +1,236 @@
+//! The peers file: cluster membership (id and address per node) plus optional fault
+//! injection and snapshot settings, in TOML.
+//!
+//! ```toml
+//! [[nodes]]
+//! id = 0
+//! addr = "127.0.0.1:7000"
+//! [[nodes]]
+//! id = 1
+//! addr = "127.0.0.1:7001"
+//!
+//! [faults]                 # optional: shutter_transport::faults::FaultPlan
+//! seed = 7
+//! [faults.default]
+//! loss = { model = "bernoulli", p = 0.1 }
+//! ```
+//!
+//! Errors say what is wrong and where (file, line and column for syntax, the node for
+//! semantic mistakes such as a duplicate id).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shutter_transport::faults::{FaultConfigError, FaultPlan};
+use shutter_vclock::{MAX_NODES, NodeId};
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// Node id (its index in every vector clock).
+    pub id: NodeId,
+    /// UDP address the node listens on.
+    pub addr: SocketAddr,
+}
+
+/// A parsed and validated peers file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersFile {
+    /// The members, in any order.
+    pub nodes: Vec<PeerEntry>,
+    /// Faults every node applies to its outgoing datagrams.
+    #[serde(default)]
+    pub faults: Option<FaultPlan>,
+}
+
+/// What is wrong with a peers file.
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    /// The file could not be read.
+    #[error("cannot read peers file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a field of the wrong type (the message names line and column).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message with position.
+        message: String,
+    },
+    /// A semantic error.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the node or field.
+        reason: String,
+    },
+    /// The `[faults]` table is invalid.
+    #[error("{path}: in [faults]: {source}")]
+    Faults {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: FaultConfigError,
+    },
+}
+
+impl PeersFile {
+    /// Reads and validates a peers file.
+    pub fn load(path: &Path) -> Result<PeersFile, PeersError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PeersError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates peers-file text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<PeersFile, PeersError> {
+        let file: PeersFile = toml::from_str(text).map_err(|e| PeersError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        file.validate(path)?;
+        Ok(file)
+    }
+
+    /// Checks ids and addresses are unique and in range, and the fault plan.
+    pub fn validate(&self, path: &Path) -> Result<(), PeersError> {
+        let invalid = |reason: String| PeersError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.nodes.is_empty() {
+            return Err(invalid("no [[nodes]]: a cluster needs at least one node".into()));
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.id.index() >= MAX_NODES {
+                return Err(invalid(format!(
+                    "nodes[{i}]: id {} is too large (at most {})",
+                    n.id.0,
+                    MAX_NODES - 1
+                )));
+            }
+            if !ids.insert(n.id) {
+                return Err(invalid(format!("nodes[{i}]: id {} appears twice", n.id.0)));
+            }
+            if n.addr.port() == 0 {
+                return Err(invalid(format!(
+                    "nodes[{i}] (id {}): address {} needs a port",
+                    n.id.0, n.addr
+                )));
+            }
+            if !addrs.insert(n.addr) {
+                return Err(invalid(format!(
+                    "nodes[{i}] (id {}): address {} is used by another node",
+                    n.id.0, n.addr
+                )));
+            }
+        }
+        if let Some(f) = &self.faults {
+            f.validate().map_err(|source| PeersError::Faults {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Address of node `id`.
+    pub fn addr_of(&self, id: NodeId) -> Option<SocketAddr> {
+        self.nodes.iter().find(|n| n.id == id).map(|n| n.addr)
+    }
+
+    /// All `(id, addr)` pairs sorted by id.
+    pub fn members(&self) -> Vec<(NodeId, SocketAddr)> {
+        let mut m: Vec<_> = self.nodes.iter().map(|n| (n.id, n.addr)).collect();
+        m.sort();
+        m
+    }
+
+    /// Renders the file as TOML (used by `shutter demo` to write a reusable peers file).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PeersFile, PeersError> {
+        PeersFile::parse(text, Path::new("peers.toml"))
+    }
+
+    #[test]
+    fn parses_nodes_and_faults() {
+        let f = parse(
+            r#"
+[[nodes]]
+id = 1
+addr = "127.0.0.1:7001"
+[[nodes]]
+id = 0
+addr = "127.0.0.1:7000"
+[faults]
+seed = 3
+[faults.default]
+loss = { model = "bernoulli", p = 0.2 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.members()[0].0, NodeId(0));
+        assert_eq!(f.addr_of(NodeId(1)).unwrap().port(), 7001);
+        assert_eq!(f.faults.unwrap().seed, 3);
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let e = parse("[[nodes]]\nid = 0\naddr = \"nonsense\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("peers.toml:") && msg.contains("line 3"), "{msg}");
+
+        let e = parse(
+            "[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[[nodes]]\nid = 0\naddr = \"127.0.0.1:2\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "peers.toml: nodes[1]: id 0 appears twice");
+
+        let e = parse("[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\nprot = 3\n").unwrap_err();
+        assert!(e.to_string().contains("prot"), "{e}");
+
+        let e = parse(
+            "[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[faults.default]\nduplicate = 1.5\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("in [faults]"), "{e}");
+        assert!(e.to_string().contains("duplicate"), "{e}");
+
+        let e = parse("").unwrap_err();
+        assert!(e.to_string().contains("no [[nodes]]"), "{e}");
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let f = PeersFile {
+            nodes: vec![PeerEntry {
+                id: NodeId(0),
+                addr: "127.0.0.1:9".parse().unwrap(),
+            }],
+            faults: None,
+        };
+        assert_eq!(parse(&f.to_toml()).unwrap(), f);
+    }
+}

@@ -1,0 +1,102 @@
+//! Initiator-side bookkeeping for one snapshot: the count matrix rows, the reports, and
+//! the assembly of the [`GlobalSnapshot`].
+
+use std::collections::BTreeMap;
+
+use shutter_transport::Time;
+use shutter_vclock::NodeId;
+
+use crate::global::{GlobalSnapshot, Timings};
+use crate::wire::{LocalReport, SnapshotId};
+
+/// What the initiator gathers.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    pub(crate) started: Time,
+    pub(crate) deadline: Time,
+    /// Send-count row of every node that has joined.
+    pub(crate) rows: BTreeMap<NodeId, Vec<(NodeId, u64)>>,
+    /// True once the columns went out (all rows were in).
+    pub(crate) expected_sent: bool,
+    pub(crate) reports: BTreeMap<NodeId, LocalReport>,
+    pub(crate) control_messages: u64,
+}
+
+impl Collector {
+    pub(crate) fn new(started: Time, deadline: Time) -> Self {
+        Self {
+            started,
+            deadline,
+            rows: BTreeMap::new(),
+            expected_sent: false,
+            reports: BTreeMap::new(),
+            control_messages: 0,
+        }
+    }
+
+    /// Column `to` of the count matrix: pre-cut messages each other node sent to `to`.
+    pub(crate) fn column(&self, nodes: &[NodeId], to: NodeId) -> Vec<(NodeId, u64)> {
+        nodes
+            .iter()
+            .filter(|&&from| from != to)
+            .map(|&from| {
+                let n = self
+                    .rows
+                    .get(&from)
+                    .and_then(|row| row.iter().find(|(d, _)| *d == to))
+                    .map_or(0, |(_, n)| *n);
+                (from, n)
+            })
+            .collect()
+    }
+
+    /// Nodes whose part is missing: those that never joined, or, if all joined, those
+    /// that never reported.
+    pub(crate) fn missing(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        let not_joined: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| !self.rows.contains_key(n))
+            .collect();
+        if !not_joined.is_empty() {
+            return not_joined;
+        }
+        nodes
+            .iter()
+            .copied()
+            .filter(|n| !self.reports.contains_key(n))
+            .collect()
+    }
+
+    /// Builds the global snapshot; call only when every node reported.
+    pub(crate) fn assemble(self, id: SnapshotId, nodes: &[NodeId], now: Time) -> GlobalSnapshot {
+        let mut snap = GlobalSnapshot {
+            id,
+            states: BTreeMap::new(),
+            cuts: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            timings: Timings {
+                started: self.started,
+                local_cuts: BTreeMap::new(),
+                completed: now,
+            },
+            control_messages: self.control_messages,
+        };
+        for &from in nodes {
+            for &to in nodes {
+                if from != to {
+                    snap.channels.insert((from, to), Vec::new());
+                }
+            }
+        }
+        for (node, report) in self.reports {
+            snap.states.insert(node, report.state);
+            snap.cuts.insert(node, report.cut);
+            snap.timings.local_cuts.insert(node, report.cut_at);
+            for (from, msgs) in report.channels {
+                snap.channels.entry((from, node)).or_default().extend(msgs);
+            }
+        }
+        snap
+    }
+}

@@ -1,0 +1,581 @@
+//! Mattern's vector-time snapshot algorithm for unordered channels.
+//!
+//! Node `i` keeps a vector clock `V_i`. A snapshot `(k, s)` starts when initiator `k`
+//! ticks (`s = V_k[k]`) and records its state. A node joins `(k, s)` at the first of: the
+//! initiator's [`Control::Begin`] arrives, or an application message announcing `(k, s)`
+//! in its [`AppHeader::joined`] arrives; the join records the local state *before* that
+//! message is delivered, and raises `V_i[k]` to `s` so everything the node sends
+//! afterwards is post-cut (`ts[k] >= s`). Channel state `i -> j` is the pre-cut
+//! messages `j` receives after joining; `j` knows it has them all when its pre-cut receive
+//! count from `i` reaches the count `i` recorded as sent to `j` at its cut. The counts
+//! travel through the initiator: each node sends its row ([`Control::Cut`]), the
+//! initiator sends each node its column ([`Control::Expect`]), each node reports
+//! ([`Control::Report`]) and the initiator assembles and announces [`Control::Done`].
+//! That is `5 (N - 1)` control messages per snapshot; exactly-once delivery makes the
+//! counting sound, no FIFO is assumed anywhere.
+//!
+//! # Call order (sans-IO)
+//!
+//! Mutate (`on_app_send`, `on_app_receive`, `initiate`, `handle_control`,
+//! `peer_unreachable`, `handle_timeout`), then drain `poll_transmit` and `poll_event`
+//! until `None`, then re-arm the timer from `poll_timeout`. See [`crate::engine`].
+//!
+//! # Bounded state
+//!
+//! At most [`EngineConfig::max_active`] snapshots initiated here run at once; every
+//! joined snapshot has a deadline; recorded channel state per snapshot is capped by
+//! [`EngineConfig::max_channel_bytes`]; finished ids are remembered in a bounded set.
+
+mod collector;
+mod participant;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use shutter_transport::Time;
+use shutter_vclock::{NodeId, VClock};
+
+use crate::engine::SnapshotEngine;
+use crate::global::{AbortReason, AbortWhy, Delivery, InitiateError, SnapshotEvent};
+use crate::recent::Recent;
+use crate::wire::{AppHeader, Control, LocalReport, SnapshotId};
+use collector::Collector;
+use participant::Participant;
+
+/// Configuration of a Mattern [`Engine`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This node.
+    pub me: NodeId,
+    /// Every node of the system (this one included; order irrelevant).
+    pub nodes: Vec<NodeId>,
+    /// A snapshot not finished this long after it started is aborted by its initiator;
+    /// a participant gives up on its own after twice this long from joining.
+    pub timeout: Duration,
+    /// Most snapshots initiated by this node that may run at once.
+    pub max_active: usize,
+    /// How many finished ids to remember for ignoring late control messages.
+    pub remember_finished: usize,
+    /// Most bytes of recorded channel payload per snapshot on this node.
+    pub max_channel_bytes: usize,
+}
+
+impl EngineConfig {
+    /// Defaults: 10 s timeout, 16 concurrent own snapshots, 4096 remembered ids,
+    /// 64 MiB of channel state per snapshot.
+    pub fn new(me: NodeId, nodes: Vec<NodeId>) -> Self {
+        Self {
+            me,
+            nodes,
+            timeout: Duration::from_secs(10),
+            max_active: 16,
+            remember_finished: 4096,
+            max_channel_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Mattern snapshot engine for one node. Sans-IO; see the module docs for the call order.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    /// Sorted, deduplicated membership including `me`.
+    nodes: Vec<NodeId>,
+    clock: VClock,
+    /// Lifetime application messages sent per destination.
+    sent: BTreeMap<NodeId, u64>,
+    /// Lifetime application messages received per source.
+    received: BTreeMap<NodeId, u64>,
+    /// Snapshots this node has joined and not yet forgotten.
+    active: BTreeMap<SnapshotId, Participant>,
+    /// Snapshots this node initiated and is collecting.
+    collecting: BTreeMap<SnapshotId, Collector>,
+    finished: Recent,
+    transmits: VecDeque<(NodeId, Control)>,
+    events: VecDeque<SnapshotEvent>,
+}
+
+impl Engine {
+    /// A fresh engine with the zero clock.
+    pub fn new(cfg: EngineConfig) -> Self {
+        Self::restored(cfg, VClock::new())
+    }
+
+    /// An engine resuming from a restored snapshot: its clock starts at the node's cut
+    /// clock and message counts start at zero (every node restores together, so counts
+    /// agree). Re-delivered channel messages go through [`Engine::absorb`].
+    pub fn restored(cfg: EngineConfig, clock: VClock) -> Self {
+        let mut nodes = cfg.nodes.clone();
+        nodes.push(cfg.me);
+        nodes.sort_unstable();
+        nodes.dedup();
+        Self {
+            finished: Recent::new(cfg.remember_finished),
+            cfg,
+            nodes,
+            clock,
+            sent: BTreeMap::new(),
+            received: BTreeMap::new(),
+            active: BTreeMap::new(),
+            collecting: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Merges the timestamp of a message re-delivered from a restored channel state
+    /// (it is not counted: it belongs to the previous run).
+    pub fn absorb(&mut self, ts: &VClock) {
+        self.clock.merge(ts);
+        self.clock.tick(self.cfg.me);
+    }
+
+    /// Membership, sorted.
+    pub fn nodes(&self) -> &[NodeId] {
+        &self.nodes
+    }
+
+    /// Snapshots this node has joined and still tracks.
+    pub fn active(&self) -> impl Iterator<Item = SnapshotId> + '_ {
+        self.active.keys().copied()
+    }
+
+    /// True if nothing is in progress here (no snapshot state, nothing queued).
+    pub fn is_idle(&self) -> bool {
+        self.active.is_empty()
+            && self.collecting.is_empty()
+            && self.transmits.is_empty()
+            && self.events.is_empty()
+    }
+
+    fn me(&self) -> NodeId {
+        self.cfg.me
+    }
+
+    fn is_member(&self, n: NodeId) -> bool {
+        self.nodes.binary_search(&n).is_ok()
+    }
+
+    fn send(&mut self, to: NodeId, c: Control) {
+        if let Some(col) = self.collecting.get_mut(&c.id()) {
+            col.control_messages += 1;
+        }
+        self.transmits.push_back((to, c));
+    }
+
+    /// Joins every snapshot in `ids` not joined or finished yet, all at this one point:
+    /// one local state (taken through `state` at most once) and one cut clock, recorded
+    /// before any of the joins raises the clock, so no join leaks into another's cut.
+    fn join_all(
+        &mut self,
+        now: Time,
+        ids: &[SnapshotId],
+        state: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Vec<SnapshotId> {
+        let new: Vec<SnapshotId> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                !self.active.contains_key(id)
+                    && !self.finished.contains(id)
+                    && self.is_member(id.initiator)
+            })
+            .collect();
+        if new.is_empty() {
+            return new;
+        }
+        let cut = self.clock.clone();
+        let local = state();
+        for &id in &new {
+            self.join(now, id, local.clone(), cut.clone());
+        }
+        // From here on everything this node sends must be post-cut: ts[k] >= s.
+        for id in &new {
+            if self.clock.get(id.initiator) < id.s {
+                self.clock.set(id.initiator, id.s);
+            }
+        }
+        new
+    }
+
+    /// Takes the local cut for `id` with `state` and `cut`, then reports the send counts
+    /// to the initiator. The caller raises the clock afterwards.
+    fn join(&mut self, now: Time, id: SnapshotId, state: Vec<u8>, cut: VClock) {
+        let p = Participant {
+            id,
+            cut,
+            cut_at: now,
+            // Participants wait twice as long as the initiator so that the initiator's
+            // verdict, which names the missing nodes, normally reaches them first.
+            deadline: now + self.cfg.timeout * 2,
+            state,
+            pre_received: self.received.clone(),
+            expected: None,
+            channels: BTreeMap::new(),
+            channel_bytes: 0,
+            reported: false,
+        };
+        self.events.push_back(SnapshotEvent::LocalCut {
+            id,
+            at: now,
+            clock: p.cut.clone(),
+        });
+        self.active.insert(id, p);
+        let row: Vec<(NodeId, u64)> = self.sent.iter().map(|(n, c)| (*n, *c)).collect();
+        if id.initiator == self.me() {
+            self.on_row(now, id, self.me(), row);
+        } else {
+            self.send(id.initiator, Control::Cut { id, sent: row });
+        }
+    }
+
+    /// Initiator: a row of the count matrix arrived.
+    fn on_row(&mut self, now: Time, id: SnapshotId, from: NodeId, row: Vec<(NodeId, u64)>) {
+        let Some(col) = self.collecting.get_mut(&id) else {
+            return;
+        };
+        col.rows.entry(from).or_insert(row);
+        if col.expected_sent || col.rows.len() < self.nodes.len() {
+            return;
+        }
+        col.expected_sent = true;
+        let columns: Vec<(NodeId, Vec<(NodeId, u64)>)> = self
+            .nodes
+            .iter()
+            .map(|&to| (to, col.column(&self.nodes, to)))
+            .collect();
+        for (to, counts) in columns {
+            if to == self.me() {
+                self.on_expect(now, id, counts);
+            } else {
+                self.send(to, Control::Expect { id, counts });
+            }
+        }
+    }
+
+    /// Participant: the counts that close our channels arrived.
+    fn on_expect(&mut self, now: Time, id: SnapshotId, counts: Vec<(NodeId, u64)>) {
+        if let Some(p) = self.active.get_mut(&id)
+            && p.expected.is_none()
+        {
+            p.expected = Some(counts.into_iter().collect());
+            self.maybe_report(now, id);
+        }
+    }
+
+    /// Sends (or files, at the initiator) our report once all channels are closed.
+    fn maybe_report(&mut self, now: Time, id: SnapshotId) {
+        let Some(p) = self.active.get_mut(&id) else {
+            return;
+        };
+        if p.reported || !p.channels_closed() {
+            return;
+        }
+        let report = p.take_report();
+        if id.initiator == self.me() {
+            self.on_report(now, self.me(), report);
+        } else {
+            self.send(id.initiator, Control::Report(Box::new(report)));
+        }
+    }
+
+    /// Initiator: a report arrived; assemble when all are in.
+    fn on_report(&mut self, now: Time, from: NodeId, report: LocalReport) {
+        let id = report.id;
+        let Some(col) = self.collecting.get_mut(&id) else {
+            return;
+        };
+        // A report before the row would mean a forged or confused peer: ignore it.
+        if !col.expected_sent {
+            return;
+        }
+        col.reports.entry(from).or_insert(report);
+        if col.reports.len() < self.nodes.len() {
+            return;
+        }
+        let mut col = self.collecting.remove(&id).expect("checked above");
+        self.active.remove(&id);
+        self.finished.insert(id);
+        let others: Vec<NodeId> = self.others().collect();
+        col.control_messages += others.len() as u64;
+        for to in others {
+            self.transmits.push_back((to, Control::Done { id }));
+        }
+        let snap = col.assemble(id, &self.nodes, now);
+        tracing::debug!(%id, control = snap.control_messages, "snapshot completed");
+        self.events
+            .push_back(SnapshotEvent::Completed(Box::new(snap)));
+    }
+
+    fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.me();
+        self.nodes.iter().copied().filter(move |&n| n != me)
+    }
+
+    /// Abandons `id` here. The initiator tells everyone except `told_by`; a participant
+    /// tells the initiator unless the initiator is who told it.
+    fn abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
+        self.finished.insert(id);
+        let had = self.active.remove(&id);
+        let col = self.collecting.remove(&id);
+        if id.initiator == self.me() {
+            if col.is_none() {
+                return;
+            }
+            let to: Vec<NodeId> = self.others().filter(|&n| Some(n) != told_by).collect();
+            for n in to {
+                self.transmits.push_back((
+                    n,
+                    Control::Abort {
+                        id,
+                        reason: reason.clone(),
+                    },
+                ));
+            }
+        } else {
+            let Some(p) = had else { return };
+            if p.reported && told_by.is_none() {
+                // Our part is done; the outcome is the initiator's call, drop quietly.
+                return;
+            }
+            if told_by != Some(id.initiator) {
+                self.transmits.push_back((
+                    id.initiator,
+                    Control::Abort {
+                        id,
+                        reason: reason.clone(),
+                    },
+                ));
+            }
+        }
+        tracing::debug!(%id, %reason, "snapshot aborted");
+        self.events.push_back(SnapshotEvent::Aborted { id, reason });
+    }
+
+    /// Nodes a snapshot is still waiting for, as seen from here. Where this node itself
+    /// is the hold-up because a channel is still open, the senders are named instead.
+    fn missing(&self, id: SnapshotId) -> Vec<NodeId> {
+        let me = self.me();
+        let mine = self.active.get(&id);
+        let my_open = mine.map(Participant::open_channels).unwrap_or_default();
+        let mut m = match (self.collecting.get(&id), mine) {
+            (Some(col), _) => {
+                let mut m = col.missing(&self.nodes);
+                if m.contains(&me) && !my_open.is_empty() {
+                    m.retain(|n| *n != me);
+                    m.extend(my_open);
+                }
+                m
+            }
+            (None, Some(p)) if p.expected.is_some() && !p.reported => my_open,
+            _ => vec![id.initiator],
+        };
+        m.sort_unstable();
+        m.dedup();
+        m
+    }
+}
+
+impl SnapshotEngine for Engine {
+    type Control = Control;
+
+    fn me(&self) -> NodeId {
+        self.cfg.me
+    }
+
+    fn clock(&self) -> &VClock {
+        &self.clock
+    }
+
+    fn on_app_send(&mut self, _now: Time, to: NodeId) -> AppHeader {
+        *self.sent.entry(to).or_default() += 1;
+        self.clock.tick(self.cfg.me);
+        AppHeader {
+            ts: self.clock.clone(),
+            joined: self.active.keys().copied().collect(),
+        }
+    }
+
+    fn on_app_receive(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        header: &AppHeader,
+        payload: &[u8],
+        state: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Delivery {
+        // 1. Join announced snapshots before anything else happens to this message.
+        let mut delivery = Delivery {
+            joined: self.join_all(now, &header.joined, state),
+            recorded_in: 0,
+        };
+        // 2. Classify against every joined snapshot: pre-cut messages received after the
+        //    cut are channel state.
+        let mut over_limit = Vec::new();
+        let ids: Vec<SnapshotId> = self.active.keys().copied().collect();
+        for id in ids {
+            let p = self.active.get_mut(&id).expect("listed above");
+            if id.is_post_cut(&header.ts) || p.reported {
+                continue;
+            }
+            p.record(from, &header.ts, payload);
+            delivery.recorded_in += 1;
+            if p.channel_bytes > self.cfg.max_channel_bytes {
+                over_limit.push(id);
+            }
+        }
+        // 3. The receive event itself.
+        *self.received.entry(from).or_default() += 1;
+        self.clock.merge(&header.ts);
+        self.clock.tick(self.cfg.me);
+        for id in over_limit {
+            let reason = AbortReason {
+                missing: Vec::new(),
+                why: AbortWhy::ChannelStateTooLarge,
+            };
+            self.abort(id, reason, None);
+        }
+        let ids: Vec<SnapshotId> = self.active.keys().copied().collect();
+        for id in ids {
+            self.maybe_report(now, id);
+        }
+        delivery
+    }
+
+    fn initiate(&mut self, now: Time, state: Vec<u8>) -> Result<SnapshotId, InitiateError> {
+        if self.collecting.len() >= self.cfg.max_active {
+            return Err(InitiateError::TooManyActive(self.cfg.max_active));
+        }
+        let s = self.clock.tick(self.cfg.me);
+        let id = SnapshotId {
+            initiator: self.cfg.me,
+            s,
+        };
+        self.collecting
+            .insert(id, Collector::new(now, now + self.cfg.timeout));
+        // Begin is a message from k sent after every cut k has taken, so like an app
+        // message it announces them: a receiver joins those first, and the clock raise
+        // Begin causes cannot leak into their cuts.
+        let joined: Vec<SnapshotId> = self.active.keys().copied().collect();
+        let others: Vec<NodeId> = self.others().collect();
+        for to in others {
+            self.send(
+                to,
+                Control::Begin {
+                    id,
+                    joined: joined.clone(),
+                },
+            );
+        }
+        let cut = self.clock.clone();
+        self.join(now, id, state, cut);
+        Ok(id)
+    }
+
+    fn handle_control(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        control: Control,
+        state: &mut dyn FnMut() -> Vec<u8>,
+    ) {
+        let id = control.id();
+        if !self.is_member(from) || !self.is_member(id.initiator) || self.finished.contains(&id) {
+            return;
+        }
+        if let Some(col) = self.collecting.get_mut(&id) {
+            col.control_messages += 1;
+        }
+        let from_initiator = from == id.initiator;
+        let i_initiated = id.initiator == self.me();
+        match control {
+            Control::Begin { id, mut joined } if from_initiator && !i_initiated => {
+                joined.push(id);
+                self.join_all(now, &joined, state);
+            }
+            Control::Cut { id, sent } if i_initiated => self.on_row(now, id, from, sent),
+            Control::Expect { id, counts } if from_initiator => self.on_expect(now, id, counts),
+            Control::Report(report) if i_initiated => self.on_report(now, from, *report),
+            Control::Done { id } if from_initiator && !i_initiated => {
+                self.active.remove(&id);
+                self.finished.insert(id);
+            }
+            Control::Abort { id, reason } if i_initiated || from_initiator => {
+                self.abort(id, reason, Some(from));
+            }
+            other => tracing::debug!(%from, ?other, "ignoring misdirected control message"),
+        }
+    }
+
+    fn peer_unreachable(&mut self, _now: Time, peer: NodeId) {
+        let mut doomed = Vec::new();
+        for (&id, col) in &self.collecting {
+            if !col.reports.contains_key(&peer) && self.is_member(peer) {
+                doomed.push(id);
+            }
+        }
+        for (&id, p) in &self.active {
+            if id.initiator == self.me() || p.reported {
+                continue;
+            }
+            if id.initiator == peer || p.open_channels().contains(&peer) {
+                doomed.push(id);
+            }
+        }
+        doomed.sort_unstable();
+        doomed.dedup();
+        for id in doomed {
+            let mut missing = self.missing(id);
+            if !missing.contains(&peer) {
+                missing.push(peer);
+                missing.sort_unstable();
+            }
+            let reason = AbortReason {
+                missing,
+                why: AbortWhy::Unreachable(peer),
+            };
+            // Telling an unreachable initiator is pointless but harmless.
+            self.abort(id, reason, None);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        let mut doomed: Vec<SnapshotId> = self
+            .collecting
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        doomed.extend(
+            self.active
+                .iter()
+                .filter(|(id, p)| id.initiator != self.cfg.me && p.deadline <= now)
+                .map(|(id, _)| *id),
+        );
+        for id in doomed {
+            let reason = AbortReason {
+                missing: self.missing(id),
+                why: AbortWhy::Timeout,
+            };
+            self.abort(id, reason, None);
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<(NodeId, Control)> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<SnapshotEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        let a = self.collecting.values().map(|c| c.deadline);
+        let b = self
+            .active
+            .iter()
+            .filter(|(id, _)| id.initiator != self.cfg.me)
+            .map(|(_, p)| p.deadline);
+        a.chain(b).min()
+    }
+}

@@ -1,0 +1,79 @@
+//! One node's part in one snapshot: its local cut and the channel states it records
+//! until counting says every pre-cut message has arrived.
+
+use std::collections::BTreeMap;
+
+use shutter_transport::Time;
+use shutter_vclock::{NodeId, VClock};
+
+use crate::wire::{LocalReport, RecordedMessage, SnapshotId};
+
+/// Local state of a joined snapshot.
+#[derive(Debug)]
+pub(crate) struct Participant {
+    pub(crate) id: SnapshotId,
+    /// Clock at the cut (before the message or control that forced the join).
+    pub(crate) cut: VClock,
+    pub(crate) cut_at: Time,
+    /// After this the snapshot is abandoned here.
+    pub(crate) deadline: Time,
+    /// Application state; taken out when the report is sent.
+    pub(crate) state: Vec<u8>,
+    /// Lifetime pre-cut messages received per sender (all receipts before the cut are
+    /// pre-cut, so this starts as the lifetime receive counts).
+    pub(crate) pre_received: BTreeMap<NodeId, u64>,
+    /// Lifetime pre-cut messages each sender sent here, once the initiator says.
+    pub(crate) expected: Option<BTreeMap<NodeId, u64>>,
+    /// Pre-cut messages received after the cut, per sender.
+    pub(crate) channels: BTreeMap<NodeId, Vec<RecordedMessage>>,
+    pub(crate) channel_bytes: usize,
+    /// The report went out; we only keep announcing until Done.
+    pub(crate) reported: bool,
+}
+
+impl Participant {
+    /// True once every incoming channel is closed by counting.
+    pub(crate) fn channels_closed(&self) -> bool {
+        self.expected.as_ref().is_some_and(|e| {
+            e.iter()
+                .all(|(from, n)| self.pre_received.get(from).copied().unwrap_or(0) >= *n)
+        })
+    }
+
+    /// Senders whose pre-cut messages have not all arrived (empty while counts unknown).
+    pub(crate) fn open_channels(&self) -> Vec<NodeId> {
+        let Some(e) = &self.expected else {
+            return Vec::new();
+        };
+        e.iter()
+            .filter(|(from, n)| self.pre_received.get(from).copied().unwrap_or(0) < **n)
+            .map(|(from, _)| *from)
+            .collect()
+    }
+
+    /// A pre-cut message from `from` arrived after the cut.
+    pub(crate) fn record(&mut self, from: NodeId, ts: &VClock, payload: &[u8]) {
+        *self.pre_received.entry(from).or_default() += 1;
+        self.channel_bytes += payload.len();
+        self.channels
+            .entry(from)
+            .or_default()
+            .push(RecordedMessage {
+                ts: ts.clone(),
+                payload: payload.to_vec(),
+            });
+    }
+
+    /// Moves state and channels out into a report; only the id and flags stay behind.
+    pub(crate) fn take_report(&mut self) -> LocalReport {
+        self.reported = true;
+        self.channel_bytes = 0;
+        LocalReport {
+            id: self.id,
+            state: std::mem::take(&mut self.state),
+            cut: self.cut.clone(),
+            cut_at: self.cut_at,
+            channels: std::mem::take(&mut self.channels).into_iter().collect(),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Wire types shared by the engines and the runtime: snapshot ids, the application
+//! header every app message carries, Mattern's control messages and the envelope that
+//! multiplexes both over one transport stream.
+//!
+//! Everything is serde + postcard. Nothing here trusts its input beyond what decoding
+//! checks: the engines ignore control messages that name unknown snapshots or come from
+//! the wrong node.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use shutter_transport::Time;
+use shutter_vclock::{NodeId, VClock};
+
+use crate::global::AbortReason;
+
+/// Name of one snapshot: the initiator `k` and `s = V_k[k]` right after `k` ticked to
+/// start it. Unique because `k`'s own clock entry only grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SnapshotId {
+    /// The node that started the snapshot and collects the reports.
+    pub initiator: NodeId,
+    /// The initiator's own clock entry at initiation; messages with `ts[initiator] >= s`
+    /// are post-cut.
+    pub s: u64,
+}
+
+impl SnapshotId {
+    /// True if a message stamped `ts` was sent after its sender joined this snapshot.
+    pub fn is_post_cut(&self, ts: &VClock) -> bool {
+        ts.get(self.initiator) >= self.s
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.initiator, self.s)
+    }
+}
+
+/// Piggybacked on every application message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppHeader {
+    /// The sender's vector clock after ticking for this send.
+    pub ts: VClock,
+    /// Active snapshots the sender has joined: the receiver joins them before delivery.
+    pub joined: Vec<SnapshotId>,
+}
+
+/// An application message captured in a channel state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedMessage {
+    /// The sender's timestamp (pre-cut: `ts[initiator] < s`).
+    pub ts: VClock,
+    /// The application payload, byte for byte.
+    pub payload: Vec<u8>,
+}
+
+/// What one node hands its initiator once all its incoming channels are closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalReport {
+    /// The snapshot this belongs to.
+    pub id: SnapshotId,
+    /// Opaque application state recorded at the cut.
+    pub state: Vec<u8>,
+    /// The node's vector clock at its cut.
+    pub cut: VClock,
+    /// Local time of the cut (the node's own clock, only roughly comparable across hosts).
+    pub cut_at: Time,
+    /// Channel states of the incoming channels, by sender; empty channels may be omitted.
+    pub channels: Vec<(NodeId, Vec<RecordedMessage>)>,
+}
+
+/// Mattern control messages. All of them travel between the initiator and one
+/// participant, so a snapshot of `N` nodes costs `5 (N - 1)` control messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// Initiator to all: snapshot `id` has begun; join it if you have not yet.
+    Begin {
+        /// The snapshot.
+        id: SnapshotId,
+        /// Snapshots the initiator had joined when it started this one: joined first by
+        /// the receiver, exactly as for an application message's header.
+        joined: Vec<SnapshotId>,
+    },
+    /// Participant to initiator on joining: its application send counts per destination
+    /// at its cut (one row of the count matrix).
+    Cut {
+        /// The snapshot.
+        id: SnapshotId,
+        /// `(destination, messages sent to it before the cut)`, lifetime totals.
+        sent: Vec<(NodeId, u64)>,
+    },
+    /// Initiator to participant once every row is in: how many pre-cut messages each
+    /// sender sent to it (its column). Closes its channels by counting.
+    Expect {
+        /// The snapshot.
+        id: SnapshotId,
+        /// `(sender, pre-cut messages it sent to the receiver)`, lifetime totals.
+        counts: Vec<(NodeId, u64)>,
+    },
+    /// Participant to initiator: local state, cut and channel states.
+    Report(Box<LocalReport>),
+    /// Initiator to all: the snapshot completed; stop announcing it and forget it.
+    Done {
+        /// The snapshot.
+        id: SnapshotId,
+    },
+    /// Either direction: the snapshot is abandoned. A participant tells its initiator,
+    /// the initiator tells everyone.
+    Abort {
+        /// The snapshot.
+        id: SnapshotId,
+        /// Who was missing and why.
+        reason: AbortReason,
+    },
+}
+
+impl Control {
+    /// The snapshot this message is about.
+    pub fn id(&self) -> SnapshotId {
+        match self {
+            Control::Begin { id, .. }
+            | Control::Cut { id, .. }
+            | Control::Expect { id, .. }
+            | Control::Done { id }
+            | Control::Abort { id, .. } => *id,
+            Control::Report(r) => r.id,
+        }
+    }
+}
+
+/// One transport message: application traffic or engine control. Generic over the
+/// control type so the Chandy-Lamport baseline can share it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Envelope<C = Control> {
+    /// An application message with its snapshot header.
+    App {
+        /// Clock and joined snapshots of the sender.
+        header: AppHeader,
+        /// Application bytes.
+        payload: Vec<u8>,
+    },
+    /// An engine control message.
+    Control(C),
+}
+
+impl<C: Serialize + for<'de> Deserialize<'de>> Envelope<C> {
+    /// Postcard encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("postcard encoding into a Vec cannot fail")
+    }
+
+    /// Postcard decoding; any malformed input is an error, never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips() {
+        let id = SnapshotId {
+            initiator: NodeId(2),
+            s: 7,
+        };
+        let e: Envelope = Envelope::App {
+            header: AppHeader {
+                ts: VClock::from_entries(vec![1, 0, 7]),
+                joined: vec![id],
+            },
+            payload: b"hi".to_vec(),
+        };
+        assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap(), e);
+        let c: Envelope = Envelope::Control(Control::Cut {
+            id,
+            sent: vec![(NodeId(0), 3)],
+        });
+        assert_eq!(Envelope::from_bytes(&c.to_bytes()).unwrap(), c);
+        assert!(Envelope::<Control>::from_bytes(&[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn post_cut_is_by_initiator_entry() {
+        let id = SnapshotId {
+            initiator: NodeId(1),
+            s: 3,
+        };
+        assert!(!id.is_post_cut(&VClock::from_entries(vec![9, 2])));
+        assert!(id.is_post_cut(&VClock::from_entries(vec![0, 3])));
+        assert_eq!(id.to_string(), "n1@3");
+    }
+}
