@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod core;
+pub mod driver;
 pub mod time;
 pub mod wire;
 

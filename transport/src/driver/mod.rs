@@ -1,0 +1,371 @@
+//! The tokio driver: one UDP socket and one [`Core`] per node, over real sockets.
+//!
+//! [`Endpoint::bind`] creates the socket (socket2: 4 MiB buffers requested,
+//! `SO_REUSEADDR`, nonblocking; IPv4 or IPv6) and spawns one task that owns the socket, the
+//! core and the optional fault injector. That task is a thin loop over three inputs:
+//! datagrams from the socket, the earliest timer (the core's or a delayed outgoing
+//! datagram's), and commands from the [`Endpoint`] handle. After every input it drains the
+//! core (`poll_transmit` until `None`, then `poll_event`) as the core's docs require.
+//!
+//! With a [`FaultPlan`] the loop passes every outgoing datagram through [`Faults`]: lost
+//! copies are never sent, delayed copies wait in a timer queue, duplicated ones are sent
+//! twice. Faults are applied on the sending side only, so a plan on both endpoints of a
+//! pair covers both directions.
+//!
+//! Events are queued without bound until the application reads them with
+//! [`Endpoint::next_event`] or [`Endpoint::recv`]; an application that never reads them
+//! grows that queue (acknowledgements arrive for every message sent).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), shutter_transport::driver::DriverError> {
+//! use shutter_transport::driver::{Endpoint, EndpointConfig};
+//! use shutter_transport::Config;
+//! use shutter_vclock::NodeId;
+//!
+//! let me = EndpointConfig::new(Config { local: NodeId(0), ..Config::default() }, "127.0.0.1:9000".parse().unwrap());
+//! let mut ep = Endpoint::bind(me, vec![(NodeId(1), "127.0.0.1:9001".parse().unwrap())]).await?;
+//! ep.send(NodeId(1), b"hello".to_vec()).await?;
+//! while let Some(msg) = ep.recv().await {
+//!     println!("{} says {:?}", msg.from, msg.bytes);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod clock;
+mod socket;
+mod task;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use shutter_vclock::NodeId;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::faults::{FaultConfigError, FaultPlan, FaultStats, Faults};
+use crate::{Config, ConfigError, Core, Event, MessageId, SendError, Stats, Time};
+use clock::Clock;
+use task::{Command, Driver};
+
+/// Socket buffer size requested by default (Linux caps it at `net.core.rmem_max`).
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
+
+/// Everything [`Endpoint::bind`] needs besides the peer table.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// The protocol core's configuration (`core.local` is this node's id).
+    pub core: Config,
+    /// Address to bind; port 0 picks an ephemeral port (see [`Endpoint::local_addr`]).
+    pub listen: SocketAddr,
+    /// Faults applied to outgoing datagrams, if any.
+    pub faults: Option<FaultPlan>,
+    /// Requested `SO_RCVBUF` in bytes (0 keeps the system default).
+    pub recv_buffer: usize,
+    /// Requested `SO_SNDBUF` in bytes (0 keeps the system default).
+    pub send_buffer: usize,
+}
+
+impl EndpointConfig {
+    /// No faults and [`DEFAULT_SOCKET_BUFFER`]-sized socket buffers.
+    pub fn new(core: Config, listen: SocketAddr) -> EndpointConfig {
+        EndpointConfig {
+            core,
+            listen,
+            faults: None,
+            recv_buffer: DEFAULT_SOCKET_BUFFER,
+            send_buffer: DEFAULT_SOCKET_BUFFER,
+        }
+    }
+}
+
+/// Why an endpoint could not be created or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The socket could not be created, configured or bound.
+    #[error("cannot bind UDP socket on {addr}: {source}")]
+    Bind {
+        /// The address that was requested.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A peer's address cannot be sent to from this socket.
+    #[error("peer {peer} has an unusable address {addr}: {reason}")]
+    BadPeerAddress {
+        /// The peer.
+        peer: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The same node id or address appears twice in the peer table, or is our own.
+    #[error("peer table: {0}")]
+    DuplicatePeer(String),
+    /// The core configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The fault plan is invalid.
+    #[error(transparent)]
+    Faults(#[from] FaultConfigError),
+    /// The core refused the message (too large, unknown peer).
+    #[error("send refused: {0}")]
+    Send(#[from] SendError),
+    /// The endpoint's task has stopped (closed, or failed: see the logs).
+    #[error("endpoint is closed")]
+    Closed,
+}
+
+/// A message delivered to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Sending node.
+    pub from: NodeId,
+    /// Its id, unique per sender and destination (what duplicates would repeat).
+    pub id: MessageId,
+    /// The message.
+    pub bytes: Vec<u8>,
+    /// When the sender sent it (sender's clock).
+    pub sent_at: Time,
+}
+
+/// Counters of the driver loop itself (the core and the faults count the rest).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DriverCounters {
+    /// Datagrams read from the socket.
+    pub datagrams_received: u64,
+    /// Datagrams written to the socket (after faults: duplicates count twice).
+    pub datagrams_sent: u64,
+    /// Datagrams from addresses not in the peer table, dropped before the core.
+    pub unknown_source_dropped: u64,
+    /// `send_to` failures (logged; the protocol retransmits).
+    pub send_errors: u64,
+    /// `recv_from` failures (logged).
+    pub recv_errors: u64,
+    /// Delayed datagram copies waiting in the fault timer queue right now.
+    pub delayed_queued: u64,
+}
+
+/// A snapshot of an endpoint's statistics.
+#[derive(Clone, Debug)]
+pub struct EndpointStats {
+    /// The protocol core's counters and delivery-latency histogram.
+    pub core: Stats,
+    /// What the fault injector did to outgoing datagrams (all zero without a plan).
+    pub faults: FaultStats,
+    /// The driver loop's own counters.
+    pub driver: DriverCounters,
+}
+
+/// A cloneable handle that sends through an [`Endpoint`] (for sending from another task
+/// while one task reads events).
+#[derive(Clone, Debug)]
+pub struct EndpointSender {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl EndpointSender {
+    /// Queues `message` for reliable delivery to `peer`, waiting while the peer's
+    /// in-flight window is full. Returns the message's id once the core has accepted it.
+    ///
+    /// Cancel-safe in the sense that dropping the future before it completes withdraws
+    /// the message if the core has not accepted it yet.
+    pub async fn send(&self, peer: NodeId, message: Vec<u8>) -> Result<MessageId, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Send {
+                peer,
+                message,
+                reply,
+            })
+            .map_err(|_| DriverError::Closed)?;
+        rx.await.map_err(|_| DriverError::Closed)?
+    }
+}
+
+/// A node's transport over a real UDP socket; see the module docs.
+#[derive(Debug)]
+pub struct Endpoint {
+    sender: EndpointSender,
+    events: mpsc::UnboundedReceiver<Event>,
+    local_addr: SocketAddr,
+    task: Option<JoinHandle<EndpointStats>>,
+}
+
+impl Endpoint {
+    /// Binds the socket on `config.listen`, registers `peers` with the core and starts the
+    /// endpoint's task on the current tokio runtime.
+    pub async fn bind(
+        config: EndpointConfig,
+        peers: Vec<(NodeId, SocketAddr)>,
+    ) -> Result<Endpoint, DriverError> {
+        config.core.validate()?;
+        let clock = Clock::start();
+        let faults = match config.faults.clone() {
+            Some(plan) => Some(Faults::with_epoch(plan, clock.base())?),
+            None => None,
+        };
+        let addrs = peer_table(&config, &peers)?;
+        let socket = socket::bind(config.listen, config.recv_buffer, config.send_buffer)?;
+        let local_addr = socket.local_addr().map_err(|source| DriverError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let mut core = Core::new(config.core.clone())?;
+        for (peer, _) in &peers {
+            core.add_peer(*peer);
+        }
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let driver = Driver::new(
+            config.listen,
+            config.core.local,
+            socket,
+            core,
+            faults,
+            clock,
+            peers,
+            addrs,
+            event_tx,
+        );
+        let task = tokio::spawn(driver.run(command_rx));
+        Ok(Endpoint {
+            sender: EndpointSender { commands },
+            events,
+            local_addr,
+            task: Some(task),
+        })
+    }
+
+    /// The bound address (with the real port when `listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Adds a peer after start-up (for example once its ephemeral port is known).
+    /// Fails if the id or the address is already in use or the address is unusable.
+    pub async fn add_peer(&self, peer: NodeId, addr: SocketAddr) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender
+            .commands
+            .send(Command::AddPeer { peer, addr, reply })
+            .map_err(|_| DriverError::Closed)?;
+        rx.await.map_err(|_| DriverError::Closed)?
+    }
+
+    /// A cloneable sending handle.
+    pub fn sender(&self) -> EndpointSender {
+        self.sender.clone()
+    }
+
+    /// See [`EndpointSender::send`].
+    pub async fn send(&self, peer: NodeId, message: Vec<u8>) -> Result<MessageId, DriverError> {
+        self.sender.send(peer, message).await
+    }
+
+    /// The next event of any kind; `None` once the endpoint is closed and drained.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next delivered message, discarding other events; `None` once closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        while let Some(event) = self.events.recv().await {
+            if let Event::Delivered {
+                from,
+                id,
+                bytes,
+                sent_at,
+            } = event
+            {
+                return Some(Message {
+                    from,
+                    id,
+                    bytes,
+                    sent_at,
+                });
+            }
+        }
+        None
+    }
+
+    /// A snapshot of the core, fault and driver statistics.
+    pub async fn stats(&self) -> Result<EndpointStats, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender
+            .commands
+            .send(Command::Stats { reply })
+            .map_err(|_| DriverError::Closed)?;
+        rx.await.map_err(|_| DriverError::Closed)
+    }
+
+    /// Stops the task (datagrams still delayed by faults are discarded, unacknowledged
+    /// messages are abandoned) and returns the final statistics.
+    pub async fn close(mut self) -> Result<EndpointStats, DriverError> {
+        // A send error means the task already stopped; joining it still yields its stats.
+        let _ = self.sender.commands.send(Command::Close);
+        let task = self.task.take().ok_or(DriverError::Closed)?;
+        task.await.map_err(|_| DriverError::Closed)
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // Without this the task would live on while `EndpointSender` clones exist.
+        let _ = self.sender.commands.send(Command::Close);
+    }
+}
+
+/// Checks the peer table and builds the source-address lookup.
+fn peer_table(
+    config: &EndpointConfig,
+    peers: &[(NodeId, SocketAddr)],
+) -> Result<HashMap<SocketAddr, NodeId>, DriverError> {
+    let mut addrs = HashMap::new();
+    for &(peer, addr) in peers {
+        check_peer(config.listen, config.core.local, peer, addr)?;
+        if peers.iter().filter(|(p, _)| *p == peer).count() > 1 {
+            return Err(DriverError::DuplicatePeer(format!(
+                "{peer} is listed twice"
+            )));
+        }
+        if let Some(other) = addrs.insert(canonical(addr), peer) {
+            return Err(DriverError::DuplicatePeer(format!(
+                "{other} and {peer} share address {addr}"
+            )));
+        }
+    }
+    Ok(addrs)
+}
+
+/// Checks that `addr` can be sent to from a socket bound on `listen`.
+pub(crate) fn check_peer(
+    listen: SocketAddr,
+    local: NodeId,
+    peer: NodeId,
+    addr: SocketAddr,
+) -> Result<(), DriverError> {
+    let bad = |reason| DriverError::BadPeerAddress { peer, addr, reason };
+    if addr.ip().is_unspecified() {
+        return Err(bad("unspecified IP (0.0.0.0 or ::) cannot be sent to"));
+    }
+    if addr.port() == 0 {
+        return Err(bad("port 0 cannot be sent to"));
+    }
+    if listen.is_ipv4() && canonical(addr).is_ipv6() {
+        return Err(bad("IPv6 peer but the endpoint listens on IPv4"));
+    }
+    if peer == local {
+        return Err(DriverError::DuplicatePeer(format!(
+            "{peer} is this endpoint's own id"
+        )));
+    }
+    Ok(())
+}
+
+/// Maps IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4
+/// sources) to plain IPv4 so lookups match however the peer was configured.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
