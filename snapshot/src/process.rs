@@ -1,1 +1,270 @@
-//! Coming next (issue 4).
+//! The application interface: a single-threaded [`Process`] (actor) that sends through a
+//! [`Context`], and [`Node`], the sans-IO glue of one process and one snapshot engine.
+//!
+//! Because the driver calls `on_message`, `on_tick`, `on_command` and `snapshot` on one
+//! thread, one at a time, "record the state, then deliver the message" is atomic by
+//! construction: [`Node::handle`] lets the engine join any announced snapshot (taking
+//! [`Process::snapshot`]) *before* it calls [`Process::on_message`].
+//!
+//! # Using an engine directly from another event loop
+//!
+//! Without `Node`, keep the same discipline by hand:
+//!
+//! 1. stamp every outgoing message: `let header = engine.on_app_send(now, to);` and send
+//!    `Envelope::App { header, payload }`;
+//! 2. for every incoming `Envelope::App { header, payload }`, call
+//!    `engine.on_app_receive(now, from, &header, &payload, &mut || my_state_bytes())`
+//!    *first* — it calls back for your state if the message forces a snapshot — and only
+//!    when it returns deliver the payload to your application (the returned
+//!    [`crate::Delivery`] is `#[must_use]` as a reminder);
+//! 3. pass `Envelope::Control(c)` to `engine.handle_control(now, from, c, &mut || ...)`;
+//! 4. after each of these, drain `poll_transmit` and `poll_event`, and re-arm your timer
+//!    from `poll_timeout`.
+//!
+//! For the Chandy-Lamport baseline the transport must be in ordered (FIFO) mode and the
+//! engine's control messages must be sent in the same per-peer order as application
+//! messages; `Node` keeps one outbox for both for that reason.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shutter_transport::Time;
+use shutter_vclock::{NodeId, VClock};
+
+use crate::engine::SnapshotEngine;
+use crate::global::{InitiateError, SnapshotEvent};
+use crate::mattern;
+use crate::wire::{Envelope, RecordedMessage, SnapshotId};
+
+/// What a process may do while it handles an input: learn who it is and send.
+#[derive(Debug)]
+pub struct Context {
+    me: NodeId,
+    now: Time,
+    peers: Vec<NodeId>,
+    outgoing: Vec<(NodeId, Vec<u8>)>,
+}
+
+impl Context {
+    /// A context for node `me` at `now`; `peers` are the other nodes.
+    pub fn new(me: NodeId, now: Time, peers: Vec<NodeId>) -> Self {
+        Self {
+            me,
+            now,
+            peers,
+            outgoing: Vec::new(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The current time (the driver's).
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// The other nodes, sorted.
+    pub fn peers(&self) -> &[NodeId] {
+        &self.peers
+    }
+
+    /// Queues an application message; the driver stamps and sends it after the call.
+    pub fn send(&mut self, to: NodeId, payload: Vec<u8>) {
+        self.outgoing.push((to, payload));
+    }
+
+    /// Takes the queued messages (for drivers).
+    pub fn take_outgoing(&mut self) -> Vec<(NodeId, Vec<u8>)> {
+        std::mem::take(&mut self.outgoing)
+    }
+}
+
+/// A single-threaded application whose state can be snapshotted and restored.
+pub trait Process {
+    /// The serialisable local state.
+    type State: Serialize + DeserializeOwned;
+
+    /// Called once before anything else.
+    fn on_start(&mut self, _ctx: &mut Context) {}
+
+    /// An application message arrived (after any snapshot it forced was taken).
+    fn on_message(&mut self, ctx: &mut Context, from: NodeId, payload: &[u8]);
+
+    /// Periodic tick from the driver.
+    fn on_tick(&mut self, _ctx: &mut Context) {}
+
+    /// An operator command (opaque bytes).
+    fn on_command(&mut self, _ctx: &mut Context, _command: &[u8]) {}
+
+    /// The current local state.
+    fn snapshot(&self) -> Self::State;
+
+    /// Replaces the local state with a restored one.
+    fn restore(&mut self, state: Self::State);
+}
+
+/// The process's state as snapshot bytes (postcard).
+pub fn encode_state<P: Process>(process: &P) -> Vec<u8> {
+    postcard::to_allocvec(&process.snapshot()).expect("postcard encoding into a Vec cannot fail")
+}
+
+/// Decodes snapshot bytes into a process state.
+pub fn decode_state<P: Process>(bytes: &[u8]) -> Result<P::State, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// One process plus one engine, sans-IO. Call order: an input (`start`, `tick`,
+/// `command`, `handle`, `initiate`, `peer_unreachable`, `handle_timeout`), then drain
+/// [`Node::poll_transmit`] and [`Node::poll_event`] until `None`, then re-arm the timer
+/// from [`Node::poll_timeout`].
+#[derive(Debug)]
+pub struct Node<P: Process, E: SnapshotEngine = mattern::Engine> {
+    process: P,
+    engine: E,
+    peers: Vec<NodeId>,
+    /// Control and application messages in the order they were produced.
+    outbox: VecDeque<(NodeId, Envelope<E::Control>)>,
+}
+
+impl<P: Process, E: SnapshotEngine> Node<P, E> {
+    /// Glues `process` to `engine`; `nodes` is the membership (this node may be in it).
+    pub fn new(process: P, engine: E, nodes: &[NodeId]) -> Self {
+        let me = engine.me();
+        let mut peers: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != me).collect();
+        peers.sort_unstable();
+        peers.dedup();
+        Self {
+            process,
+            engine,
+            peers,
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// The application.
+    pub fn process(&self) -> &P {
+        &self.process
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    fn drain_engine(&mut self) {
+        while let Some((to, c)) = self.engine.poll_transmit() {
+            self.outbox.push_back((to, Envelope::Control(c)));
+        }
+    }
+
+    fn run(&mut self, now: Time, f: impl FnOnce(&mut P, &mut Context)) {
+        let mut ctx = Context::new(self.engine.me(), now, self.peers.clone());
+        f(&mut self.process, &mut ctx);
+        for (to, payload) in ctx.take_outgoing() {
+            let header = self.engine.on_app_send(now, to);
+            self.outbox
+                .push_back((to, Envelope::App { header, payload }));
+        }
+    }
+
+    /// Starts the process.
+    pub fn start(&mut self, now: Time) {
+        self.run(now, |p, ctx| p.on_start(ctx));
+    }
+
+    /// Driver tick.
+    pub fn tick(&mut self, now: Time) {
+        self.run(now, |p, ctx| p.on_tick(ctx));
+    }
+
+    /// Operator command.
+    pub fn command(&mut self, now: Time, command: &[u8]) {
+        self.run(now, |p, ctx| p.on_command(ctx, command));
+    }
+
+    /// A message from the transport: snapshot first (if announced), then deliver.
+    pub fn handle(&mut self, now: Time, from: NodeId, envelope: Envelope<E::Control>) {
+        match envelope {
+            Envelope::App { header, payload } => {
+                let process = &self.process;
+                let delivery =
+                    self.engine
+                        .on_app_receive(now, from, &header, &payload, &mut || {
+                            encode_state(process)
+                        });
+                let _ = delivery; // Joined and recorded: now deliver.
+                self.drain_engine();
+                self.run(now, |p, ctx| p.on_message(ctx, from, &payload));
+            }
+            Envelope::Control(c) => {
+                let process = &self.process;
+                self.engine
+                    .handle_control(now, from, c, &mut || encode_state(process));
+                self.drain_engine();
+            }
+        }
+    }
+
+    /// Starts a snapshot here.
+    pub fn initiate(&mut self, now: Time) -> Result<SnapshotId, InitiateError> {
+        let state = encode_state(&self.process);
+        let id = self.engine.initiate(now, state)?;
+        self.drain_engine();
+        Ok(id)
+    }
+
+    /// The transport gave up on `peer`.
+    pub fn peer_unreachable(&mut self, now: Time, peer: NodeId) {
+        self.engine.peer_unreachable(now, peer);
+        self.drain_engine();
+    }
+
+    /// The timer from [`Node::poll_timeout`] fired.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.engine.handle_timeout(now);
+        self.drain_engine();
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, Envelope<E::Control>)> {
+        self.outbox.pop_front()
+    }
+
+    /// Next snapshot event.
+    pub fn poll_event(&mut self) -> Option<SnapshotEvent> {
+        self.engine.poll_event()
+    }
+
+    /// Earliest engine deadline.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.engine.poll_timeout()
+    }
+}
+
+impl<P: Process> Node<P, mattern::Engine> {
+    /// Rebuilds a node from a restored snapshot (see [`crate::persist::restore_for`]):
+    /// the process gets its state, the engine resumes from the cut clock, and the
+    /// recorded incoming channel messages are delivered again, before any new traffic.
+    pub fn restored(
+        mut process: P,
+        cfg: mattern::EngineConfig,
+        state: P::State,
+        clock: VClock,
+        incoming: Vec<(NodeId, RecordedMessage)>,
+        now: Time,
+    ) -> Self {
+        let nodes = cfg.nodes.clone();
+        process.restore(state);
+        let engine = mattern::Engine::restored(cfg, clock);
+        let mut node = Self::new(process, engine, &nodes);
+        for (from, m) in incoming {
+            node.engine.absorb(&m.ts);
+            node.run(now, |p, ctx| p.on_message(ctx, from, &m.payload));
+        }
+        node
+    }
+}
