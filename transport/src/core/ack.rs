@@ -12,7 +12,10 @@ use std::time::Duration;
 use crate::time::Time;
 
 /// Most disjoint ranges of received packet numbers kept per peer.
-pub(crate) const MAX_RANGES: usize = 64;
+pub(crate) const MAX_RANGES: usize = 256;
+/// Beyond this many ranges an ACK-only packet carries a PING, so the peer acknowledges it
+/// and we learn which ranges it has seen and can stop repeating them.
+pub(crate) const PRUNE_PING_RANGES: usize = 16;
 /// Most records of sent ACK frames kept per peer.
 pub(crate) const MAX_ACK_RECORDS: usize = 256;
 
@@ -63,6 +66,11 @@ impl RangeSet {
     /// Ranges highest first, as the ACK frame wants them.
     pub(crate) fn descending(&self) -> Vec<(u64, u64)> {
         self.ranges.iter().rev().copied().collect()
+    }
+
+    /// Number of ranges.
+    pub(crate) fn len(&self) -> usize {
+        self.ranges.len()
     }
 
     /// Whether the set is empty.

@@ -347,7 +347,9 @@ impl Core {
         for &(lo, hi) in &ack.ranges {
             p.ack.on_peer_acked(lo, hi);
         }
-        let out = p.send.on_ack(ack);
+        let spurious_before = p.send.spurious;
+        let out = p.send.on_ack(ack, now);
+        self.stats.spurious_losses += p.send.spurious - spurious_before;
         if let Some(sent_at) = out.rtt_sent_at {
             let delay = Duration::from_micros(ack.ack_delay_micros);
             p.rtt.update(
@@ -363,7 +365,9 @@ impl Core {
             };
             self.stats.rtt.insert(from, rtt);
         }
-        self.stats.packets_lost += p.send.detect_lost(now, p.rtt.loss_delay()) as u64;
+        self.stats.packets_lost +=
+            p.send
+                .detect_lost(now, p.send.loss_delay(p.rtt.loss_delay())) as u64;
         for id in out.completed {
             self.stats.messages_acked += 1;
             self.events.push_back(Event::Acked {
@@ -413,7 +417,10 @@ impl Core {
             let t = p.deadlines(&self.config);
             let due = |timer: Timer| t[timer as usize].is_some_and(|d| d <= now);
             if due(Timer::Loss) {
-                self.stats.packets_lost += p.send.detect_lost(now, p.rtt.loss_delay()) as u64;
+                self.stats.packets_lost += p
+                    .send
+                    .detect_lost(now, p.send.loss_delay(p.rtt.loss_delay()))
+                    as u64;
             }
             if due(Timer::Rto) {
                 self.stats.rto_expirations += 1;
@@ -471,32 +478,45 @@ impl Core {
             packet_number: pn,
         };
         let mut w = Writer::new(&header, cfg.max_datagram);
-        if !p.ack.ranges.is_empty()
-            && let Some(largest) = w.push_ack(
-                p.ack.delay_micros(now),
-                &p.ack.ranges.descending(),
-                ACK_BUDGET,
-            )
-        {
-            p.ack.on_ack_sent(pn, largest);
-            stats.acks_sent += 1;
-        }
+        // An ACK-only packet that repeats many ranges elicits an ACK itself, so that we
+        // learn the peer saw them and can stop repeating them (see `AckTracker`).
+        let prune = ack_due
+            && !data
+            && p.ack.ranges.len() > ack::PRUNE_PING_RANGES
+            && p.send.packets_in_flight() == 0;
         let mut eliciting = false;
-        if ping && w.push_ping() {
+        if (ping || prune) && w.push_ping() {
             p.announce = false;
             eliciting = true;
             stats.pings_sent += 1;
         }
+        // Data first, leaving room for the ACK frame, which then takes all space left so
+        // that late (reordered) packet numbers deep in the range list are reported too.
+        let reserve = if p.ack.ranges.is_empty() {
+            0
+        } else {
+            ACK_BUDGET
+        };
         let mut fragments = Vec::new();
         if data {
             while let Some(f) = p.send.next_fragment() {
-                if !w.push_data(&p.send.frame(f, now)) {
+                let frame = p.send.frame(f, now);
+                if frame.encoded_len() + reserve > w.remaining() || !w.push_data(&frame) {
                     break;
                 }
                 p.send.commit(f, now);
                 fragments.push((f.id, f.index));
                 stats.fragments_sent += 1;
                 stats.retransmits += u64::from(f.retransmit);
+            }
+        }
+        if !p.ack.ranges.is_empty() {
+            let budget = w.remaining();
+            if let Some(largest) =
+                w.push_ack(p.ack.delay_micros(now), &p.ack.ranges.descending(), budget)
+            {
+                p.ack.on_ack_sent(pn, largest);
+                stats.acks_sent += 1;
             }
         }
         eliciting |= !fragments.is_empty();

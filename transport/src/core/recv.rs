@@ -89,7 +89,7 @@ impl RecvState {
             return DataOutcome::Invalid;
         }
         let sent_at = Time(f.sent_at);
-        if f.count == 1 {
+        if f.count == 1 && !self.partials.contains_key(&id) {
             self.complete(
                 Whole {
                     id,

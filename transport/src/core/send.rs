@@ -14,8 +14,11 @@ use crate::wire::{AckFrame, DataFrame};
 
 use super::config::Config;
 
-/// Packets this much below the largest acknowledged one are lost (RFC 9002).
+/// Packets this much below the largest acknowledged one are lost (RFC 9002); raised
+/// adaptively when reordering makes losses spurious.
 pub(crate) const PACKET_THRESHOLD: u64 = 3;
+/// Packets declared lost that are remembered, to recognise spurious losses.
+pub(crate) const MAX_LOST_RECORDS: usize = 1024;
 
 #[derive(Debug)]
 struct OutMessage {
@@ -66,7 +69,15 @@ pub(crate) struct SendState {
     new_queue: VecDeque<u64>,
     retx: VecDeque<(u64, u32)>,
     sent: BTreeMap<u64, SentPacket>,
+    /// Recently declared lost; an ACK for one of them reveals reordering.
+    lost: BTreeMap<u64, SentPacket>,
     largest_acked: Option<u64>,
+    /// Reordering seen so far, in packets (raises the packet threshold) and as the
+    /// longest RTT of a spuriously lost packet (raises the time threshold).
+    pub(crate) reorder_packets: u64,
+    pub(crate) reorder_time: std::time::Duration,
+    /// Losses later proven spurious by a late ACK.
+    pub(crate) spurious: u64,
     /// Consecutive RTO expirations (exponential backoff), reset by any new ACK.
     pub(crate) pto_count: u32,
     /// When the last ack-eliciting packet left.
@@ -197,19 +208,28 @@ impl SendState {
     }
 
     /// Applies an ACK frame. Ranges above any packet number we sent are ignored.
-    pub(crate) fn on_ack(&mut self, ack: &AckFrame) -> AckOutcome {
+    pub(crate) fn on_ack(&mut self, ack: &AckFrame, now: Time) -> AckOutcome {
         let mut out = AckOutcome::default();
         let Some(largest) = ack.largest().filter(|&l| l < self.next_pn) else {
             return out;
         };
         out.rtt_sent_at = self.sent.get(&largest).map(|p| p.time_sent);
         for &(lo, hi) in &ack.ranges {
+            let late: Vec<u64> = self.lost.range(lo..=hi).map(|(&pn, _)| pn).collect();
             let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
+            let mut packets = Vec::new();
+            for pn in late {
+                let p = self.lost.remove(&pn).expect("present");
+                self.spurious += 1;
+                self.reorder_packets = self.reorder_packets.max(largest.saturating_sub(pn) + 1);
+                self.reorder_time = self.reorder_time.max(now.saturating_since(p.time_sent));
+                packets.push(p);
+            }
             for pn in pns {
-                let Some(p) = self.sent.remove(&pn) else {
-                    continue;
-                };
+                packets.push(self.sent.remove(&pn).expect("present"));
                 out.any_new = true;
+            }
+            for p in packets {
                 for (id, index) in p.fragments {
                     let Some(m) = self.messages.get_mut(&id) else {
                         continue;
@@ -243,7 +263,7 @@ impl SendState {
         let mut lost = Vec::new();
         for (&pn, p) in self.sent.range(..largest) {
             let deadline = p.time_sent + loss_delay;
-            if largest - pn >= PACKET_THRESHOLD || deadline <= now {
+            if largest - pn >= self.packet_threshold() || deadline <= now {
                 lost.push(pn);
             } else {
                 self.loss_time = Some(self.loss_time.map_or(deadline, |t| t.min(deadline)));
@@ -253,6 +273,16 @@ impl SendState {
             self.requeue(*pn);
         }
         lost.len()
+    }
+
+    /// Current packet threshold: 3, or more after spurious losses.
+    pub(crate) fn packet_threshold(&self) -> u64 {
+        PACKET_THRESHOLD.max(self.reorder_packets)
+    }
+
+    /// Time threshold: `base`, or the longest RTT of a spuriously lost packet plus 1/8.
+    pub(crate) fn loss_delay(&self, base: std::time::Duration) -> std::time::Duration {
+        base.max(self.reorder_time * 9 / 8)
     }
 
     /// Retransmission timeout: everything in flight is lost; back off.
@@ -268,7 +298,7 @@ impl SendState {
 
     fn requeue(&mut self, pn: u64) {
         if let Some(p) = self.sent.remove(&pn) {
-            for (id, index) in p.fragments {
+            for &(id, index) in &p.fragments {
                 if self
                     .messages
                     .get(&id)
@@ -276,6 +306,10 @@ impl SendState {
                 {
                     self.retx.push_back((id, index));
                 }
+            }
+            self.lost.insert(pn, p);
+            while self.lost.len() > MAX_LOST_RECORDS {
+                self.lost.pop_first();
             }
         }
     }
@@ -287,6 +321,9 @@ impl SendState {
         *self = SendState {
             next_pn: self.next_pn,
             blocked: self.blocked,
+            reorder_packets: self.reorder_packets,
+            reorder_time: self.reorder_time,
+            spurious: self.spurious,
             ..SendState::default()
         };
         abandoned

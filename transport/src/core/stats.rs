@@ -44,6 +44,9 @@ pub struct Stats {
     pub retransmits: u64,
     /// Packets declared lost (threshold or timeout).
     pub packets_lost: u64,
+    /// Packets declared lost that were acknowledged later (reordering, not loss); each
+    /// one makes loss detection more tolerant of reordering towards that peer.
+    pub spurious_losses: u64,
     /// Retransmission timeouts that fired.
     pub rto_expirations: u64,
     /// Fragments or messages received again and dropped.
@@ -93,6 +96,7 @@ impl Default for Stats {
             fragments_sent: 0,
             retransmits: 0,
             packets_lost: 0,
+            spurious_losses: 0,
             rto_expirations: 0,
             duplicates_dropped: 0,
             duplicate_packets: 0,
