@@ -221,7 +221,7 @@ impl Writer {
             let before = tail.len();
             put_varint(&mut tail, gap);
             put_varint(&mut tail, hi - lo);
-            if fixed + tail.len() > budget || extra >= 16_000 {
+            if fixed + tail.len() > budget {
                 tail.truncate(before);
                 break;
             }

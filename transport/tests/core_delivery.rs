@@ -249,3 +249,37 @@ fn back_pressure_under_loss_with_small_window() {
         "expected repeated back-pressure, got {writable} Writable events"
     );
 }
+
+#[test]
+fn many_seeds_random_faults_four_nodes() {
+    let base = seed(1000, "many_seeds_random_faults_four_nodes", BIN);
+    for k in 0..12u64 {
+        let s = base.wrapping_add(k);
+        let mut rng = core_sim::rng(s);
+        let faults = Faults {
+            loss: rng.random_range(0.0..0.5),
+            dup: rng.random_range(0.0..0.3),
+            corrupt: rng.random_range(0.0..0.1),
+            base: rng.random_range(50..2000),
+            jitter: rng.random_range(0..3000),
+        };
+        println!("seed {s}: {faults:?}");
+        let cfg = Config {
+            max_in_flight: rng.random_range(1..64),
+            ..Config::default()
+        };
+        let cfg = Config {
+            dedup_window: cfg.max_in_flight as u64 * 2,
+            ..cfg
+        };
+        let mut net = Net::new(4, cfg, faults, s);
+        all_to_all(&mut net, 40, 4000, s);
+        let done = net.run_until(Time(600_000_000), Net::all_done);
+        assert!(
+            done,
+            "seed {s}: not done by {:?}; replay with SHUTTER_SEED={s}",
+            net.now
+        );
+        net.check_exactly_once();
+    }
+}

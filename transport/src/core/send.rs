@@ -210,11 +210,24 @@ impl SendState {
     /// Applies an ACK frame. Ranges above any packet number we sent are ignored.
     pub(crate) fn on_ack(&mut self, ack: &AckFrame, now: Time) -> AckOutcome {
         let mut out = AckOutcome::default();
-        let Some(largest) = ack.largest().filter(|&l| l < self.next_pn) else {
+        // Numbers we never sent (only a forged or miscomputed ACK has them) are clipped
+        // off rather than poisoning the whole frame.
+        let Some(max_pn) = self.next_pn.checked_sub(1) else {
             return out;
         };
-        out.rtt_sent_at = self.sent.get(&largest).map(|p| p.time_sent);
-        for &(lo, hi) in &ack.ranges {
+        let ranges: Vec<(u64, u64)> = ack
+            .ranges
+            .iter()
+            .filter(|r| r.0 <= max_pn)
+            .map(|&(lo, hi)| (lo, hi.min(max_pn)))
+            .collect();
+        let Some(largest) = ranges.first().map(|r| r.1) else {
+            return out;
+        };
+        if ack.largest() == Some(largest) {
+            out.rtt_sent_at = self.sent.get(&largest).map(|p| p.time_sent);
+        }
+        for &(lo, hi) in &ranges {
             let late: Vec<u64> = self.lost.range(lo..=hi).map(|(&pn, _)| pn).collect();
             let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
             let mut packets = Vec::new();
