@@ -53,6 +53,11 @@ pub fn decode_transfer(payload: &[u8]) -> Option<u64> {
     postcard::from_bytes(payload).ok()
 }
 
+/// An operator command for [`Bank`]: transfer `amount` to `to` now.
+pub fn transfer_command(to: NodeId, amount: u64) -> Vec<u8> {
+    postcard::to_allocvec(&(to, amount)).expect("postcard encoding into a Vec cannot fail")
+}
+
 /// One bank node.
 #[derive(Debug)]
 pub struct Bank {
@@ -103,6 +108,15 @@ impl Process for Bank {
         match decode_transfer(payload) {
             Some(amount) => self.balance = self.balance.saturating_add(amount),
             None => self.rejected += 1,
+        }
+    }
+
+    fn on_command(&mut self, ctx: &mut Context, command: &[u8]) {
+        match postcard::from_bytes::<(NodeId, u64)>(command) {
+            Ok((to, amount)) => {
+                self.transfer(ctx, to, amount);
+            }
+            Err(_) => self.rejected += 1,
         }
     }
 

@@ -26,7 +26,7 @@
 //! joined snapshot has a deadline; recorded channel state per snapshot is capped by
 //! [`EngineConfig::max_channel_bytes`]; finished ids are remembered in a bounded set.
 
-mod collector;
+pub(crate) mod collector;
 mod participant;
 
 use std::collections::{BTreeMap, VecDeque};
