@@ -25,11 +25,12 @@
 //!   tracked packets; a retransmit queue of at most one entry per unacked fragment;
 //! * receive: a dedup set of at most `dedup_window` ids, `max_reassembly_bytes` of partial
 //!   messages, an ordered-mode reorder buffer of at most `dedup_window` messages;
-//! * acks: [`ack::MAX_RANGES`] ranges and [`ack::MAX_ACK_RECORDS`] sent-ACK records;
+//! * acks: 256 ranges of received packet numbers and 256 sent-ACK records; 1024
+//!   records of packets declared lost (to detect spurious losses);
 //! * the event queue grows only by what one call produces; drain it after every call.
 //!   Outgoing datagrams are built lazily in [`Core::poll_transmit`], never queued.
 
-pub mod ack;
+mod ack;
 mod config;
 mod peer;
 mod recv;
