@@ -226,3 +226,43 @@ async fn unknown_sources_are_dropped_and_counted() {
     );
     ep.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn ipv6_loopback_works() {
+    let v6: SocketAddr = "[::1]:0".parse().unwrap();
+    let bind = |n| Endpoint::bind(EndpointConfig::new(config(n), v6), Vec::new());
+    let (mut a, mut b) = match (bind(0).await, bind(1).await) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("SKIPPED ipv6_loopback_works: no IPv6 loopback here ({e})");
+            return;
+        }
+    };
+    a.add_peer(NodeId(1), b.local_addr()).await.unwrap();
+    b.add_peer(NodeId(0), a.local_addr()).await.unwrap();
+    for i in 0..50u8 {
+        a.send(NodeId(1), vec![i; 100]).await.unwrap();
+    }
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while got.len() < 50 {
+            got.push(b.recv().await.unwrap().bytes[0]);
+        }
+    })
+    .await
+    .expect("IPv6 delivery timed out");
+    got.sort_unstable();
+    assert_eq!(got, (0..50).collect::<Vec<u8>>());
+    let acked = tokio::time::timeout(DEADLINE, async {
+        let mut n = 0;
+        while n < 50 {
+            if let Some(Event::Acked { .. }) = a.next_event().await {
+                n += 1;
+            }
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "acks timed out");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
