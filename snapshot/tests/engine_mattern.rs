@@ -316,3 +316,26 @@ fn random_schedule(seed: u64) {
     assert!(net.all_timers_clear());
     assert!(net.peers.values().all(|p| p.engine.is_idle()));
 }
+
+#[test]
+fn channel_state_over_the_byte_limit_aborts_everywhere() {
+    let mut net = Net::new(2, |me, nodes| {
+        let mut cfg = EngineConfig::new(me, nodes);
+        cfg.max_channel_bytes = 4;
+        Engine::new(cfg)
+    });
+    let m = net.send(n(1), n(0)); // 8-byte payload, pre-cut
+    let id = net.initiate(n(0));
+    net.deliver_controls();
+    net.deliver(m);
+    net.deliver_all();
+    let aborted = net.aborted();
+    assert_eq!(aborted.len(), 2, "{aborted:?}");
+    assert!(
+        aborted
+            .iter()
+            .all(|a| a.1 == id && a.2.why == AbortWhy::ChannelStateTooLarge)
+    );
+    assert!(net.completed().is_empty());
+    assert!(net.all_timers_clear());
+}
