@@ -133,6 +133,23 @@ async fn bind_and_peer_errors_name_the_problem() {
         .unwrap_err();
     assert!(matches!(err, DriverError::Bind { addr, .. } if addr == taken));
     assert!(err.to_string().contains(&taken.to_string()), "{err}");
+    drop(held);
+    // Two endpoints must never share a port (datagrams would go to either at random).
+    let first = Endpoint::bind(
+        EndpointConfig::new(config(0), "127.0.0.1:0".parse().unwrap()),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let used = first.local_addr();
+    let err = Endpoint::bind(EndpointConfig::new(config(1), used), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DriverError::Bind { addr, .. } if addr == used),
+        "{err}"
+    );
+    first.close().await.unwrap();
 
     let bad_peers: [(NodeId, &str, &str); 4] = [
         (NodeId(1), "0.0.0.0:4000", "unspecified"),

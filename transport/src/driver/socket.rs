@@ -20,8 +20,9 @@ pub(crate) fn bind(
     let bind_err = |source| DriverError::Bind { addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(bind_err)?;
-    // Lets a restarted node rebind its well-known port while the old socket lingers.
-    socket.set_reuse_address(true).map_err(bind_err)?;
+    // No SO_REUSEADDR: UDP sockets do not linger after close (nothing like TIME_WAIT), so a
+    // restarted node rebinds its port anyway, while with the option a second node
+    // misconfigured onto the same port would silently share (and steal) its datagrams.
     if recv_buffer > 0
         && let Err(e) = socket.set_recv_buffer_size(recv_buffer)
     {
