@@ -18,10 +18,14 @@
 //! * [`persist`]: atomic, checksummed snapshot files and restore helpers;
 //! * [`metrics`]: latency and size histograms of completed snapshots;
 //! * [`report`]: `.hgrm`, `.hlog`, JSON and SVG latency reports;
-//! * [`wire`] and [`global`]: messages on the wire and what a snapshot yields.
+//! * [`runtime`]: the tokio node runtime (one task per node) and an in-process cluster;
+//! * [`wire`] and [`global`]: messages on the wire and what a snapshot yields;
+//! * `cli` (feature `cli`, on by default): the `shutter` command line.
 
 pub mod bank;
 pub mod chandy_lamport;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod engine;
 pub mod global;
 pub mod mattern;
@@ -30,6 +34,7 @@ pub mod persist;
 pub mod process;
 mod recent;
 pub mod report;
+pub mod runtime;
 pub mod verify;
 pub mod wire;
 
