@@ -1,1 +1,8 @@
-//! Deterministic simulator and cross-crate fault-injection scenarios for shutter. Not yet implemented: see issue 5.
+//! Deterministic simulator and cross-crate fault-injection scenarios for shutter.
+//!
+//! [`sim`] runs N nodes, each the real transport `Core` plus the real snapshot
+//! `process::Node` (bank app + Mattern or Chandy-Lamport), over a seeded in-memory network
+//! with every fault of `shutter_transport::faults`, crashes and restarts, and checks every
+//! snapshot against a ground-truth event log. The `sim_*` integration tests drive it.
+
+pub mod sim;

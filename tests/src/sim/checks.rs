@@ -1,0 +1,233 @@
+//! The checks every run must pass, against the [`Oracle`]:
+//!
+//! * per completed snapshot ([`check_snapshot`]): `verify::check_all` (cut consistency over
+//!   the cut clocks, channel sanity, bank invariant); every node's recorded state and
+//!   cut clock are the ones it really had; no message delivered before a receiver's cut
+//!   was sent after its sender's cut (ground-truth consistency); and every channel state
+//!   equals, message for message, the set sent before the sender's cut and not delivered
+//!   before the receiver's cut;
+//! * at the end of a run ([`check_end`]): every initiated snapshot has exactly one outcome
+//!   at its initiator, none is both completed and aborted anywhere, abort reasons name
+//!   missing members; every message was delivered exactly once unless a transport
+//!   restart of its sender or receiver excuses its loss; money is conserved; engines and
+//!   transports hold no leftover state (memory bound).
+
+use std::collections::BTreeMap;
+
+use shutter_snapshot::bank::{BankInvariant, decode_transfer};
+use shutter_snapshot::verify;
+use shutter_snapshot::{AbortWhy, GlobalSnapshot};
+use shutter_vclock::NodeId;
+
+use super::oracle::{MsgKey, Oracle};
+
+/// Violations of one completed snapshot (empty if it is exact).
+pub fn check_snapshot(oracle: &Oracle, snap: &GlobalSnapshot, nodes: &[NodeId]) -> Vec<String> {
+    let id = snap.id;
+    let mut v = Vec::new();
+    let total = nodes.len() as u64 * super::node::INITIAL_BALANCE;
+    if let Err(e) = verify::check_all(snap, &[&BankInvariant { total }]) {
+        v.push(format!("snapshot {id}: verify: {e}"));
+    }
+    let snap_nodes: Vec<NodeId> = snap.nodes().collect();
+    if snap_nodes != nodes {
+        v.push(format!(
+            "snapshot {id}: covers {snap_nodes:?}, not every node"
+        ));
+        return v;
+    }
+    let mut marks = BTreeMap::new();
+    for &n in nodes {
+        let Some(cut) = oracle.cuts.get(&(id, n)) else {
+            v.push(format!("snapshot {id}: {n} never took a local cut"));
+            return v;
+        };
+        if snap.cuts.get(&n) != Some(&cut.clock) {
+            v.push(format!(
+                "snapshot {id}: cut clock of {n} differs from its LocalCut"
+            ));
+        }
+        if snap.states.get(&n) != Some(&cut.mark.state) {
+            v.push(format!(
+                "snapshot {id}: state of {n} is not what it had at its cut"
+            ));
+        }
+        marks.insert(n, &cut.mark);
+    }
+    // Ground-truth consistency: nothing received before a cut was sent after one.
+    for (key, recs) in &oracle.deliveries {
+        let Some(sent) = oracle.sends.get(key) else {
+            continue;
+        };
+        for r in recs {
+            let (Some(mj), Some(mi)) = (marks.get(&r.at_node), marks.get(&key.from)) else {
+                continue;
+            };
+            if r.ord <= mj.delivered && sent.ord > mi.sent {
+                v.push(format!(
+                    "snapshot {id}: inconsistent cut: {} received {key:?} before its cut, \
+                     but {} sent it after its cut",
+                    r.at_node, key.from
+                ));
+            }
+        }
+    }
+    // Channel exactness.
+    let mut expected: BTreeMap<(NodeId, NodeId), Vec<MsgKey>> = BTreeMap::new();
+    for (key, sent) in &oracle.sends {
+        let (Some(mi), Some(mj)) = (marks.get(&key.from), marks.get(&sent.to)) else {
+            continue;
+        };
+        if sent.ord > mi.sent {
+            continue;
+        }
+        let before_cut = oracle.deliveries.get(key).is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r.at_node == sent.to && r.ord <= mj.delivered)
+        });
+        if !before_cut {
+            expected.entry((key.from, sent.to)).or_default().push(*key);
+        }
+    }
+    for &i in nodes {
+        for &j in nodes {
+            if i == j {
+                continue;
+            }
+            let mut want = expected.remove(&(i, j)).unwrap_or_default();
+            want.sort_unstable();
+            let recorded = snap.channels.get(&(i, j)).map(Vec::as_slice).unwrap_or(&[]);
+            let mut got = Vec::new();
+            for m in recorded {
+                let key = MsgKey {
+                    from: i,
+                    seq: m.ts.get(i),
+                };
+                if oracle
+                    .sends
+                    .get(&key)
+                    .is_none_or(|s| s.payload != m.payload)
+                {
+                    v.push(format!(
+                        "snapshot {id}: channel {i}->{j} holds {key:?}, which {i} never sent \
+                         with these bytes"
+                    ));
+                }
+                got.push(key);
+            }
+            got.sort_unstable();
+            if got != want {
+                let missing: Vec<_> = want.iter().filter(|k| !got.contains(k)).collect();
+                let extra: Vec<_> = got.iter().filter(|k| !want.contains(k)).collect();
+                v.push(format!(
+                    "snapshot {id}: channel {i}->{j} recorded {} messages, oracle says {} in \
+                     flight; missing {missing:?}, extra {extra:?}",
+                    got.len(),
+                    want.len()
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// What the end-of-run check needs to know about each node.
+#[derive(Clone, Debug)]
+pub struct NodeEnd {
+    /// The node.
+    pub id: NodeId,
+    /// Sends counted by the process itself.
+    pub app_sent: u64,
+    /// Deliveries counted by the process itself.
+    pub app_delivered: u64,
+    /// Final balance.
+    pub balance: u64,
+    /// Engine holds no snapshot state.
+    pub engine_idle: bool,
+    /// Transport has nothing unacknowledged and no backlog.
+    pub transport_quiet: bool,
+}
+
+/// Violations visible only once the run has quiesced.
+pub fn check_end(oracle: &Oracle, nodes: &[NodeEnd]) -> Vec<String> {
+    let mut v = Vec::new();
+    let members: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    for &id in oracle.initiated.keys() {
+        let done = oracle.completed.contains_key(&id);
+        let aborted_by_initiator = oracle
+            .aborted
+            .get(&id)
+            .is_some_and(|a| a.iter().any(|(n, _)| *n == id.initiator));
+        if done == aborted_by_initiator {
+            v.push(format!(
+                "snapshot {id}: completed={done}, aborted at initiator={aborted_by_initiator}: \
+                 must be exactly one"
+            ));
+        }
+        if done && oracle.aborted.contains_key(&id) {
+            v.push(format!("snapshot {id}: completed but aborted elsewhere"));
+        }
+    }
+    for (id, aborts) in &oracle.aborted {
+        for (n, reason) in aborts {
+            let names = matches!(reason.why, AbortWhy::Timeout | AbortWhy::Unreachable(_));
+            if names && reason.missing.is_empty() {
+                v.push(format!(
+                    "snapshot {id}: {n} aborted ({reason}) naming nobody"
+                ));
+            }
+            if let Some(m) = reason.missing.iter().find(|m| !members.contains(m)) {
+                v.push(format!("snapshot {id}: abort reason names non-member {m}"));
+            }
+        }
+    }
+    let mut lost_money = 0;
+    for (key, sent) in &oracle.sends {
+        let n = oracle.deliveries.get(key).map_or(0, Vec::len);
+        if n == 1 {
+            continue;
+        }
+        let excused = n == 0 && oracle.loss_excused(key);
+        if excused {
+            lost_money += decode_transfer(&sent.payload).unwrap_or(0);
+        } else {
+            v.push(format!(
+                "{key:?} ({} -> {}, sent at {}) delivered {n} times",
+                key.from, sent.to, sent.at
+            ));
+        }
+    }
+    let balances: u64 = nodes.iter().map(|n| n.balance).sum();
+    let total = nodes.len() as u64 * super::node::INITIAL_BALANCE;
+    if balances + lost_money != total {
+        v.push(format!(
+            "money not conserved: balances {balances} + lost to restarts {lost_money} != {total}"
+        ));
+    }
+    for n in nodes {
+        if n.app_sent != oracle.sends_of(n.id) || n.app_delivered != oracle.deliveries_of(n.id) {
+            v.push(format!(
+                "{}: process counted {}/{} sends/deliveries, simulator {}/{}",
+                n.id,
+                n.app_sent,
+                n.app_delivered,
+                oracle.sends_of(n.id),
+                oracle.deliveries_of(n.id)
+            ));
+        }
+        if !n.engine_idle {
+            v.push(format!(
+                "{}: engine still holds snapshot state at the end",
+                n.id
+            ));
+        }
+        if !n.transport_quiet {
+            v.push(format!(
+                "{}: transport still holds unacknowledged messages",
+                n.id
+            ));
+        }
+    }
+    v.extend(oracle.violations.iter().cloned());
+    v
+}

@@ -1,0 +1,451 @@
+//! The event loop: virtual time jumps to the earliest of every pending thing (a datagram
+//! arriving, a transport or engine deadline, a bank tick, a scheduled initiation, a crash
+//! or a recovery), the real cores and nodes run, and everything they emit goes through the
+//! seeded [`Faults`] of its link. A step bound turns livelock into a violation.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shutter_snapshot::{Envelope, SnapshotEvent};
+use shutter_transport::Time;
+use shutter_transport::core::Event;
+use shutter_transport::faults::{Delivery, FaultPlan, Faults};
+use shutter_vclock::NodeId;
+
+use super::Outcome;
+use super::checks::{NodeEnd, check_end, check_snapshot};
+use super::node::{SimEngine, SimNode, Status};
+use super::oracle::{CutRec, MsgKey, Oracle};
+use super::scenario::{CrashKind, Scenario};
+
+/// Virtual time allowed after the traffic stops for everything to settle.
+const SETTLE: Duration = Duration::from_secs(60);
+
+type InFlight = Reverse<(Time, u64, u32, u32, Vec<u8>)>;
+
+/// One run in progress.
+pub(super) struct World<'a, E: SimEngine>
+where
+    E::Control: Serialize + DeserializeOwned,
+{
+    sc: &'a Scenario,
+    ids: Vec<NodeId>,
+    now: Time,
+    nodes: Vec<SimNode<E>>,
+    faults: Faults,
+    queue: BinaryHeap<InFlight>,
+    seq: u64,
+    oracle: Oracle,
+    /// Pending crash starts, sorted by time, consumed from the front.
+    crashes: Vec<(Time, usize, CrashKind, Time)>,
+    next_crash: usize,
+    next_init: usize,
+    traffic_end: Time,
+    out: Outcome,
+    scratch: Vec<Delivery>,
+}
+
+fn ms(v: u64) -> Time {
+    Time(v * 1000)
+}
+
+impl<'a, E: SimEngine> World<'a, E>
+where
+    E::Control: Serialize + DeserializeOwned,
+{
+    pub(super) fn new(sc: &'a Scenario, ordered: bool) -> Self {
+        let ids = sc.node_ids();
+        let nodes = ids
+            .iter()
+            .map(|&id| SimNode::new(id, &ids, sc.seed, ordered))
+            .collect();
+        let plan = FaultPlan {
+            seed: sc.seed,
+            default: sc.faults.clone(),
+            links: Vec::new(),
+            partitions: sc.partitions.clone(),
+        };
+        let mut crashes: Vec<_> = sc
+            .crashes
+            .iter()
+            .map(|c| {
+                let at = ms(c.at_ms);
+                (
+                    at,
+                    c.node as usize,
+                    c.kind,
+                    at + Duration::from_millis(c.down_ms),
+                )
+            })
+            .collect();
+        crashes.sort_by_key(|c| (c.0, c.1));
+        World {
+            sc,
+            ids,
+            now: Time::ZERO,
+            nodes,
+            faults: Faults::new(plan).expect("scenario faults are valid"),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            oracle: Oracle::default(),
+            crashes,
+            next_crash: 0,
+            next_init: 0,
+            traffic_end: ms(sc.traffic_ms),
+            out: Outcome::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Runs to quiescence (or a bound) and checks everything.
+    pub(super) fn run(mut self, max_steps: u64) -> Outcome {
+        for i in 0..self.nodes.len() {
+            self.nodes[i].node.start(self.now);
+            self.service(i);
+        }
+        loop {
+            self.out.steps += 1;
+            if self.out.steps > max_steps {
+                self.out.violations.push(format!(
+                    "livelock: {} steps without quiescing (virtual time {})",
+                    max_steps, self.now
+                ));
+                break;
+            }
+            if self.now >= self.traffic_end && self.quiescent() {
+                break;
+            }
+            if self.now > self.traffic_end + SETTLE {
+                self.out.violations.push(format!(
+                    "no quiescence {SETTLE:?} after the traffic stopped: {}",
+                    self.stuck()
+                ));
+                break;
+            }
+            let Some(next) = self.next_deadline() else {
+                if !self.quiescent() {
+                    self.out
+                        .violations
+                        .push(format!("stalled with work left: {}", self.stuck()));
+                }
+                break;
+            };
+            self.now = self.now.max(next);
+            self.step();
+        }
+        self.finish()
+    }
+
+    fn quiescent(&self) -> bool {
+        self.queue.is_empty()
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.status == Status::Up && n.transport_quiet() && n.node.engine().idle())
+    }
+
+    fn stuck(&self) -> String {
+        let mut s = format!("{} datagrams queued;", self.queue.len());
+        for n in &self.nodes {
+            if !(n.status == Status::Up && n.transport_quiet() && n.node.engine().idle()) {
+                s += &format!(
+                    " {}: {:?} quiet={} idle={};",
+                    n.id,
+                    n.status,
+                    n.transport_quiet(),
+                    n.node.engine().idle()
+                );
+            }
+        }
+        s
+    }
+
+    fn next_deadline(&self) -> Option<Time> {
+        let mut t = self.queue.peek().map(|Reverse(q)| q.0);
+        let mut consider = |x: Option<Time>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        consider(self.crashes.get(self.next_crash).map(|c| c.0));
+        if self.now < self.traffic_end {
+            consider(self.sc.initiations.get(self.next_init).map(|i| ms(i.1)));
+        }
+        for n in &self.nodes {
+            match n.status {
+                Status::Up => {
+                    consider(n.core.poll_timeout());
+                    consider(n.node.poll_timeout());
+                    if n.next_tick < self.traffic_end {
+                        consider(Some(n.next_tick));
+                    }
+                }
+                Status::Paused(until) | Status::Down(until) => consider(Some(until)),
+            }
+        }
+        t
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        while let Some(&(at, i, kind, until)) = self.crashes.get(self.next_crash) {
+            if at > now {
+                break;
+            }
+            self.next_crash += 1;
+            if self.nodes[i].status != Status::Up {
+                continue;
+            }
+            self.out.crashes += 1;
+            self.nodes[i].status = match kind {
+                CrashKind::Pause => Status::Paused(until),
+                CrashKind::Restart => {
+                    let id = self.nodes[i].id;
+                    self.oracle
+                        .restarts
+                        .entry(id)
+                        .or_default()
+                        .push((at, until));
+                    Status::Down(until)
+                }
+            };
+        }
+        for i in 0..self.nodes.len() {
+            match self.nodes[i].status {
+                Status::Paused(t) | Status::Down(t) if t <= now => {
+                    if matches!(self.nodes[i].status, Status::Down(_)) {
+                        self.nodes[i].restart_transport();
+                        let me = self.nodes[i].id;
+                        self.oracle
+                            .in_transport
+                            .retain(|(from, _, _), _| *from != me);
+                    }
+                    let n = &mut self.nodes[i];
+                    n.status = Status::Up;
+                    n.next_tick = n.next_tick.max(now);
+                    n.core.handle_timeout(now);
+                    n.node.handle_timeout(now);
+                    self.after_call(i);
+                    self.service(i);
+                }
+                _ => {}
+            }
+        }
+        while self.queue.peek().is_some_and(|Reverse(q)| q.0 <= now) {
+            let Reverse((_, _, to, from, bytes)) = self.queue.pop().expect("peeked");
+            let to = to as usize;
+            if self.nodes[to].status == Status::Up {
+                self.nodes[to]
+                    .core
+                    .handle_datagram(now, NodeId(from), &bytes);
+                self.service(to);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].status != Status::Up {
+                continue;
+            }
+            if self.nodes[i].core.poll_timeout().is_some_and(|t| t <= now) {
+                self.nodes[i].core.handle_timeout(now);
+                self.service(i);
+            }
+            if self.nodes[i].node.poll_timeout().is_some_and(|t| t <= now) {
+                self.nodes[i].node.handle_timeout(now);
+                self.after_call(i);
+                self.service(i);
+            }
+            if self.nodes[i].next_tick <= now && now < self.traffic_end {
+                let n = &mut self.nodes[i];
+                n.next_tick = now + Duration::from_millis(self.sc.tick_ms);
+                n.node.tick(now);
+                self.after_call(i);
+                self.service(i);
+            }
+        }
+        while now < self.traffic_end
+            && let Some(&(k, at)) = self.sc.initiations.get(self.next_init)
+            && ms(at) <= now
+        {
+            self.next_init += 1;
+            let k = k as usize;
+            if self.nodes[k].status != Status::Up {
+                self.out.initiations_skipped += 1;
+                continue;
+            }
+            match self.nodes[k].node.initiate(now) {
+                Ok(id) => {
+                    self.oracle.initiated.insert(id, now);
+                }
+                Err(_) => self.out.initiations_refused += 1,
+            }
+            self.after_call(k);
+            self.service(k);
+        }
+    }
+
+    /// Drains node `i`'s outputs into the transport and the transport's events into the
+    /// node, until neither has anything left (the documented call order of both).
+    fn service(&mut self, i: usize) {
+        let now = self.now;
+        let me = self.nodes[i].id;
+        loop {
+            let mut work = false;
+            // Transport events first, so `Abandoned` ids are resolved before new sends
+            // (after a peer restart ids start again at 0) reuse them.
+            while let Some(ev) = self.nodes[i].core.poll_event() {
+                work = true;
+                self.on_transport_event(i, ev);
+            }
+            while let Some((to, env)) = self.nodes[i].node.poll_transmit() {
+                work = true;
+                let key = if let Envelope::App { header, payload } = &env {
+                    self.oracle.send(now, me, to, &header.ts, payload);
+                    Some(MsgKey {
+                        from: me,
+                        seq: header.ts.get(me),
+                    })
+                } else {
+                    None
+                };
+                self.nodes[i].backlog.push_back((to, env.to_bytes(), key));
+            }
+            for (to, id, key) in self.nodes[i].pump(now) {
+                self.oracle.in_transport.insert((me, to, id), key);
+            }
+            while let Some(t) = self.nodes[i].core.poll_transmit(now) {
+                self.faults
+                    .apply(now, me, t.to, &t.bytes, &mut self.scratch);
+                for d in self.scratch.drain(..) {
+                    self.seq += 1;
+                    self.queue
+                        .push(Reverse((d.at, self.seq, t.to.0, me.0, d.bytes)));
+                }
+            }
+            if !work {
+                break;
+            }
+        }
+    }
+
+    fn on_transport_event(&mut self, i: usize, ev: Event) {
+        let now = self.now;
+        let me = self.nodes[i].id;
+        match ev {
+            Event::Delivered { from, bytes, .. } => {
+                match Envelope::<E::Control>::from_bytes(&bytes) {
+                    Ok(env) => {
+                        if let Envelope::App { header, payload } = &env {
+                            self.oracle.deliver(now, me, from, &header.ts, payload);
+                        }
+                        self.nodes[i].node.handle(now, from, env);
+                        self.after_call(i);
+                    }
+                    Err(e) => self.out.violations.push(format!(
+                        "{me}: undecodable message from {from} reached the application: {e}"
+                    )),
+                }
+            }
+            Event::Unreachable { peer } | Event::PeerRestarted { peer, .. } => {
+                // A restarted peer may have lost messages in flight either way, so any
+                // snapshot waiting on it cannot be trusted to close: same as unreachable.
+                self.nodes[i].node.peer_unreachable(now, peer);
+                self.after_call(i);
+            }
+            Event::Abandoned { to, id } => {
+                if let Some(key) = self.oracle.in_transport.remove(&(me, to, id)) {
+                    self.oracle.abandoned.insert(key);
+                }
+            }
+            Event::Acked { to, id } => {
+                self.oracle.in_transport.remove(&(me, to, id));
+            }
+            Event::Writable { .. } => {}
+        }
+    }
+
+    /// After any call into node `i`: attribute the state capture (if any) to the local
+    /// cuts it produced and log snapshot outcomes.
+    fn after_call(&mut self, i: usize) {
+        let now = self.now;
+        let me = self.nodes[i].id;
+        let mark = self.nodes[i].node.process().take_mark();
+        while let Some(ev) = self.nodes[i].node.poll_event() {
+            match ev {
+                SnapshotEvent::LocalCut { id, at, clock } => {
+                    let Some(mark) = mark.clone() else {
+                        self.out
+                            .violations
+                            .push(format!("snapshot {id}: {me} cut without taking its state"));
+                        continue;
+                    };
+                    let rec = CutRec { mark, clock, at };
+                    if self.oracle.cuts.insert((id, me), rec).is_some() {
+                        self.out
+                            .violations
+                            .push(format!("snapshot {id}: {me} took two local cuts"));
+                    }
+                }
+                SnapshotEvent::Completed(snap) => {
+                    self.out.completed += 1;
+                    self.out.recorded_messages += snap.recorded_messages() as u64;
+                    if self.oracle.completed.insert(snap.id, now).is_some() {
+                        self.out
+                            .violations
+                            .push(format!("snapshot {} completed twice", snap.id));
+                    }
+                    let v = check_snapshot(&self.oracle, &snap, &self.ids);
+                    self.out.violations.extend(v);
+                }
+                SnapshotEvent::Aborted { id, reason } => {
+                    if id.initiator == me {
+                        self.out.aborted += 1;
+                    }
+                    self.oracle
+                        .aborted
+                        .entry(id)
+                        .or_default()
+                        .push((me, reason));
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> Outcome {
+        let ends: Vec<NodeEnd> = self
+            .nodes
+            .iter()
+            .map(|n| NodeEnd {
+                id: n.id,
+                app_sent: n.node.process().sent(),
+                app_delivered: n.node.process().delivered(),
+                balance: n.node.process().balance(),
+                engine_idle: n.node.engine().idle(),
+                transport_quiet: n.transport_quiet(),
+            })
+            .collect();
+        if self.out.violations.is_empty() {
+            self.out.violations = check_end(&self.oracle, &ends);
+        } else {
+            self.out
+                .violations
+                .extend(self.oracle.violations.iter().cloned());
+        }
+        self.out.known_bugs = self.oracle.known_bugs.clone();
+        self.out.initiated = self.oracle.initiated.len() as u64;
+        self.out.app_messages = self.oracle.sends.len() as u64;
+        self.out.lost_to_restarts = self
+            .oracle
+            .sends
+            .keys()
+            .filter(|k| !self.oracle.deliveries.contains_key(k))
+            .count() as u64;
+        self.out.abandoned = self.oracle.abandoned.len() as u64;
+        self.out.max_backlog = self.nodes.iter().map(|n| n.max_backlog).max().unwrap_or(0);
+        self.out.faults = self.faults.stats().clone();
+        self.out.end = self.now;
+        self.out
+    }
+}
