@@ -8,6 +8,7 @@
 //! [[nodes]]
 //! id = 1
 //! addr = "127.0.0.1:7001"
+//! admin = "127.0.0.1:8001"  # optional TCP admin address (default: `addr`, over TCP)
 //!
 //! [faults]                 # optional: shutter_transport::faults::FaultPlan
 //! seed = 7
@@ -34,13 +35,18 @@ pub struct PeerEntry {
     pub id: NodeId,
     /// UDP address the node listens on.
     pub addr: SocketAddr,
+    /// TCP address of the node's admin channel (`shutter snapshot` talks to it). Default:
+    /// the same address as `addr`, over TCP (TCP and UDP ports are separate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<SocketAddr>,
 }
 
 /// A parsed and validated peers file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeersFile {
-    /// The members, in any order.
+    /// The members, in any order (missing means empty, which validation rejects).
+    #[serde(default)]
     pub nodes: Vec<PeerEntry>,
     /// Faults every node applies to its outgoing datagrams.
     #[serde(default)]
@@ -111,10 +117,13 @@ impl PeersFile {
             reason,
         };
         if self.nodes.is_empty() {
-            return Err(invalid("no [[nodes]]: a cluster needs at least one node".into()));
+            return Err(invalid(
+                "no [[nodes]]: a cluster needs at least one node".into(),
+            ));
         }
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
+        let mut admins = BTreeSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if n.id.index() >= MAX_NODES {
                 return Err(invalid(format!(
@@ -138,6 +147,19 @@ impl PeersFile {
                     n.id.0, n.addr
                 )));
             }
+            let admin = n.admin.unwrap_or(n.addr);
+            if admin.port() == 0 {
+                return Err(invalid(format!(
+                    "nodes[{i}] (id {}): admin address {admin} needs a port",
+                    n.id.0
+                )));
+            }
+            if !admins.insert(admin) {
+                return Err(invalid(format!(
+                    "nodes[{i}] (id {}): admin address {admin} is used by another node",
+                    n.id.0
+                )));
+            }
         }
         if let Some(f) = &self.faults {
             f.validate().map_err(|source| PeersError::Faults {
@@ -151,6 +173,14 @@ impl PeersFile {
     /// Address of node `id`.
     pub fn addr_of(&self, id: NodeId) -> Option<SocketAddr> {
         self.nodes.iter().find(|n| n.id == id).map(|n| n.addr)
+    }
+
+    /// TCP admin address of node `id` (its `admin`, else its `addr`).
+    pub fn admin_of(&self, id: NodeId) -> Option<SocketAddr> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.admin.unwrap_or(n.addr))
     }
 
     /// All `(id, addr)` pairs sorted by id.
@@ -193,6 +223,7 @@ loss = { model = "bernoulli", p = 0.2 }
         .unwrap();
         assert_eq!(f.members()[0].0, NodeId(0));
         assert_eq!(f.addr_of(NodeId(1)).unwrap().port(), 7001);
+        assert_eq!(f.admin_of(NodeId(1)), f.addr_of(NodeId(1)));
         assert_eq!(f.faults.unwrap().seed, 3);
     }
 
@@ -200,7 +231,10 @@ loss = { model = "bernoulli", p = 0.2 }
     fn errors_say_what_and_where() {
         let e = parse("[[nodes]]\nid = 0\naddr = \"nonsense\"\n").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("peers.toml:") && msg.contains("line 3"), "{msg}");
+        assert!(
+            msg.starts_with("peers.toml:") && msg.contains("line 3"),
+            "{msg}"
+        );
 
         let e = parse(
             "[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[[nodes]]\nid = 0\naddr = \"127.0.0.1:2\"\n",
@@ -211,10 +245,9 @@ loss = { model = "bernoulli", p = 0.2 }
         let e = parse("[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\nprot = 3\n").unwrap_err();
         assert!(e.to_string().contains("prot"), "{e}");
 
-        let e = parse(
-            "[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[faults.default]\nduplicate = 1.5\n",
-        )
-        .unwrap_err();
+        let e =
+            parse("[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[faults.default]\nduplicate = 1.5\n")
+                .unwrap_err();
         assert!(e.to_string().contains("in [faults]"), "{e}");
         assert!(e.to_string().contains("duplicate"), "{e}");
 
@@ -228,6 +261,7 @@ loss = { model = "bernoulli", p = 0.2 }
             nodes: vec![PeerEntry {
                 id: NodeId(0),
                 addr: "127.0.0.1:9".parse().unwrap(),
+                admin: Some("127.0.0.1:10".parse().unwrap()),
             }],
             faults: None,
         };

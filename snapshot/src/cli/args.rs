@@ -1,0 +1,282 @@
+//! Command-line arguments (clap derive) and the value parsers they use.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cli::faults::PartitionSpec;
+
+/// Consistent global snapshots over lossy UDP.
+#[derive(Debug, Parser)]
+#[command(name = "shutter", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local cluster of bank nodes under injected faults, take and verify periodic
+    /// snapshots, and report (the main demo; no setup needed).
+    Demo(DemoArgs),
+    /// Run one bank node of a cluster described by a peers file, until Ctrl-C or --duration.
+    Node(NodeArgs),
+    /// Ask a running cluster for a snapshot (through a node's admin channel) and save it.
+    Snapshot(SnapshotArgs),
+    /// Print and verify a saved snapshot file.
+    Inspect(InspectArgs),
+    /// Print the summary of a report directory (its report.json), a report.json, or the
+    /// percentiles of an .hlog interval log.
+    Report(ReportArgs),
+}
+
+/// Which snapshot algorithm the nodes run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AlgorithmArg {
+    /// Mattern's vector-time algorithm with counting (correct over unordered channels).
+    #[default]
+    Mattern,
+    /// The Chandy-Lamport marker baseline (the transport runs in FIFO mode).
+    ChandyLamport,
+}
+
+impl AlgorithmArg {
+    /// The runtime's algorithm.
+    pub fn to_runtime(self) -> crate::runtime::Algorithm {
+        match self {
+            AlgorithmArg::Mattern => crate::runtime::Algorithm::Mattern,
+            AlgorithmArg::ChandyLamport => crate::runtime::Algorithm::ChandyLamport,
+        }
+    }
+
+    /// The name as typed on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlgorithmArg::Mattern => "mattern",
+            AlgorithmArg::ChandyLamport => "chandy-lamport",
+        }
+    }
+}
+
+/// `shutter demo`.
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// Number of bank nodes.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub nodes: u32,
+    /// Snapshots to take (default 20 unless --duration is given).
+    #[arg(long)]
+    pub snapshots: Option<u64>,
+    /// Stop starting snapshots after this long (e.g. 15s); with --snapshots, whichever
+    /// comes first.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Time between snapshot initiations (initiators rotate over the nodes).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Datagram loss probability on every link (Bernoulli).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_probability)]
+    pub loss: f64,
+    /// Datagram duplication probability.
+    #[arg(long, default_value_t = 0.05, value_parser = parse_probability)]
+    pub dup: f64,
+    /// Probability that a datagram is held back by --reorder-delay (later ones overtake it).
+    #[arg(long, default_value_t = 0.05, value_parser = parse_probability)]
+    pub reorder: f64,
+    /// How long a reordered datagram is held back.
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub reorder_delay: Duration,
+    /// Uniform random extra delay per datagram, in [0, jitter].
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub jitter: Duration,
+    /// Fixed one-way delay per datagram.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pub delay: Duration,
+    /// Probability that a datagram gets bits flipped (the checksum must catch it).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub corrupt: f64,
+    /// Timed partition, repeatable: `START..END:A|B` cuts both ways between node lists A
+    /// and B, `START..END:A>B` only A to B; e.g. `2s..4s:0,1|2,3`. Times count from the
+    /// cluster start.
+    #[arg(long, value_parser = PartitionSpec::parse)]
+    pub partition: Vec<PartitionSpec>,
+    /// Seed of the fault injection and of the bank's random transfers.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Snapshot algorithm.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Mattern)]
+    pub algorithm: AlgorithmArg,
+    /// A snapshot not complete after this long is aborted.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub snapshot_timeout: Duration,
+    /// Bank tick: every tick each node sends a random transfer with probability 1/2.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub tick: Duration,
+    /// Write report files (delivery.hgrm, snapshot.hgrm, latency.hlog, report.json,
+    /// latency.svg, last.snap) into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the JSON summary to this file (`-` for stdout, which then carries only JSON).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress bar or progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `shutter node`.
+#[derive(Clone, Debug, Args)]
+pub struct NodeArgs {
+    /// This node's id (must be in the peers file).
+    #[arg(long)]
+    pub id: u32,
+    /// The peers file (TOML; see `shutter_snapshot::cli::peers`).
+    #[arg(long)]
+    pub peers: PathBuf,
+    /// UDP address to bind (default: this node's `addr` in the peers file).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// TCP admin address to bind (default: this node's `admin` in the peers file, else
+    /// its `addr`: TCP and UDP ports are separate).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Resume from this snapshot file instead of the opening balance.
+    #[arg(long)]
+    pub restore: Option<PathBuf>,
+    /// Stop after this long instead of waiting for Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Seed of the bank's random transfers.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Opening balance.
+    #[arg(long, default_value_t = crate::bank::BankConfig::default().initial)]
+    pub initial: u64,
+    /// Snapshot algorithm (every node of the cluster must use the same).
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Mattern)]
+    pub algorithm: AlgorithmArg,
+    /// A snapshot not complete after this long is aborted.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub snapshot_timeout: Duration,
+    /// Bank tick: every tick the node sends a random transfer with probability 1/2.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    pub tick: Duration,
+}
+
+/// `shutter snapshot`.
+#[derive(Clone, Debug, Args)]
+pub struct SnapshotArgs {
+    /// The peers file of the running cluster.
+    #[arg(long)]
+    pub peers: PathBuf,
+    /// The node that initiates the snapshot (default: the lowest id).
+    #[arg(long)]
+    pub via: Option<u32>,
+    /// Directory to save the snapshot in (file `snapshot-n<K>-<S>.snap`).
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Give up after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The bank's total money, to check conservation (default: nodes x 1000).
+    #[arg(long)]
+    pub total: Option<u64>,
+}
+
+/// `shutter inspect`.
+#[derive(Clone, Debug, Args)]
+pub struct InspectArgs {
+    /// A snapshot file (written by `shutter snapshot` or `shutter demo --out`).
+    pub file: PathBuf,
+    /// The bank's total money, to check conservation (default: nodes x 1000).
+    #[arg(long)]
+    pub total: Option<u64>,
+    /// Channel messages printed per channel.
+    #[arg(long, default_value_t = 8)]
+    pub messages: usize,
+}
+
+/// `shutter report`.
+#[derive(Clone, Debug, Args)]
+pub struct ReportArgs {
+    /// A report directory (reads its report.json), a report.json or an .hlog file.
+    pub path: PathBuf,
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m` (a bare number is milliseconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (examples: 500ms, 2s, 1.5s)"))?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use us, ms, s or m)"
+            ));
+        }
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("{text:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a probability in `[0, 1]`.
+pub fn parse_probability(text: &str) -> Result<f64, String> {
+    let p: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability in [0, 1]"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("40"), Ok(Duration::from_millis(40)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2h").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn probabilities() {
+        assert_eq!(parse_probability("0.25"), Ok(0.25));
+        assert!(
+            parse_probability("1.5")
+                .unwrap_err()
+                .contains("not a probability")
+        );
+        assert!(parse_probability("NaN").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,522 @@
+//! `shutter demo`: a [`LocalCluster`] of bank nodes on 127.0.0.1 under injected faults,
+//! snapshots initiated every `--interval` by rotating initiators, every completed
+//! snapshot verified (cut consistency, channel states, money conserved), then transfers
+//! stop, the network drains and the final balances must add up to the opening total.
+//!
+//! Latency: snapshot latency is initiation to completion at the initiator (snapshots are
+//! started on a fixed schedule, not after the previous one finishes, so a slow snapshot
+//! cannot hide the next one's wait); delivery latency is the transport's, from the
+//! sender's stamp at first transmission to delivery, so retransmission delay counts.
+//! Per-node histograms are merged with `add`. The interval log has one `delivery` and one
+//! `snapshot` histogram per second of the run.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result, bail};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use shutter_vclock::NodeId;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::GlobalSnapshot;
+use crate::bank::{Bank, BankConfig, BankInvariant, BankState};
+use crate::cli::app::{Shared, TaggedBank};
+use crate::cli::args::DemoArgs;
+use crate::cli::summary::{FaultSummary, Summary};
+use crate::cli::{faults, report, usage};
+use crate::persist;
+use crate::report::{IntervalLog, Percentiles, merge, new_histogram};
+use crate::runtime::{LocalCluster, NodeConfig, NodeEvent, NodeStats};
+use crate::verify::{check_channels, check_cut_consistency, check_invariant};
+use crate::wire::SnapshotId;
+
+/// Snapshots taken when neither `--snapshots` nor `--duration` is given.
+pub const DEFAULT_SNAPSHOTS: u64 = 20;
+/// Traffic flows this long before the first snapshot.
+const WARMUP: Duration = Duration::from_millis(300);
+/// Sampling period of the interval log.
+const SAMPLE: Duration = Duration::from_secs(1);
+/// Longest wait for the network to drain after transfers stop.
+const QUIESCE: Duration = Duration::from_secs(10);
+/// Verification failures kept verbatim.
+const MAX_FAILURES: usize = 10;
+
+/// Progress output: a bar on a terminal, plain lines otherwise, nothing with `--quiet`.
+struct Progress {
+    bar: Option<ProgressBar>,
+    lines: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool, len: u64) -> Progress {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (!quiet && tty).then(|| {
+            let bar = ProgressBar::new(len);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} snapshots  {msg}",
+                )
+                .expect("static template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress {
+            bar,
+            lines: !quiet && !tty,
+        }
+    }
+
+    fn line(&self, text: impl FnOnce() -> String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(text());
+        } else if self.lines {
+            eprintln!("{}", text());
+        }
+    }
+
+    fn set(&self, pos: u64, msg: impl FnOnce() -> String) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(pos);
+            bar.set_message(msg());
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Counters of snapshot outcomes while the demo runs.
+#[derive(Default)]
+struct Outcomes {
+    pending: BTreeMap<SnapshotId, Instant>,
+    started: u64,
+    completed: u64,
+    aborted: u64,
+    consistent: u64,
+    violations: u64,
+    initiate_failures: u64,
+    abort_reasons: BTreeMap<String, u64>,
+    failures: Vec<String>,
+    failed_snapshots: Vec<GlobalSnapshot>,
+    last: Option<GlobalSnapshot>,
+}
+
+impl Outcomes {
+    fn fail(&mut self, text: String) {
+        if self.failures.len() < MAX_FAILURES {
+            self.failures.push(text);
+        }
+    }
+
+    /// Verifies a completed snapshot; returns a one-line verdict.
+    fn completed(
+        &mut self,
+        snap: GlobalSnapshot,
+        total: u64,
+        interval: &mut Histogram<u64>,
+    ) -> String {
+        self.pending.remove(&snap.id);
+        self.completed += 1;
+        let latency = snap.timings.latency_micros();
+        interval.saturating_record(latency.clamp(1, interval.high()));
+        let mut ok = true;
+        let consistency = check_cut_consistency(&snap).and_then(|()| check_channels(&snap));
+        let mut verdict = match &consistency {
+            Ok(()) => {
+                self.consistent += 1;
+                "consistent".to_string()
+            }
+            Err(e) => {
+                ok = false;
+                self.fail(format!("snapshot {}: {e}", snap.id));
+                format!("INCONSISTENT: {e}")
+            }
+        };
+        match check_invariant(&snap, &BankInvariant { total }) {
+            Ok(()) => verdict.push_str(", money conserved"),
+            Err(e) => {
+                ok = false;
+                self.violations += 1;
+                self.fail(format!("snapshot {}: {e}", snap.id));
+                verdict.push_str(&format!(", {e}"));
+            }
+        }
+        let line = format!(
+            "snapshot {} completed in {:.1} ms: {verdict}, {} transfers in flight",
+            snap.id,
+            latency as f64 / 1000.0,
+            snap.recorded_messages()
+        );
+        if !ok && self.failed_snapshots.len() < MAX_FAILURES {
+            self.failed_snapshots.push(snap.clone());
+        }
+        self.last = Some(snap);
+        line
+    }
+}
+
+/// Sums over the nodes' current statistics.
+struct Sample {
+    delivery: Histogram<u64>,
+    sent: u64,
+    delivered: u64,
+}
+
+async fn sample(cluster: &LocalCluster) -> Result<Sample> {
+    let mut stats = Vec::new();
+    for node in cluster.nodes() {
+        stats.push(node.stats().await.context("reading node statistics")?);
+    }
+    Ok(Sample {
+        delivery: merge(stats.iter().map(|s| &s.transport.core.delivery_latency)),
+        sent: stats.iter().map(|s| s.app_messages_sent).sum(),
+        delivered: stats.iter().map(|s| s.app_messages_delivered).sum(),
+    })
+}
+
+/// The interval log under construction: cumulative delivery histogram at the last sample.
+struct Intervals {
+    log: IntervalLog,
+    t0: Instant,
+    last_at: Instant,
+    last_delivery: Histogram<u64>,
+    snapshot: Histogram<u64>,
+}
+
+impl Intervals {
+    fn push(&mut self, now: Instant, delivery_cumulative: &Histogram<u64>) {
+        let mut interval = delivery_cumulative.clone();
+        if interval.subtract(&self.last_delivery).is_err() {
+            // Counts only grow; if a node's histogram was reset, keep the cumulative one.
+            interval = delivery_cumulative.clone();
+        }
+        let offset = self.last_at - self.t0;
+        let length = now - self.last_at;
+        self.log.push(offset, length, "delivery", interval);
+        let snap = std::mem::replace(&mut self.snapshot, new_histogram());
+        self.log.push(offset, length, "snapshot", snap);
+        self.last_at = now;
+        self.last_delivery = delivery_cumulative.clone();
+    }
+}
+
+/// `shutter demo`.
+pub async fn run(args: DemoArgs) -> Result<ExitCode> {
+    let plan = faults::plan_from(&args).map_err(usage)?;
+    let target = match (args.snapshots, args.duration) {
+        (None, None) => Some(DEFAULT_SNAPSHOTS),
+        (s, _) => s,
+    };
+    if target == Some(0) || args.duration.is_some_and(|d| d.is_zero()) {
+        return Err(usage("--snapshots and --duration must be positive"));
+    }
+    if args.interval.is_zero() || args.tick.is_zero() || args.snapshot_timeout.is_zero() {
+        return Err(usage(
+            "--interval, --tick and --snapshot-timeout must be positive",
+        ));
+    }
+    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    let n = args.nodes;
+    let bank = BankConfig {
+        seed: args.seed,
+        ..BankConfig::default()
+    };
+    let expected_total = u64::from(n) * bank.initial;
+    let shared = Arc::new(Shared::default());
+    let base = NodeConfig {
+        faults: Some(plan),
+        algorithm: args.algorithm.to_runtime(),
+        snapshot_timeout: args.snapshot_timeout,
+        tick_interval: args.tick,
+        transport: shutter_transport::Config {
+            seed: args.seed,
+            ..shutter_transport::Config::default()
+        },
+        ..NodeConfig::default()
+    };
+    let started_wall = SystemTime::now();
+    let mut cluster = LocalCluster::start(n as usize, base, |id| {
+        TaggedBank::new(Bank::new(id, bank), shared.clone())
+    })
+    .await
+    .context("starting the local cluster")?;
+    let t0 = Instant::now();
+
+    let bar_len = target.unwrap_or_else(|| {
+        let d = args.duration.unwrap_or_default().saturating_sub(WARMUP);
+        (d.as_secs_f64() / args.interval.as_secs_f64()).ceil() as u64
+    });
+    let progress = Progress::new(args.quiet || json_to_stdout, bar_len.max(1));
+    progress.line(|| {
+        format!(
+            "{n} bank nodes on 127.0.0.1, {} snapshots every {:?}, faults: loss {} dup {} reorder {} corrupt {}",
+            args.algorithm.name(),
+            args.interval,
+            args.loss,
+            args.dup,
+            args.reorder,
+            args.corrupt
+        )
+    });
+
+    let mut out = Outcomes::default();
+    let mut intervals = Intervals {
+        log: IntervalLog {
+            start: Some(started_wall),
+            intervals: Vec::new(),
+        },
+        t0,
+        last_at: t0,
+        last_delivery: new_histogram(),
+        snapshot: new_histogram(),
+    };
+    let mut initiate = tokio::time::interval_at(t0 + WARMUP, args.interval);
+    initiate.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sampler = tokio::time::interval_at(t0 + SAMPLE, SAMPLE);
+    sampler.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stop_at = args.duration.map(|d| t0 + d);
+    let mut next_initiator = 0u32;
+    // Set once no more snapshots will be started: then wait for the pending ones.
+    let mut starting_done: Option<Instant> = None;
+    let grace = args.snapshot_timeout + Duration::from_secs(5);
+
+    loop {
+        if let Some(done) = starting_done {
+            if out.pending.is_empty() || done.elapsed() > grace {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = initiate.tick(), if starting_done.is_none() => {
+                let now = Instant::now();
+                if stop_at.is_some_and(|s| now >= s) {
+                    starting_done = Some(now);
+                    continue;
+                }
+                let on = NodeId(next_initiator % n);
+                next_initiator += 1;
+                match cluster.initiate(on).await {
+                    Ok(id) => {
+                        out.pending.insert(id, now);
+                        out.started += 1;
+                    }
+                    Err(e) => {
+                        out.initiate_failures += 1;
+                        progress.line(|| format!("{on} refused to initiate: {e}"));
+                    }
+                }
+                if target.is_some_and(|t| out.started + out.initiate_failures >= t) {
+                    starting_done = Some(Instant::now());
+                }
+            }
+            _ = sampler.tick() => {
+                let s = sample(&cluster).await?;
+                intervals.push(Instant::now(), &s.delivery);
+                let (c, k, a) = (out.completed, out.consistent, out.aborted);
+                progress.set(c + a, || format!(
+                    "completed {c} (consistent {k}), aborted {a}, transfers {}/{}",
+                    s.delivered, s.sent
+                ));
+            }
+            event = cluster.next_event() => {
+                let Some((node, event)) = event else {
+                    bail!("every node stopped before the demo finished");
+                };
+                match event {
+                    NodeEvent::Completed(snap) => {
+                        let line = out.completed(snap, expected_total, &mut intervals.snapshot);
+                        progress.line(|| line);
+                    }
+                    NodeEvent::Aborted { id, reason } if node == id.initiator => {
+                        if out.pending.remove(&id).is_some() {
+                            out.aborted += 1;
+                            *out.abort_reasons.entry(reason.why.to_string()).or_default() += 1;
+                            progress.line(|| format!("snapshot {id} aborted: {reason}"));
+                        }
+                    }
+                    NodeEvent::Aborted { .. } | NodeEvent::LocalCut { .. } => {}
+                }
+                let (c, k, a) = (out.completed, out.consistent, out.aborted);
+                progress.set(c + a, || format!("completed {c} (consistent {k}), aborted {a}"));
+            }
+            // Wakes the loop to check the grace deadline.
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    let unfinished = out.pending.len() as u64;
+    for (id, _) in std::mem::take(&mut out.pending) {
+        out.fail(format!(
+            "snapshot {id} neither completed nor aborted within {grace:?}"
+        ));
+    }
+
+    // Stop transfers and let the network drain, then count the money.
+    shared.paused.store(true, Ordering::Relaxed);
+    progress.line(|| "transfers stopped; waiting for the network to drain".to_string());
+    let drain_start = Instant::now();
+    let mut quiesced = false;
+    let mut last = sample(&cluster).await?;
+    while drain_start.elapsed() < QUIESCE {
+        if last.sent == last.delivered {
+            // Ticks may still be running one last transfer: confirm once more.
+            tokio::time::sleep(args.tick * 2 + Duration::from_millis(20)).await;
+            let again = sample(&cluster).await?;
+            if again.sent == again.delivered && again.sent == last.sent {
+                quiesced = true;
+                last = again;
+                break;
+            }
+            last = again;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            last = sample(&cluster).await?;
+        }
+    }
+    let mut final_total = 0u64;
+    for node in cluster.nodes() {
+        final_total += node
+            .app_state::<BankState>()
+            .await
+            .context("reading a final balance")?
+            .balance;
+    }
+    intervals.push(Instant::now(), &last.delivery);
+    let duration = t0.elapsed();
+    let stats = cluster
+        .shutdown()
+        .await
+        .context("shutting the cluster down")?;
+    progress.finish();
+
+    let delivery = merge(stats.iter().map(|s| &s.transport.core.delivery_latency));
+    let snapshot = merge(stats.iter().map(|s| s.snapshots.latency()));
+    let mut summary = summarize(&args, &stats, &out, duration);
+    summary.snapshots_unfinished = unfinished;
+    summary.duplicates_delivered = shared.duplicates.load(Ordering::Relaxed);
+    summary.expected_total = expected_total;
+    summary.final_total = final_total;
+    summary.quiesced = quiesced;
+    summary.snapshot_latency_us = Percentiles::of(&snapshot);
+    summary.delivery_latency_us = Percentiles::of(&delivery);
+    if !quiesced {
+        out.fail(format!(
+            "the network did not drain within {QUIESCE:?} ({} of {} transfers delivered)",
+            last.delivered, last.sent
+        ));
+    }
+    if final_total != expected_total {
+        out.fail(format!(
+            "final balances add up to {final_total}, expected {expected_total}"
+        ));
+    }
+    summary.failures = out.failures.clone();
+    summary.judge();
+
+    if let Some(dir) = &args.out {
+        report::write_dir(dir, &summary, &delivery, &snapshot, &intervals.log)?;
+        if let Some(last) = &out.last {
+            persist::save(&dir.join("last.snap"), last)?;
+        }
+        for snap in &out.failed_snapshots {
+            let name = format!("failed-{}-{}.snap", snap.id.initiator, snap.id.s);
+            persist::save(&dir.join(name), snap)?;
+        }
+    }
+    let json = serde_json::to_string_pretty(&summary)?;
+    match &args.json {
+        Some(p) if p.as_os_str() == "-" => {
+            println!("{json}");
+            summary.print_table(&mut std::io::stderr().lock())?;
+        }
+        Some(p) => {
+            std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
+            summary.print_table(&mut std::io::stdout().lock())?;
+        }
+        None => summary.print_table(&mut std::io::stdout().lock())?,
+    }
+    if let Some(dir) = &args.out {
+        if !json_to_stdout {
+            println!("report written to {}", dir.display());
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(if summary.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The summary fields that come from flags, outcomes and final node statistics.
+fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Duration) -> Summary {
+    let sum = |f: &dyn Fn(&NodeStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Summary {
+        algorithm: args.algorithm.name().to_string(),
+        seed: args.seed,
+        nodes: args.nodes,
+        duration_s: (duration.as_secs_f64() * 10.0).round() / 10.0,
+        faults: FaultSummary {
+            loss: args.loss,
+            dup: args.dup,
+            reorder: args.reorder,
+            corrupt: args.corrupt,
+            jitter_ms: ms(args.jitter),
+            delay_ms: ms(args.delay),
+            partitions: args
+                .partition
+                .iter()
+                .map(|p| {
+                    let side = |s: &[u32]| {
+                        s.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                    };
+                    format!(
+                        "{:?}..{:?}:{}{}{}",
+                        p.start,
+                        p.end,
+                        side(&p.side_a),
+                        if p.one_way { ">" } else { "|" },
+                        side(&p.side_b)
+                    )
+                })
+                .collect(),
+        },
+        snapshots_started: out.started,
+        snapshots_completed: out.completed,
+        snapshots_aborted: out.aborted,
+        snapshots_unfinished: 0,
+        initiate_failures: out.initiate_failures,
+        snapshots_consistent: out.consistent,
+        invariant_violations: out.violations,
+        abort_reasons: out.abort_reasons.clone(),
+        failures: Vec::new(),
+        messages_sent: sum(&|s| s.app_messages_sent),
+        messages_delivered: sum(&|s| s.app_messages_delivered),
+        duplicates_delivered: 0,
+        retransmits: sum(&|s| s.transport.core.retransmits),
+        datagrams_sent: sum(&|s| s.transport.core.datagrams_sent),
+        datagrams_dropped_by_faults: sum(&|s| {
+            s.transport.faults.dropped_loss + s.transport.faults.dropped_partition
+        }),
+        transport_duplicates_dropped: sum(&|s| {
+            s.transport.core.duplicates_dropped + s.transport.core.duplicate_packets
+        }),
+        corrupt_dropped: sum(&|s| s.transport.core.corrupt_dropped),
+        malformed_envelopes: sum(&|s| s.malformed_envelopes),
+        latency_note: "snapshot: initiation to completion at the initiator, snapshots started \
+                       on a fixed schedule; delivery: sender's stamp at first transmission to \
+                       delivery (retransmission delay included); per-node histograms merged with add"
+            .to_string(),
+        ..Summary::default()
+    }
+}

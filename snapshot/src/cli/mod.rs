@@ -1,0 +1,92 @@
+//! The `shutter` command line (feature `cli`): argument definitions and dispatch.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `shutter demo` | a local cluster of bank nodes on 127.0.0.1 under injected faults, periodic snapshots from rotating initiators, each verified; summary table, `--json`, `--out` report directory |
+//! | `shutter node` | one bank node of a real cluster described by a peers file, with a TCP admin channel |
+//! | `shutter snapshot` | asks a running cluster (through one node's admin channel) for a snapshot and saves it |
+//! | `shutter inspect` | prints and verifies a saved snapshot file |
+//! | `shutter report` | re-prints the summary of a report directory (`report.json`) or the percentiles of an `.hlog` |
+//!
+//! Exit codes: 0 success, 1 runtime failure (including an inconsistent snapshot or a
+//! violated invariant), 2 usage error (bad flag, bad peers file).
+
+pub mod admin;
+pub mod app;
+pub mod args;
+pub mod demo;
+pub mod faults;
+pub mod inspect;
+pub mod node;
+pub mod peers;
+pub mod report;
+pub mod snapshot;
+pub mod summary;
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::{Cli, Command};
+
+/// An error that is the user's to fix (bad flag value, bad peers file): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand: an `anyhow` error that maps to exit code 2.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
+/// Parses the process arguments, runs the command and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap prints help/version to stdout (exit 0) and errors to stderr (exit 2).
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some()
+                || e.chain().any(|c| c.downcast_ref::<UsageError>().is_some())
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Runs one parsed command on a fresh tokio runtime.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Report(a) => report::run(&a),
+        command => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                match command {
+                    Command::Demo(a) => demo::run(a).await,
+                    Command::Node(a) => node::run(a).await,
+                    Command::Snapshot(a) => snapshot::run(a).await,
+                    Command::Inspect(_) | Command::Report(_) => unreachable!("handled above"),
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `shutter node`: one bank node of a cluster described by a peers file, on real
+//! sockets, until Ctrl-C or `--duration`. It serves the [`admin`](crate::cli::admin)
+//! channel, so `shutter snapshot` can ask it to initiate a snapshot.
+//!
+//! On start it prints one line `node nK ready: udp ADDR admin tcp ADDR` on stdout (scripts
+//! and tests wait for it); on exit a final line with its balance and counters.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use shutter_vclock::NodeId;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bank::{Bank, BankConfig, BankState};
+use crate::cli::admin::{self, AdminRequest, Reply, Request};
+use crate::cli::app::{Shared, TaggedBank};
+use crate::cli::args::NodeArgs;
+use crate::cli::peers::PeersFile;
+use crate::cli::usage;
+use crate::persist;
+use crate::runtime::{NodeConfig, NodeEvent, NodeHandle};
+use crate::wire::SnapshotId;
+
+/// What `STATUS` answers and the node prints when it stops.
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub id: u32,
+    /// Current balance.
+    pub balance: u64,
+    /// Transfers sent.
+    pub messages_sent: u64,
+    /// Transfers delivered.
+    pub messages_delivered: u64,
+    /// Transfers delivered twice (must be 0).
+    pub duplicates_delivered: u64,
+    /// Transport retransmissions.
+    pub retransmits: u64,
+    /// Snapshots initiated here that completed.
+    pub snapshots_completed: u64,
+    /// Snapshots initiated here that aborted.
+    pub snapshots_aborted: u64,
+}
+
+async fn status(node: &NodeHandle, shared: &Shared) -> Result<NodeStatus> {
+    let stats = node.stats().await?;
+    let state: BankState = node.app_state().await?;
+    Ok(NodeStatus {
+        id: node.id().0,
+        balance: state.balance,
+        messages_sent: stats.app_messages_sent,
+        messages_delivered: stats.app_messages_delivered,
+        duplicates_delivered: shared.duplicates.load(Ordering::Relaxed),
+        retransmits: stats.transport.core.retransmits,
+        snapshots_completed: stats.snapshots.completed(),
+        snapshots_aborted: stats.snapshots.aborted(),
+    })
+}
+
+/// `shutter node`.
+pub async fn run(args: NodeArgs) -> Result<ExitCode> {
+    let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
+    let id = NodeId(args.id);
+    let Some(addr) = peers.addr_of(id) else {
+        return Err(usage(format!(
+            "{}: no node with id {} (the file has ids {:?})",
+            args.peers.display(),
+            args.id,
+            peers.members().iter().map(|(n, _)| n.0).collect::<Vec<_>>()
+        )));
+    };
+    let listen = args.listen.unwrap_or(addr);
+    let admin_addr: SocketAddr = args
+        .admin
+        .or_else(|| peers.admin_of(id))
+        .expect("the node is in the file");
+    if args.tick.is_zero() || args.snapshot_timeout.is_zero() {
+        return Err(usage("--tick and --snapshot-timeout must be positive"));
+    }
+    let cfg = NodeConfig {
+        id,
+        listen,
+        peers: peers.members(),
+        faults: peers.faults.clone(),
+        algorithm: args.algorithm.to_runtime(),
+        snapshot_timeout: args.snapshot_timeout,
+        tick_interval: args.tick,
+        transport: shutter_transport::Config {
+            seed: args.seed,
+            ..shutter_transport::Config::default()
+        },
+    };
+    let shared = Arc::new(Shared::default());
+    let bank = BankConfig {
+        seed: args.seed,
+        initial: args.initial,
+        ..BankConfig::default()
+    };
+    let process = TaggedBank::new(Bank::new(id, bank), shared.clone());
+    // Bind the admin channel first: if it is taken, fail before joining the cluster.
+    let listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot bind the admin channel on tcp {admin_addr}"))?;
+    let mut node = match &args.restore {
+        Some(path) => {
+            let snap = persist::load(path)
+                .with_context(|| format!("cannot load snapshot {}", path.display()))?;
+            NodeHandle::restore(cfg, process, &snap)
+                .await
+                .with_context(|| format!("cannot restore {id} from {}", path.display()))?
+        }
+        None => NodeHandle::spawn(cfg, process)
+            .await
+            .with_context(|| format!("cannot start {id}"))?,
+    };
+    println!(
+        "node {id} ready: udp {} admin tcp {}{}",
+        node.local_addr(),
+        listener.local_addr().unwrap_or(admin_addr),
+        args.restore
+            .as_ref()
+            .map(|p| format!(" (restored from {})", p.display()))
+            .unwrap_or_default()
+    );
+    std::io::stdout().flush()?;
+
+    let (tx, mut requests) = mpsc::channel::<AdminRequest>(16);
+    let server = tokio::spawn(admin::serve(listener, tx));
+    let mut pending: BTreeMap<SnapshotId, oneshot::Sender<Reply>> = BTreeMap::new();
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let stop = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            req = requests.recv() => {
+                let Some(req) = req else { break };
+                match req.request {
+                    Request::Status => {
+                        let reply = match status(&node, &shared).await {
+                            Ok(s) => Reply::Status(serde_json::to_string(&s)?),
+                            Err(e) => Reply::Error(format!("{e:#}")),
+                        };
+                        let _ = req.reply.send(reply);
+                    }
+                    Request::Snapshot { .. } => match node.initiate().await {
+                        Ok(sid) => {
+                            eprintln!("{id}: admin request: initiated snapshot {sid}");
+                            pending.insert(sid, req.reply);
+                        }
+                        Err(e) => {
+                            let _ = req.reply.send(Reply::Error(e.to_string()));
+                        }
+                    },
+                }
+            }
+            event = node.next_event() => {
+                let Some(event) = event else {
+                    anyhow::bail!("node {id} stopped unexpectedly");
+                };
+                match event {
+                    NodeEvent::Completed(snap) => {
+                        eprintln!(
+                            "{id}: snapshot {} completed in {:.1} ms",
+                            snap.id,
+                            snap.timings.latency_micros() as f64 / 1000.0
+                        );
+                        if let Some(reply) = pending.remove(&snap.id) {
+                            let _ = reply.send(Reply::Snapshot(persist::encode(&snap)));
+                        }
+                    }
+                    NodeEvent::Aborted { id: sid, reason } => {
+                        eprintln!("{id}: snapshot {sid} aborted: {reason}");
+                        if let Some(reply) = pending.remove(&sid) {
+                            let _ = reply.send(Reply::Aborted(reason.to_string()));
+                        }
+                    }
+                    NodeEvent::LocalCut { .. } => {}
+                }
+            }
+        }
+        // Clients that gave up leave closed senders behind.
+        pending.retain(|_, reply| !reply.is_closed());
+    }
+    server.abort();
+    shared.paused.store(true, Ordering::Relaxed);
+    let last = status(&node, &shared).await.ok();
+    node.shutdown().await.context("shutting down")?;
+    if let Some(s) = last {
+        println!("node {id} stopped: {}", serde_json::to_string(&s)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,121 @@
+//! Bad input gives a clear message naming what and where, exit code 2 for usage errors
+//! and 1 for runtime failures.
+
+mod cli_support;
+
+use std::time::Duration;
+
+use cli_support::{run, temp_dir, text};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn fails(args: &[&str], code: i32, needles: &[&str]) {
+    let out = run(args, LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "{args:?}: expected {n:?} in {stderr}");
+    }
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    fails(
+        &["demo", "--algorithm", "paxos"],
+        2,
+        &[
+            "invalid value 'paxos'",
+            "--algorithm",
+            "mattern",
+            "chandy-lamport",
+        ],
+    );
+    fails(
+        &["demo", "--loss", "1.5"],
+        2,
+        &["--loss", "1.5 is not a probability in [0, 1]"],
+    );
+    fails(&["demo", "--dup", "x"], 2, &["--dup", "not a number"]);
+    fails(&["demo", "--interval", "2h"], 2, &["unknown unit"]);
+    fails(
+        &["demo", "--partition", "1s..2s:0,1"],
+        2,
+        &["--partition", "'|' or '>'"],
+    );
+    fails(
+        &["demo", "--nodes", "4", "--partition", "1s..2s:0|9"],
+        2,
+        &["--partition names node 9", "0..3"],
+    );
+    fails(&["demo", "--nodes", "1"], 2, &["--nodes"]);
+    fails(&["frobnicate"], 2, &["unrecognized subcommand"]);
+}
+
+#[test]
+fn bad_peers_files_say_what_and_where() {
+    let dir = temp_dir("errors");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[nodes]]\nid = 0\naddr = \"127.0.0.1\"\n").unwrap();
+    let bad_s = bad.to_str().unwrap();
+    fails(
+        &["node", "--id", "0", "--peers", bad_s],
+        2,
+        &["bad.toml", "line 3"],
+    );
+
+    std::fs::write(
+        &bad,
+        "[[nodes]]\nid = 0\naddr = \"127.0.0.1:9\"\n[[nodes]]\nid = 0\naddr = \"127.0.0.1:10\"\n",
+    )
+    .unwrap();
+    fails(
+        &["node", "--id", "0", "--peers", bad_s],
+        2,
+        &["nodes[1]: id 0 appears twice"],
+    );
+    fails(&["snapshot", "--peers", bad_s], 2, &["appears twice"]);
+
+    std::fs::write(
+        &bad,
+        "[[nodes]]\nid = 0\naddr = \"127.0.0.1:9\"\nport = 1\n",
+    )
+    .unwrap();
+    fails(
+        &["node", "--id", "0", "--peers", bad_s],
+        2,
+        &["bad.toml", "port"],
+    );
+
+    std::fs::write(&bad, "[[nodes]]\nid = 0\naddr = \"127.0.0.1:9\"\n").unwrap();
+    fails(
+        &["node", "--id", "5", "--peers", bad_s],
+        2,
+        &["no node with id 5"],
+    );
+
+    let missing = dir.join("missing.toml");
+    fails(
+        &["node", "--id", "0", "--peers", missing.to_str().unwrap()],
+        2,
+        &["cannot read peers file", "missing.toml"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_files_are_runtime_errors() {
+    let dir = temp_dir("badfiles");
+    let junk = dir.join("junk.snap");
+    std::fs::write(&junk, b"definitely not a snapshot").unwrap();
+    fails(
+        &["inspect", junk.to_str().unwrap()],
+        1,
+        &["junk.snap", "not a shutter snapshot file"],
+    );
+    fails(
+        &["report", dir.join("nope").to_str().unwrap()],
+        1,
+        &["nope"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

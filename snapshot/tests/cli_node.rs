@@ -1,0 +1,90 @@
+//! Three `shutter node` processes on loopback, `shutter snapshot` through the admin
+//! channel, `shutter inspect` on the saved file, then a restored cluster from that file.
+
+mod cli_support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cli_support::{NodeProcess, free_port, run, temp_dir, text, write_peers};
+use shutter_snapshot::bank::BankInvariant;
+use shutter_snapshot::{persist, verify};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn start_cluster(peers: &Path, extra: &[&str]) -> Vec<NodeProcess> {
+    (0..3)
+        .map(|i| {
+            let id = i.to_string();
+            let mut args = vec!["--id", &id, "--peers", peers.to_str().unwrap()];
+            args.extend_from_slice(&["--duration", "40s", "--tick", "10ms"]);
+            args.extend_from_slice(extra);
+            NodeProcess::start(&args, Duration::from_secs(20))
+        })
+        .collect()
+}
+
+fn take_snapshot(peers: &Path, via: &str, out: &Path) -> PathBuf {
+    let out = run(
+        &[
+            "snapshot",
+            "--peers",
+            peers.to_str().unwrap(),
+            "--via",
+            via,
+            "--out",
+            out.to_str().unwrap(),
+            "--timeout",
+            "15s",
+        ],
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ok    cut consistency"), "{stdout}");
+    let saved = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("saved "))
+        .unwrap_or_else(|| panic!("no saved line: {stdout}"));
+    PathBuf::from(saved)
+}
+
+#[test]
+fn node_snapshot_inspect_and_restore_across_processes() {
+    let dir = temp_dir("node");
+    let peers = dir.join("peers.toml");
+    write_peers(&peers, &[free_port(), free_port(), free_port()]);
+    let nodes = start_cluster(&peers, &[]);
+    std::thread::sleep(Duration::from_millis(800));
+
+    let file = take_snapshot(&peers, "1", &dir);
+    let snap = persist::load(&file).unwrap();
+    assert_eq!(snap.states.len(), 3);
+    assert_eq!(snap.id.initiator.0, 1);
+    verify::check_all(&snap, &[&BankInvariant { total: 3_000 }]).unwrap();
+
+    let out = run(&["inspect", file.to_str().unwrap()], LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("n0") && stdout.contains("balance"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok    money conserved (total 3000)"),
+        "{stdout}"
+    );
+    drop(nodes);
+
+    // A new cluster (new ports) resumes from the file and conserves the money.
+    let peers2 = dir.join("peers2.toml");
+    write_peers(&peers2, &[free_port(), free_port(), free_port()]);
+    let restored = start_cluster(&peers2, &["--restore", file.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let file2 = take_snapshot(&peers2, "2", &dir.join("after"));
+    let snap2 = persist::load(&file2).unwrap();
+    verify::check_all(&snap2, &[&BankInvariant { total: 3_000 }]).unwrap();
+    assert!(snap2.id.s > snap.id.s || snap2.id.initiator != snap.id.initiator);
+    drop(restored);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,168 @@
+//! Helpers of the `shutter` binary tests: bounded runs, temp dirs, free loopback ports.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn shutter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shutter"))
+}
+
+/// Runs `shutter ARGS` to completion, killing it (and failing) after `limit`.
+pub fn run(args: &[&str], limit: Duration) -> Output {
+    let mut child = shutter()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shutter");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "shutter {args:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stdout and stderr as text, for assertion messages.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("shutter-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+/// A running `shutter node`, killed on drop.
+pub struct NodeProcess {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl NodeProcess {
+    /// Starts `shutter node ARGS` and waits (at most `limit`) for its ready line.
+    pub fn start(args: &[&str], limit: Duration) -> NodeProcess {
+        let mut child = shutter()
+            .arg("node")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn shutter node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let node = NodeProcess { child, lines };
+        let line = node
+            .lines
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("node {args:?} printed no ready line within {limit:?}"));
+        assert!(line.contains("ready"), "{line}");
+        node
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal XML well-formedness: balanced, properly nested tags; returns the root name.
+pub fn check_xml(text: &str) -> Result<String, String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut root = None;
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        if after.starts_with("?") || after.starts_with("!") {
+            let end = after.find('>').ok_or("unterminated declaration")?;
+            rest = &after[end + 1..];
+            continue;
+        }
+        let end = after.find('>').ok_or("unterminated tag")?;
+        let tag = &after[..end];
+        rest = &after[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let top = stack
+                .pop()
+                .ok_or(format!("</{name}> without an open tag"))?;
+            if top != name.trim() {
+                return Err(format!("</{name}> closes <{top}>"));
+            }
+        } else {
+            let name: String = tag
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '/')
+                .collect();
+            if name.is_empty() {
+                return Err(format!("empty tag <{tag}>"));
+            }
+            if root.is_none() {
+                root = Some(name.clone());
+            } else if stack.is_empty() {
+                return Err(format!("second root element <{name}>"));
+            }
+            if !tag.ends_with('/') {
+                stack.push(name);
+            }
+        }
+    }
+    if let Some(open) = stack.pop() {
+        return Err(format!("<{open}> is never closed"));
+    }
+    root.ok_or_else(|| "no element".to_string())
+}
+
+/// Writes a peers file for `(id, port)` pairs on 127.0.0.1 (admin = same port over TCP).
+pub fn write_peers(path: &Path, ports: &[u16]) {
+    let mut text = String::new();
+    for (i, p) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "[[nodes]]\nid = {i}\naddr = \"127.0.0.1:{p}\"\n\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
