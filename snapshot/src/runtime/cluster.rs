@@ -118,7 +118,8 @@ impl LocalCluster {
             .await
     }
 
-    /// The next event of any node; `None` once every node has stopped.
+    /// The next event of any node; `None` once every node has stopped. Cancel-safe (an
+    /// event is only taken in the poll that returns it), so it may sit in `select!`.
     pub async fn next_event(&mut self) -> Option<(NodeId, NodeEvent)> {
         let n = self.nodes.len();
         let start = self.next_poll;

@@ -223,6 +223,7 @@ impl NodeHandle {
     }
 
     /// The next event; `None` once the node has stopped and its events are drained.
+    /// Cancel-safe.
     pub async fn next_event(&mut self) -> Option<NodeEvent> {
         self.events.recv().await
     }
