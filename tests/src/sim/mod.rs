@@ -26,9 +26,12 @@ pub mod scenario;
 pub mod swarm;
 mod world;
 
-use shutter_snapshot::{chandy_lamport, mattern};
+use std::collections::BTreeMap;
+
+use shutter_snapshot::{AbortReason, SnapshotId, chandy_lamport, mattern};
 use shutter_transport::Time;
 use shutter_transport::faults::FaultStats;
+use shutter_vclock::NodeId;
 
 pub use scenario::{Crash, CrashKind, Scenario};
 
@@ -50,6 +53,10 @@ pub struct Outcome {
     pub violations: Vec<String>,
     /// Occurrences of known, already reported bugs (see [`oracle::KNOWN_DUP_ACROSS_RESTART`]).
     pub known_bugs: Vec<String>,
+    /// Snapshots completed, by id.
+    pub completed_ids: Vec<SnapshotId>,
+    /// Abort events by snapshot: which node emitted one, and its reason.
+    pub aborts: BTreeMap<SnapshotId, Vec<(NodeId, AbortReason)>>,
     /// Snapshots started.
     pub initiated: u64,
     /// Snapshots completed (each checked).

@@ -434,6 +434,8 @@ where
                 .extend(self.oracle.violations.iter().cloned());
         }
         self.out.known_bugs = self.oracle.known_bugs.clone();
+        self.out.completed_ids = self.oracle.completed.keys().copied().collect();
+        self.out.aborts = std::mem::take(&mut self.oracle.aborted);
         self.out.initiated = self.oracle.initiated.len() as u64;
         self.out.app_messages = self.oracle.sends.len() as u64;
         self.out.lost_to_restarts = self
