@@ -5,8 +5,8 @@
 //! Each outgoing transfer is the bank's own payload (the postcard amount) followed by a
 //! 16-byte tag: the sender's incarnation (wall-clock µs at process creation) and a
 //! per-incarnation sequence number, both little endian. [`crate::bank::decode_transfer`]
-//! reads the amount and ignores trailing bytes, so snapshot files, [`BankInvariant`]
-//! (crate::bank::BankInvariant) and `shutter inspect` see plain bank transfers. The tag
+//! reads the amount and ignores trailing bytes, so snapshot files,
+//! [`crate::bank::BankInvariant`] and `shutter inspect` see plain bank transfers. The tag
 //! is not part of the snapshotted state: it only observes the runtime.
 
 use std::collections::{BTreeMap, BTreeSet};

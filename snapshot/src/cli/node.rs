@@ -1,5 +1,5 @@
 //! `shutter node`: one bank node of a cluster described by a peers file, on real
-//! sockets, until Ctrl-C or `--duration`. It serves the [`admin`](crate::cli::admin)
+//! sockets, until Ctrl-C or `--duration`. It serves the [`admin`]
 //! channel, so `shutter snapshot` can ask it to initiate a snapshot.
 //!
 //! On start it prints one line `node nK ready: udp ADDR admin tcp ADDR` on stdout (scripts
