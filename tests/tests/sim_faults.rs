@@ -130,7 +130,7 @@ fn transport_restart_during_a_snapshot_never_completes_it_wrongly() {
         let out = run(&sc, Algorithm::Mattern);
         // Every snapshot that completes passed the oracle checks (channel exactness
         // would flag a message lost in the restart); the one overlapping it aborts.
-        assert!(out.passed(false), "{sc}\n{:#?}", out.violations);
+        assert!(out.passed(), "{sc}\n{:#?}", out.violations);
         assert!(
             !out.completed_ids.iter().any(|id| id.initiator == NodeId(0)),
             "seed {seed}: the snapshot overlapping the restart completed"

@@ -31,13 +31,18 @@ fn valid_datagrams(sizes: &[usize]) -> Vec<Vec<u8>> {
         a.send(Time(0), NodeId(1), vec![i as u8; len]).unwrap();
     }
     let mut out = Vec::new();
-    while let Some(t) = a.poll_transmit(Time(0)) {
-        b.handle_datagram(Time(10), NodeId(0), &t.bytes);
-        out.push(t.bytes);
-    }
-    // b's acks, re-labelled as if from 0, still exercise the ACK parser after re-CRC.
-    while let Some(t) = b.poll_transmit(Time(5_000)) {
-        out.push(t.bytes);
+    // A few rounds: a's first packet is the PING that learns b's incarnation, then data.
+    for round in 0..4u64 {
+        let now = Time(round * 5_000);
+        while let Some(t) = a.poll_transmit(now) {
+            b.handle_datagram(now, NodeId(0), &t.bytes);
+            out.push(t.bytes);
+        }
+        // b's acks, re-labelled as if from 0, still exercise the ACK parser after re-CRC.
+        while let Some(t) = b.poll_transmit(now + std::time::Duration::from_millis(3)) {
+            a.handle_datagram(now, NodeId(1), &t.bytes);
+            out.push(t.bytes);
+        }
     }
     a.monitor(Time(0), NodeId(1), true);
     while let Some(t) = a.poll_transmit(Time(2_000_000)) {
@@ -57,11 +62,13 @@ fn fix_crc(b: &mut [u8]) {
 /// Feeds `bytes` and checks the core still works: it drains and can exchange a message.
 /// The exchange uses a new incarnation of node 0: a forged datagram with a valid CRC and
 /// node 0's current identity (same packet number) is indistinguishable from a genuine one.
+/// The new incarnation is `u64::MAX`, because a mutated header may claim any smaller one
+/// (incarnations only grow, so a forged larger one would make every later datagram stale).
 fn feed_and_check(bytes: &[u8]) -> (u64, u64) {
     let (_, mut b) = pair();
     let mut a = Core::new(Config {
         local: NodeId(0),
-        incarnation: 5,
+        incarnation: u64::MAX,
         ..Config::default()
     })
     .unwrap();

@@ -51,8 +51,6 @@ pub enum Algorithm {
 pub struct Outcome {
     /// Everything the checks found; empty means the run passed.
     pub violations: Vec<String>,
-    /// Occurrences of known, already reported bugs (see [`oracle::KNOWN_DUP_ACROSS_RESTART`]).
-    pub known_bugs: Vec<String>,
     /// Snapshots completed, by id.
     pub completed_ids: Vec<SnapshotId>,
     /// Abort events by snapshot: which node emitted one, and its reason.
@@ -88,10 +86,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// True if the run found nothing, or (unless `strict`) only the consequences of a
-    /// known bug it hit.
-    pub fn passed(&self, strict: bool) -> bool {
-        self.violations.is_empty() || (!strict && !self.known_bugs.is_empty())
+    /// True if the run found nothing.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
     }
 }
 

@@ -13,14 +13,6 @@ use shutter_vclock::{NodeId, VClock};
 
 use super::node::Mark;
 
-/// Tag of the transport issue found by the swarm: a message sent while the sender had
-/// never heard from the receiver (header `dest_incarnation = 0`) is accepted by *every*
-/// incarnation of the receiver, so a receiver whose transport restarts after delivering it
-/// but before its ACK arrives gets it again (and no `Abandoned` is ever reported, because
-/// the sender never saw an incarnation change from a known one). See
-/// `tests/tests/sim_known_bugs.rs`.
-pub const KNOWN_DUP_ACROSS_RESTART: &str = "KNOWN BUG transport/dup-across-restart";
-
 /// Identity of one application message: its sender and the sender's own clock entry in
 /// its timestamp (unique because every send ticks it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,9 +79,6 @@ pub struct Oracle {
     pub abandoned: BTreeSet<MsgKey>,
     /// Transport ids of unacknowledged application messages: `(sender, receiver, id)`.
     pub in_transport: BTreeMap<(NodeId, NodeId, MessageId), MsgKey>,
-    /// Occurrences of known, already reported bugs (a run that hits one is reported as
-    /// such instead of as a new failure unless `SHUTTER_SIM_STRICT=1`).
-    pub known_bugs: Vec<String>,
     /// Violations found while logging (duplicate identities and the like).
     pub violations: Vec<String>,
     send_count: BTreeMap<NodeId, u64>,
@@ -148,16 +137,8 @@ impl Oracle {
             ord,
             at: now,
         });
-        let (count, first, first_node) = (list.len(), list[0].at, list[0].at_node);
+        let count = list.len();
         if count > 1 {
-            if first_node == to && self.crashed_since(to, first) {
-                // The receiver's transport restarted between the two deliveries: the known
-                // transport issue (see `known_bugs`), not a new finding.
-                self.known_bugs.push(format!(
-                    "{KNOWN_DUP_ACROSS_RESTART}: {key:?} delivered to {to} at {first} and again \
-                     at {now} after {to}'s transport restarted"
-                ));
-            }
             self.violations
                 .push(format!("{key:?} delivered {count} times"));
         }

@@ -19,11 +19,6 @@ pub fn seeds_from_env(default_seed: u64, default_count: u64) -> std::ops::Range<
     first..first.saturating_add(get("SHUTTER_SIM_SEEDS", default_count))
 }
 
-/// `SHUTTER_SIM_STRICT=1`: runs that hit a known bug fail too.
-pub fn strict() -> bool {
-    std::env::var("SHUTTER_SIM_STRICT").is_ok_and(|v| v == "1")
-}
-
 /// The command that replays one seed of an integration test binary.
 pub fn replay_command(seed: u64, test_binary: &str) -> String {
     format!(
@@ -38,9 +33,6 @@ pub struct Coverage {
     pub seeds: u64,
     /// Seeds that failed.
     pub failed: Vec<u64>,
-    /// Seeds that hit a known, already reported bug (not counted as failures unless
-    /// `SHUTTER_SIM_STRICT=1`).
-    pub known_bug_seeds: Vec<u64>,
     /// Snapshots started, completed, aborted.
     pub initiated: u64,
     /// Completed (and checked) snapshots.
@@ -67,10 +59,8 @@ impl Coverage {
     /// Adds one run.
     pub fn add(&mut self, sc: &Scenario, out: &Outcome) {
         self.seeds += 1;
-        if !out.passed(strict()) {
+        if !out.passed() {
             self.failed.push(sc.seed);
-        } else if !out.violations.is_empty() {
-            self.known_bug_seeds.push(sc.seed);
         }
         self.initiated += out.initiated;
         self.completed += out.completed;
@@ -101,11 +91,10 @@ impl fmt::Display for Coverage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seeds={} failed={} known-bug-seeds={:?} snapshots: initiated={} completed={} aborted={} \
+            "seeds={} failed={} snapshots: initiated={} completed={} aborted={} \
              channel-msgs-checked={} app-msgs={} datagrams={} crashes={} | faults:",
             self.seeds,
             self.failed.len(),
-            self.known_bug_seeds,
             self.initiated,
             self.completed,
             self.aborted,
@@ -136,7 +125,7 @@ pub fn run_seeds(seeds: std::ops::Range<u64>, algorithm: Algorithm, test_binary:
     for seed in seeds {
         let sc = Scenario::random(seed);
         let out = run(&sc, algorithm);
-        if !out.passed(strict()) {
+        if !out.passed() {
             println!("FAILED seed={seed} algorithm={algorithm:?}");
             println!("  fault mix: {sc}");
             for v in out.violations.iter().take(10) {
@@ -146,13 +135,6 @@ pub fn run_seeds(seeds: std::ops::Range<u64>, algorithm: Algorithm, test_binary:
                 println!("  ... {} more", out.violations.len() - 10);
             }
             println!("  replay: {}", replay_command(seed, test_binary));
-        }
-        if out.passed(false) && !out.violations.is_empty() && !strict() {
-            println!(
-                "known bug hit: seed={seed}: {} (strict replay: SHUTTER_SIM_STRICT=1 {})",
-                out.known_bugs[0],
-                replay_command(seed, test_binary)
-            );
         }
         cov.add(&sc, &out);
     }

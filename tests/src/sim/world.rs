@@ -433,7 +433,6 @@ where
                 .violations
                 .extend(self.oracle.violations.iter().cloned());
         }
-        self.out.known_bugs = self.oracle.known_bugs.clone();
         self.out.completed_ids = self.oracle.completed.keys().copied().collect();
         self.out.aborts = std::mem::take(&mut self.oracle.aborted);
         self.out.initiated = self.oracle.initiated.len() as u64;

@@ -289,6 +289,21 @@ impl Core {
         if p.ack.is_duplicate(header.packet_number) {
             return self.stats.duplicate_packets += 1;
         }
+        if header.dest_incarnation == 0 && frames.iter().any(|f| matches!(f, Frame::Data(_))) {
+            // The sender has not yet heard which life of ours it talks to. Accepting its data
+            // could deliver a message twice: once to our previous life (which crashed before
+            // its ack got out) and again to this one when the sender retransmits. So take its
+            // acks, refuse the data unacknowledged, and announce our incarnation with a PING;
+            // the retransmission will name this life. Costs one round trip on first contact.
+            p.announce = true;
+            self.stats.refused_packets += 1;
+            for frame in &frames {
+                if let Frame::Ack(ack) = frame {
+                    self.on_ack(now, from, ack);
+                }
+            }
+            return;
+        }
         self.process_frames(now, from, &header, &frames);
     }
 
@@ -465,8 +480,14 @@ impl Core {
         }
         let ack_due = p.ack.deadline.is_some_and(|d| d <= now);
         let keepalive_due = p.deadlines(cfg)[Timer::Keepalive as usize].is_some_and(|d| d <= now);
-        let ping = p.announce || keepalive_due;
-        let data = p.send.packets_in_flight() < cfg.max_packets_in_flight && p.send.has_pending();
+        // Data only goes to a known life of the peer (see `handle_datagram`): until its
+        // incarnation is known, a PING asks for it (one at a time; a lost one is declared
+        // lost by the RTO and the next call sends another).
+        let known = p.incarnation != 0;
+        let handshake = !known && p.send.has_pending() && p.send.packets_in_flight() == 0;
+        let ping = p.announce || keepalive_due || handshake;
+        let data =
+            known && p.send.packets_in_flight() < cfg.max_packets_in_flight && p.send.has_pending();
         if !(ack_due || ping || data) {
             return None;
         }
