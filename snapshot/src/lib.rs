@@ -43,3 +43,8 @@ pub use global::{
     AbortReason, AbortWhy, Delivery, GlobalSnapshot, InitiateError, SnapshotEvent, Timings,
 };
 pub use wire::{AppHeader, Control, Envelope, LocalReport, RecordedMessage, SnapshotId};
+
+/// The README's Rust examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
