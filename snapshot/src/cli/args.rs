@@ -53,6 +53,26 @@ impl AlgorithmArg {
         }
     }
 
+    /// The runtime settings `demo` and `node` both derive from their flags: this
+    /// algorithm, snapshot timeout, bank tick and seed; everything else default.
+    pub(crate) fn node_config(
+        self,
+        snapshot_timeout: Duration,
+        tick: Duration,
+        seed: u64,
+    ) -> crate::runtime::NodeConfig {
+        crate::runtime::NodeConfig {
+            algorithm: self.to_runtime(),
+            snapshot_timeout,
+            tick_interval: tick,
+            transport: shutter_transport::Config {
+                seed,
+                ..shutter_transport::Config::default()
+            },
+            ..crate::runtime::NodeConfig::default()
+        }
+    }
+
     /// The name as typed on the command line.
     pub fn name(self) -> &'static str {
         match self {

@@ -235,14 +235,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let shared = Arc::new(Shared::default());
     let base = NodeConfig {
         faults: Some(plan),
-        algorithm: args.algorithm.to_runtime(),
-        snapshot_timeout: args.snapshot_timeout,
-        tick_interval: args.tick,
-        transport: shutter_transport::Config {
-            seed: args.seed,
-            ..shutter_transport::Config::default()
-        },
-        ..NodeConfig::default()
+        ..args
+            .algorithm
+            .node_config(args.snapshot_timeout, args.tick, args.seed)
     };
     let started_wall = SystemTime::now();
     let mut cluster = LocalCluster::start(n as usize, base, |id| {

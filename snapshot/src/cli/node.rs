@@ -89,13 +89,9 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         listen,
         peers: peers.members(),
         faults: peers.faults.clone(),
-        algorithm: args.algorithm.to_runtime(),
-        snapshot_timeout: args.snapshot_timeout,
-        tick_interval: args.tick,
-        transport: shutter_transport::Config {
-            seed: args.seed,
-            ..shutter_transport::Config::default()
-        },
+        ..args
+            .algorithm
+            .node_config(args.snapshot_timeout, args.tick, args.seed)
     };
     let shared = Arc::new(Shared::default());
     let bank = BankConfig {

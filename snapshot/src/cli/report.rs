@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::args::ReportArgs;
-use crate::cli::summary::Summary;
+use crate::cli::summary::{Summary, ms};
 use crate::report::{HistogramJson, IntervalLog, Percentiles, merge, read_hlog, write_hgrm};
 
 /// `report.json`: the summary (flattened, so the same keys as `--json`) plus histograms.
@@ -98,7 +98,6 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
         )?;
         for (tag, hs) in &by_tag {
             let p = Percentiles::of(&merge(hs));
-            let ms = |v: u64| format!("{:.3}", v as f64 / 1000.0);
             writeln!(
                 out,
                 "{:<12} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}",

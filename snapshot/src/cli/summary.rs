@@ -196,7 +196,6 @@ impl Summary {
             ("snapshot", &self.snapshot_latency_us),
             ("delivery", &self.delivery_latency_us),
         ] {
-            let ms = |v: u64| format!("{:.3}", v as f64 / 1000.0);
             writeln!(
                 out,
                 "  {:<20} {:>7} {:>10} {:>10} {:>10} {:>10}",
@@ -222,4 +221,9 @@ impl Summary {
             }
         )
     }
+}
+
+/// A latency in µs as milliseconds with three decimals, as the summary tables print it.
+pub(crate) fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
 }

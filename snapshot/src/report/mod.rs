@@ -28,9 +28,9 @@ pub fn new_histogram() -> Histogram<u64> {
 /// Merges histograms (e.g. one per node) into one with `add`.
 pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {
     let mut total = new_histogram();
+    // Auto-resizing, `add` cannot fail for lack of range, whatever the parts' bounds.
+    total.auto(true);
     for h in parts {
-        // Both sides auto-resize or share bounds; `add` only fails if a value cannot fit.
-        total.auto(true);
         let _ = total.add(h);
     }
     total

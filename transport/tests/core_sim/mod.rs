@@ -245,15 +245,7 @@ impl Net {
             self.seed,
             self.seed
         );
-        let arrival = self.queue.peek().map(|Reverse(q)| q.0);
-        let timer = self
-            .nodes
-            .iter()
-            .filter(|n| n.up)
-            .filter_map(|n| n.core.poll_timeout())
-            .min()
-            .map(|t| t.0);
-        let Some(next) = [arrival, timer].into_iter().flatten().min() else {
+        let Some(next) = self.next_deadline() else {
             return false;
         };
         self.now = Time(self.now.0.max(next));
@@ -295,19 +287,24 @@ impl Net {
         }
     }
 
+    /// Earliest pending event (µs): a datagram arrival or a live node's timer.
+    fn next_deadline(&self) -> Option<u64> {
+        let arrival = self.queue.peek().map(|Reverse(q)| q.0);
+        let timer = self
+            .nodes
+            .iter()
+            .filter(|n| n.up)
+            .filter_map(|n| n.core.poll_timeout())
+            .min()
+            .map(|t| t.0);
+        [arrival, timer].into_iter().flatten().min()
+    }
+
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: std::time::Duration) {
         let end = self.now + d;
         while self.now < end {
-            let arrival = self.queue.peek().map(|Reverse(q)| q.0);
-            let timer = self
-                .nodes
-                .iter()
-                .filter(|n| n.up)
-                .filter_map(|n| n.core.poll_timeout())
-                .min()
-                .map(|t| t.0);
-            match [arrival, timer].into_iter().flatten().min() {
+            match self.next_deadline() {
                 Some(t) if t <= end.0 => {
                     self.step();
                 }
