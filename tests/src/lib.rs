@@ -4,5 +4,11 @@
 //! `process::Node` (bank app + Mattern or Chandy-Lamport), over a seeded in-memory network
 //! with every fault of `shutter_transport::faults`, crashes and restarts, and checks every
 //! snapshot against a ground-truth event log. The `sim_*` integration tests drive it.
+//!
+//! [`procs`] starts real `shutter` processes (the test binary re-executed as the CLI) and
+//! [`netns`] builds a namespace lab with kernel-level random drop; the
+//! `cluster_processes` test uses both.
 
+pub mod netns;
+pub mod procs;
 pub mod sim;

@@ -49,7 +49,17 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// Parses the process arguments, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    main_from(std::env::args_os())
+}
+
+/// Like [`main`] with explicit arguments (the first one is the program name); test
+/// binaries that re-execute themselves as `shutter` nodes use it.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         // clap prints help/version to stdout (exit 0) and errors to stderr (exit 2).
         Err(e) => e.exit(),

@@ -131,14 +131,21 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     let server = tokio::spawn(admin::serve(listener, tx));
     let mut pending: BTreeMap<SnapshotId, oneshot::Sender<Reply>> = BTreeMap::new();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    // Ctrl-C stops the node also when `--duration` is set.
     let stop = async {
+        let interrupted = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => {
-                if tokio::signal::ctrl_c().await.is_err() {
-                    std::future::pending::<()>().await;
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = interrupted => {}
                 }
             }
+            None => interrupted.await,
         }
     };
     tokio::pin!(stop);

@@ -1,0 +1,358 @@
+//! Clusters of real `shutter node` OS processes exchanging real UDP datagrams:
+//!
+//! - `loopback_processes_with_faults`: four processes on 127.0.0.1 with the transport's
+//!   fault injector configured from the peers file's `[faults]` table (loss, duplication,
+//!   reordering, jitter, corruption); snapshots through different nodes' admin channels,
+//!   two of them concurrent; every one consistent with the money conserved; then one
+//!   process is killed and a snapshot must abort with a reason naming it.
+//! - `netns_lossy_link`: four processes, each in its own network namespace, joined by
+//!   veth links through a bridge, with nftables dropping a random 20% of the datagrams
+//!   each node receives (see `shutter_tests::netns`). Needs root, `ip` and `nft`;
+//!   otherwise prints `SKIPPED` with the reason.
+//!
+//! `harness = false`: this binary is also the `shutter` executable of its child
+//! processes (`shutter_tests::procs::child_main`), so `main` is ours. Run one case with
+//! `cargo test -p shutter-tests --test cluster_processes -- NAME`.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use shutter_snapshot::bank::BankInvariant;
+use shutter_snapshot::{persist, verify};
+use shutter_tests::netns::Lab;
+use shutter_tests::procs::{
+    Launcher, NodeProcess, admin_status, child_main, free_port, saved_path, temp_dir, text,
+    write_peers,
+};
+
+/// Nodes per cluster.
+const NODES: usize = 4;
+/// Limit for one `shutter snapshot` command (its own timeout is shorter).
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+/// How long a node process may take to print its ready line.
+const READY_LIMIT: Duration = Duration::from_secs(20);
+
+fn node_args<'a>(id: &'a str, peers: &'a str) -> Vec<&'a str> {
+    vec![
+        "--id",
+        id,
+        "--peers",
+        peers,
+        "--tick",
+        "10ms",
+        "--snapshot-timeout",
+        "8s",
+        // Bound: the nodes stop by themselves even if this process is killed.
+        "--duration",
+        "120s",
+    ]
+}
+
+/// Runs `shutter snapshot --via VIA` and checks the saved file: consistent cut, channel
+/// states, money conserved. Returns the file.
+fn snapshot_and_verify(launcher: &Launcher, peers: &Path, via: usize, out: &Path) -> PathBuf {
+    let via = via.to_string();
+    let args = [
+        "snapshot",
+        "--peers",
+        peers.to_str().expect("utf-8 path"),
+        "--via",
+        &via,
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--timeout",
+        "30s",
+    ];
+    let output = launcher.run(&args, COMMAND_LIMIT);
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "snapshot via {via} failed\n{stdout}\n{stderr}"
+    );
+    for check in ["cut consistency", "channel states", "money conserved"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains("ok") && l.contains(check)),
+            "snapshot via {via}: no passing `{check}` line\n{stdout}"
+        );
+    }
+    let file = saved_path(&stdout).unwrap_or_else(|| panic!("no `saved` line:\n{stdout}"));
+    let snap = persist::load(&file).expect("the saved snapshot loads");
+    assert_eq!(snap.states.len(), NODES, "every node in the snapshot");
+    verify::check_all(
+        &snap,
+        &[&BankInvariant {
+            total: 1_000 * NODES as u64,
+        }],
+    )
+    .unwrap_or_else(|e| panic!("snapshot via {via} fails verification: {e}"));
+    println!(
+        "    snapshot {} via n{via}: {} recorded in-flight transfers, {:.1} ms",
+        snap.id,
+        snap.recorded_messages(),
+        snap.timings.latency_micros() as f64 / 1000.0
+    );
+    file
+}
+
+/// Runs [`snapshot_and_verify`] for every `(launcher, via)` at the same time.
+fn snapshot_concurrently(runs: &[(Launcher, usize)], peers: &Path, out: &Path) {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|(launcher, via)| s.spawn(move || snapshot_and_verify(launcher, peers, *via, out)))
+            .collect();
+        for h in handles {
+            if let Err(e) = h.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+    });
+}
+
+fn json_u64(json: &str, key: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(json).expect("status is JSON");
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+}
+
+/// Stops every node gracefully and checks its final counters: no transfer delivered
+/// twice, every node received transfers. Returns the total retransmissions.
+fn stop_and_check(nodes: &mut [NodeProcess]) -> u64 {
+    let mut retransmits = 0;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let status = node.stop(Duration::from_secs(20));
+        println!("    n{i} final {status}");
+        assert_eq!(
+            json_u64(&status, "duplicates_delivered"),
+            0,
+            "n{i} delivered a transfer twice"
+        );
+        assert!(
+            json_u64(&status, "messages_delivered") > 0,
+            "n{i} got nothing"
+        );
+        retransmits += json_u64(&status, "retransmits");
+    }
+    retransmits
+}
+
+fn loopback_processes_with_faults() {
+    let dir = temp_dir("loopback");
+    let peers = dir.join("peers.toml");
+    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..NODES)
+        .map(|_| {
+            let udp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            (udp, admin)
+        })
+        .collect();
+    write_peers(
+        &peers,
+        &addrs,
+        "[faults]\nseed = 11\n[faults.default]\n\
+         loss = { model = \"bernoulli\", p = 0.2 }\n\
+         duplicate = 0.1\nreorder = 0.1\nreorder_delay_ms = 5\njitter_ms = 1\ncorrupt = 0.01\n",
+    );
+    let host = Launcher::host();
+    let peers_s = peers.to_str().expect("utf-8 path");
+    let ids: Vec<String> = (0..NODES).map(|i| i.to_string()).collect();
+    let mut nodes: Vec<NodeProcess> = ids
+        .iter()
+        .map(|id| {
+            host.node(
+                &node_args(id, peers_s),
+                &dir.join(format!("n{id}.log")),
+                READY_LIMIT,
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+
+    for via in 0..NODES {
+        snapshot_and_verify(&host, &peers, via, &dir);
+    }
+    // Two initiators at once, from two processes.
+    snapshot_concurrently(
+        &[(host.clone(), 1), (host.clone(), 2)],
+        &peers,
+        &dir.join("concurrent"),
+    );
+
+    for (i, (_, admin)) in addrs.iter().enumerate() {
+        let status = admin_status(*admin);
+        println!("    n{i} status {status}");
+        assert!(
+            json_u64(&status, "snapshots_aborted") == 0,
+            "n{i}: {status}"
+        );
+    }
+
+    // A crashed node: the snapshot cannot finish and must abort, naming it.
+    nodes[3].kill();
+    let output = host.run(
+        &[
+            "snapshot",
+            "--peers",
+            peers_s,
+            "--via",
+            "0",
+            "--out",
+            "unused",
+            "--timeout",
+            "30s",
+        ],
+        COMMAND_LIMIT,
+    );
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a snapshot with n3 dead must fail\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("snapshot aborted") && stderr.contains("n3"),
+        "the abort reason names the dead node:\n{stderr}"
+    );
+    println!("    with n3 killed: {}", stderr.trim());
+    let retransmits = stop_and_check(&mut nodes[..3]);
+    assert!(
+        retransmits > 0,
+        "20% injected loss must cause retransmissions"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn netns_lossy_link() {
+    const LOSS_PERCENT: u8 = 20;
+    const ROUNDS: usize = 3;
+    if let Err(reason) = Lab::probe() {
+        println!("SKIPPED netns_lossy_link: {reason}");
+        return;
+    }
+    let lab = Lab::create(NODES, LOSS_PERCENT).unwrap_or_else(|e| panic!("building the lab: {e}"));
+    let dir = temp_dir("netns");
+    let peers = dir.join("peers.toml");
+    // Admin channels on each namespace's own loopback (distinct ports only because the
+    // peers file insists on distinct admin addresses).
+    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..NODES)
+        .map(|i| {
+            let admin = SocketAddr::from(([127, 0, 0, 1], 7100 + i as u16));
+            (SocketAddr::from((lab.addr(i), 7000)), admin)
+        })
+        .collect();
+    write_peers(&peers, &addrs, "");
+    let peers_s = peers.to_str().expect("utf-8 path");
+    let ids: Vec<String> = (0..NODES).map(|i| i.to_string()).collect();
+    let mut nodes: Vec<NodeProcess> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            Launcher::in_netns(lab.netns(i)).node(
+                &node_args(id, peers_s),
+                &dir.join(format!("n{id}.log")),
+                READY_LIMIT,
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let start = Instant::now();
+    for round in 0..ROUNDS {
+        for via in 0..NODES {
+            let out = dir.join(format!("round{round}"));
+            snapshot_and_verify(&Launcher::in_netns(lab.netns(via)), &peers, via, &out);
+        }
+        // Two initiators at once, from two namespaces.
+        let pair = [0, NODES - 1].map(|via| (Launcher::in_netns(lab.netns(via)), via));
+        snapshot_concurrently(&pair, &peers, &dir.join(format!("concurrent{round}")));
+    }
+    let elapsed = start.elapsed();
+    let retransmits = stop_and_check(&mut nodes);
+    assert!(
+        retransmits > 0,
+        "{LOSS_PERCENT}% kernel drop must cause retransmissions"
+    );
+    let (mut dropped, mut passed) = (0, 0);
+    for i in 0..NODES {
+        let c = lab.counters(i).unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "    n{i} ({}): nftables dropped {} / passed {} datagrams",
+            lab.netns(i),
+            c.dropped,
+            c.passed
+        );
+        dropped += c.dropped;
+        passed += c.passed;
+    }
+    let share = dropped as f64 / (dropped + passed).max(1) as f64;
+    println!(
+        "    {} snapshots in {:.1} s; kernel dropped {dropped} of {} datagrams ({:.1}%)",
+        ROUNDS * (NODES + 2),
+        elapsed.as_secs_f64(),
+        dropped + passed,
+        share * 100.0
+    );
+    assert!(
+        dropped > 0 && passed > 0,
+        "the nftables rules saw no traffic"
+    );
+    // Binomial with n in the thousands: 20% +- a few points; a wide band still proves
+    // the rule is the one dropping.
+    assert!(
+        (0.10..=0.30).contains(&share),
+        "drop share {share} far from {LOSS_PERCENT}%"
+    );
+    drop(nodes);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() -> ExitCode {
+    if let Some(code) = child_main() {
+        return code;
+    }
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let cases: [(&str, fn()); 2] = [
+        (
+            "loopback_processes_with_faults",
+            loopback_processes_with_faults,
+        ),
+        ("netns_lossy_link", netns_lossy_link),
+    ];
+    let selected: Vec<_> = cases
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
+        .collect();
+    println!("\nrunning {} tests", selected.len());
+    let mut failed = Vec::new();
+    for (name, case) in selected {
+        println!("test {name} ...");
+        let started = Instant::now();
+        match std::panic::catch_unwind(AssertUnwindSafe(case)) {
+            Ok(()) => println!(
+                "test {name} ... ok ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        println!("\ntest result: ok\n");
+        ExitCode::SUCCESS
+    } else {
+        println!("\ntest result: FAILED: {failed:?}\n");
+        ExitCode::FAILURE
+    }
+}
