@@ -267,6 +267,9 @@ impl SnapshotEngine for Engine {
         AppHeader {
             ts: self.clock.clone(),
             joined: Vec::new(),
+            // FIFO channels and markers close channels here; no numbering needed.
+            life: 0,
+            seq: 0,
         }
     }
 
@@ -294,6 +297,7 @@ impl SnapshotEngine for Engine {
         Delivery {
             joined: Vec::new(),
             recorded_in,
+            stale: false,
         }
     }
 

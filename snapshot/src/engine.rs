@@ -66,6 +66,12 @@ pub trait SnapshotEngine {
     /// The transport gave up on `peer`: abort every snapshot still waiting for it.
     fn peer_unreachable(&mut self, now: Time, peer: NodeId);
 
+    /// The transport session with `peer` ended: the peer restarted (the transport's
+    /// `PeerRestarted`), or this node's own transport did (then call it for every peer).
+    /// Messages to `peer` the old session had not delivered never will be. Engines that
+    /// count messages tell the peer so; the default does nothing.
+    fn link_reset(&mut self, _now: Time, _peer: NodeId) {}
+
     /// The deadline from [`SnapshotEngine::poll_timeout`] passed.
     fn handle_timeout(&mut self, now: Time);
 

@@ -137,14 +137,19 @@ pub enum SnapshotEvent {
 }
 
 /// The verdict of an application receive: the engine has already joined any announced
-/// snapshots (calling back for the local state), so the caller must now deliver.
-#[must_use = "the message must be delivered to the application now"]
+/// snapshots (calling back for the local state), so the caller must now deliver, unless
+/// [`Delivery::stale`] says to discard.
+#[must_use = "the message must be delivered to the application now (unless stale)"]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
     /// Snapshots joined because of this message (their local state was taken first).
     pub joined: Vec<SnapshotId>,
     /// Number of snapshots whose channel state recorded this message.
     pub recorded_in: usize,
+    /// The message must NOT be delivered: its sequence number was already resolved
+    /// (declared lost after a restart, see `Control::Lost`), so snapshots have already
+    /// accounted for it as never arriving.
+    pub stale: bool,
 }
 
 /// Why a snapshot could not be started.

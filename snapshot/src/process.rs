@@ -118,7 +118,7 @@ pub fn decode_state<P: Process>(bytes: &[u8]) -> Result<P::State, postcard::Erro
 }
 
 /// One process plus one engine, sans-IO. Call order: an input (`start`, `tick`,
-/// `command`, `handle`, `initiate`, `peer_unreachable`, `handle_timeout`), then drain
+/// `command`, `handle`, `initiate`, `peer_unreachable`, `link_reset`, `handle_timeout`), then drain
 /// [`Node::poll_transmit`] and [`Node::poll_event`] until `None`, then re-arm the timer
 /// from [`Node::poll_timeout`].
 #[derive(Debug)]
@@ -128,6 +128,8 @@ pub struct Node<P: Process, E: SnapshotEngine = mattern::Engine> {
     peers: Vec<NodeId>,
     /// Control and application messages in the order they were produced.
     outbox: VecDeque<(NodeId, Envelope<E::Control>)>,
+    /// Application messages the engine ruled stale (declared lost after a restart).
+    discarded: u64,
 }
 
 impl<P: Process, E: SnapshotEngine> Node<P, E> {
@@ -142,6 +144,7 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
             engine,
             peers,
             outbox: VecDeque::new(),
+            discarded: 0,
         }
     }
 
@@ -153,6 +156,12 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     /// The engine.
     pub fn engine(&self) -> &E {
         &self.engine
+    }
+
+    /// Application messages discarded instead of delivered because their sender had
+    /// already declared them lost (see [`crate::Delivery::stale`]).
+    pub fn discarded(&self) -> u64 {
+        self.discarded
     }
 
     fn drain_engine(&mut self) {
@@ -186,8 +195,9 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
         self.run(now, |p, ctx| p.on_command(ctx, command));
     }
 
-    /// A message from the transport: snapshot first (if announced), then deliver.
-    pub fn handle(&mut self, now: Time, from: NodeId, envelope: Envelope<E::Control>) {
+    /// A message from the transport: snapshot first (if announced), then deliver. Returns
+    /// false for an application message that was discarded as stale.
+    pub fn handle(&mut self, now: Time, from: NodeId, envelope: Envelope<E::Control>) -> bool {
         match envelope {
             Envelope::App { header, payload } => {
                 let process = &self.process;
@@ -196,8 +206,12 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
                         .on_app_receive(now, from, &header, &payload, &mut || {
                             encode_state(process)
                         });
-                let _ = delivery; // Joined and recorded: now deliver.
                 self.drain_engine();
+                if delivery.stale {
+                    self.discarded += 1;
+                    return false;
+                }
+                // Joined and recorded: now deliver.
                 self.run(now, |p, ctx| p.on_message(ctx, from, &payload));
             }
             Envelope::Control(c) => {
@@ -207,6 +221,7 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
                 self.drain_engine();
             }
         }
+        true
     }
 
     /// Starts a snapshot here.
@@ -220,6 +235,12 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     /// The transport gave up on `peer`.
     pub fn peer_unreachable(&mut self, now: Time, peer: NodeId) {
         self.engine.peer_unreachable(now, peer);
+        self.drain_engine();
+    }
+
+    /// The transport session with `peer` ended (see [`SnapshotEngine::link_reset`]).
+    pub fn link_reset(&mut self, now: Time, peer: NodeId) {
+        self.engine.link_reset(now, peer);
         self.drain_engine();
     }
 

@@ -45,6 +45,13 @@ pub struct AppHeader {
     pub ts: VClock,
     /// Active snapshots the sender has joined: the receiver joins them before delivery.
     pub joined: Vec<SnapshotId>,
+    /// The sender engine's life (see `mattern::EngineConfig::life`): sequence numbers
+    /// restart with every life.
+    pub life: u64,
+    /// Per-channel sequence number: the first message of a life from the sender to this
+    /// receiver is 1, the next 2, ... (0 from engines that do not number, such as
+    /// Chandy-Lamport's, which relies on FIFO channels instead).
+    pub seq: u64,
 }
 
 /// An application message captured in a channel state.
@@ -71,8 +78,13 @@ pub struct LocalReport {
     pub channels: Vec<(NodeId, Vec<RecordedMessage>)>,
 }
 
-/// Mattern control messages. All of them travel between the initiator and one
-/// participant, so a snapshot of `N` nodes costs `5 (N - 1)` control messages.
+/// One entry of a participant's column: `(sender, sender's engine life, pre-cut
+/// messages the sender sent to the participant)`.
+pub type ExpectedCount = (NodeId, u64, u64);
+
+/// Mattern control messages. Those about a snapshot all travel between its initiator
+/// and one participant, so a snapshot of `N` nodes costs `5 (N - 1)` control messages;
+/// [`Control::Lost`] goes between any two nodes, once per restart.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Control {
     /// Initiator to all: snapshot `id` has begun; join it if you have not yet.
@@ -88,16 +100,21 @@ pub enum Control {
     Cut {
         /// The snapshot.
         id: SnapshotId,
-        /// `(destination, messages sent to it before the cut)`, lifetime totals.
+        /// The participant engine's life the counts belong to.
+        life: u64,
+        /// `(destination, messages sent to it before the cut)` in this life: the highest
+        /// pre-cut sequence number on that channel.
         sent: Vec<(NodeId, u64)>,
     },
     /// Initiator to participant once every row is in: how many pre-cut messages each
-    /// sender sent to it (its column). Closes its channels by counting.
+    /// sender sent to it (its column). The participant's channel from a sender is closed
+    /// once every sequence number up to that count is resolved (received or declared
+    /// lost with [`Control::Lost`]).
     Expect {
         /// The snapshot.
         id: SnapshotId,
-        /// `(sender, pre-cut messages it sent to the receiver)`, lifetime totals.
-        counts: Vec<(NodeId, u64)>,
+        /// `(sender, sender's life, pre-cut messages it sent to the receiver)`.
+        counts: Vec<ExpectedCount>,
     },
     /// Participant to initiator: local state, cut and channel states.
     Report(Box<LocalReport>),
@@ -114,18 +131,30 @@ pub enum Control {
         /// Who was missing and why.
         reason: AbortReason,
     },
+    /// Sender to receiver, not about any snapshot: the transport session between them
+    /// ended (one side restarted), so every application message of sender life `life`
+    /// numbered up to `upto` that the receiver has not received yet never will be. The
+    /// receiver stops waiting for them, and discards any that still shows up, so
+    /// snapshots keep closing their channels after a restart.
+    Lost {
+        /// The sender engine's life.
+        life: u64,
+        /// Highest sequence number handed to the ended session.
+        upto: u64,
+    },
 }
 
 impl Control {
-    /// The snapshot this message is about.
-    pub fn id(&self) -> SnapshotId {
+    /// The snapshot this message is about (`None` for [`Control::Lost`]).
+    pub fn id(&self) -> Option<SnapshotId> {
         match self {
             Control::Begin { id, .. }
             | Control::Cut { id, .. }
             | Control::Expect { id, .. }
             | Control::Done { id }
-            | Control::Abort { id, .. } => *id,
-            Control::Report(r) => r.id,
+            | Control::Abort { id, .. } => Some(*id),
+            Control::Report(r) => Some(r.id),
+            Control::Lost { .. } => None,
         }
     }
 }
@@ -171,15 +200,21 @@ mod tests {
             header: AppHeader {
                 ts: VClock::from_entries(vec![1, 0, 7]),
                 joined: vec![id],
+                life: 1,
+                seq: 4,
             },
             payload: b"hi".to_vec(),
         };
         assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap(), e);
         let c: Envelope = Envelope::Control(Control::Cut {
             id,
+            life: 1,
             sent: vec![(NodeId(0), 3)],
         });
         assert_eq!(Envelope::from_bytes(&c.to_bytes()).unwrap(), c);
+        let lost: Envelope = Envelope::Control(Control::Lost { life: 1, upto: 9 });
+        assert_eq!(Envelope::from_bytes(&lost.to_bytes()).unwrap(), lost);
+        assert_eq!(Control::Lost { life: 1, upto: 9 }.id(), None);
         assert!(Envelope::<Control>::from_bytes(&[0xff, 0xff]).is_err());
     }
 

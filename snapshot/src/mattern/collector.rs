@@ -7,15 +7,15 @@ use shutter_transport::Time;
 use shutter_vclock::NodeId;
 
 use crate::global::{GlobalSnapshot, Timings};
-use crate::wire::{LocalReport, SnapshotId};
+use crate::wire::{ExpectedCount, LocalReport, SnapshotId};
 
 /// What the initiator gathers.
 #[derive(Debug)]
 pub(crate) struct Collector {
     pub(crate) started: Time,
     pub(crate) deadline: Time,
-    /// Send-count row of every node that has joined.
-    pub(crate) rows: BTreeMap<NodeId, Vec<(NodeId, u64)>>,
+    /// Send-count row of every node that has joined, with that node's engine life.
+    pub(crate) rows: BTreeMap<NodeId, (u64, Vec<(NodeId, u64)>)>,
     /// True once the columns went out (all rows were in).
     pub(crate) expected_sent: bool,
     pub(crate) reports: BTreeMap<NodeId, LocalReport>,
@@ -34,18 +34,19 @@ impl Collector {
         }
     }
 
-    /// Column `to` of the count matrix: pre-cut messages each other node sent to `to`.
-    pub(crate) fn column(&self, nodes: &[NodeId], to: NodeId) -> Vec<(NodeId, u64)> {
+    /// Column `to` of the count matrix: `(sender, its life, pre-cut messages it sent to
+    /// `to`)` for every other node.
+    pub(crate) fn column(&self, nodes: &[NodeId], to: NodeId) -> Vec<ExpectedCount> {
         nodes
             .iter()
             .filter(|&&from| from != to)
             .map(|&from| {
-                let n = self
+                let (life, row) = self
                     .rows
                     .get(&from)
-                    .and_then(|row| row.iter().find(|(d, _)| *d == to))
-                    .map_or(0, |(_, n)| *n);
-                (from, n)
+                    .map_or((0, &[][..]), |(life, row)| (*life, row.as_slice()));
+                let n = row.iter().find(|(d, _)| *d == to).map_or(0, |(_, n)| *n);
+                (from, life, n)
             })
             .collect()
     }

@@ -6,13 +6,23 @@
 //! in its [`AppHeader::joined`] arrives; the join records the local state *before* that
 //! message is delivered, and raises `V_i[k]` to `s` so everything the node sends
 //! afterwards is post-cut (`ts[k] >= s`). Channel state `i -> j` is the pre-cut
-//! messages `j` receives after joining; `j` knows it has them all when its pre-cut receive
-//! count from `i` reaches the count `i` recorded as sent to `j` at its cut. The counts
-//! travel through the initiator: each node sends its row ([`Control::Cut`]), the
-//! initiator sends each node its column ([`Control::Expect`]), each node reports
-//! ([`Control::Report`]) and the initiator assembles and announces [`Control::Done`].
-//! That is `5 (N - 1)` control messages per snapshot; exactly-once delivery makes the
-//! counting sound, no FIFO is assumed anywhere.
+//! messages `j` receives after joining. Every application message carries a per-channel
+//! sequence number, so the pre-cut messages on `i -> j` are exactly numbers
+//! `1..=c`, where `c` is what `i` had sent to `j` at its cut; `j` knows it has them all
+//! when every number up to `c` is resolved. The counts travel through the initiator: each
+//! node sends its row ([`Control::Cut`]), the initiator sends each node its column
+//! ([`Control::Expect`]), each node reports ([`Control::Report`]) and the initiator
+//! assembles and announces [`Control::Done`]. That is `5 (N - 1)` control messages per
+//! snapshot; exactly-once delivery makes the numbering sound, no FIFO is assumed anywhere.
+//!
+//! # Restarts
+//!
+//! When a transport session ends ([`SnapshotEngine::link_reset`]: the peer restarted, or
+//! this node's transport did), messages it had not delivered are gone for good. The
+//! sender then tells the receiver [`Control::Lost`]: every number up to what it had sent
+//! is resolved, and any straggler is discarded ([`Delivery::stale`]) rather than
+//! delivered after snapshots counted it as lost. Numbers are per engine *life*
+//! ([`EngineConfig::life`]), so a restarted process numbers afresh.
 //!
 //! # Call order (sans-IO)
 //!
@@ -27,6 +37,7 @@
 //! [`EngineConfig::max_channel_bytes`]; finished ids are remembered in a bounded set.
 
 pub(crate) mod collector;
+mod inbound;
 mod participant;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -38,8 +49,9 @@ use shutter_vclock::{NodeId, VClock};
 use crate::engine::SnapshotEngine;
 use crate::global::{AbortReason, AbortWhy, Delivery, InitiateError, SnapshotEvent};
 use crate::recent::Recent;
-use crate::wire::{AppHeader, Control, LocalReport, SnapshotId};
+use crate::wire::{AppHeader, Control, ExpectedCount, LocalReport, SnapshotId};
 use collector::Collector;
+use inbound::Inbound;
 use participant::Participant;
 
 /// Configuration of a Mattern [`Engine`].
@@ -58,6 +70,10 @@ pub struct EngineConfig {
     pub remember_finished: usize,
     /// Most bytes of recorded channel payload per snapshot on this node.
     pub max_channel_bytes: usize,
+    /// This engine's life: must grow every time a node's engine is created anew (a
+    /// process restart or a restore), because sequence numbers restart with it. The
+    /// runtime uses a clock-based value; a single run may keep the default 1.
+    pub life: u64,
 }
 
 impl EngineConfig {
@@ -71,6 +87,7 @@ impl EngineConfig {
             max_active: 16,
             remember_finished: 4096,
             max_channel_bytes: 64 << 20,
+            life: 1,
         }
     }
 }
@@ -82,10 +99,10 @@ pub struct Engine {
     /// Sorted, deduplicated membership including `me`.
     nodes: Vec<NodeId>,
     clock: VClock,
-    /// Lifetime application messages sent per destination.
+    /// Application messages sent per destination in this life (= last sequence number).
     sent: BTreeMap<NodeId, u64>,
-    /// Lifetime application messages received per source.
-    received: BTreeMap<NodeId, u64>,
+    /// Resolved sequence numbers per source.
+    inbound: BTreeMap<NodeId, Inbound>,
     /// Snapshots this node has joined and not yet forgotten.
     active: BTreeMap<SnapshotId, Participant>,
     /// Snapshots this node initiated and is collecting.
@@ -115,7 +132,7 @@ impl Engine {
             nodes,
             clock,
             sent: BTreeMap::new(),
-            received: BTreeMap::new(),
+            inbound: BTreeMap::new(),
             active: BTreeMap::new(),
             collecting: BTreeMap::new(),
             transmits: VecDeque::new(),
@@ -157,7 +174,7 @@ impl Engine {
     }
 
     fn send(&mut self, to: NodeId, c: Control) {
-        if let Some(col) = self.collecting.get_mut(&c.id()) {
+        if let Some(col) = c.id().and_then(|id| self.collecting.get_mut(&id)) {
             col.control_messages += 1;
         }
         self.transmits.push_back((to, c));
@@ -209,7 +226,6 @@ impl Engine {
             // verdict, which names the missing nodes, normally reaches them first.
             deadline: now + self.cfg.timeout * 2,
             state,
-            pre_received: self.received.clone(),
             expected: None,
             channels: BTreeMap::new(),
             channel_bytes: 0,
@@ -222,24 +238,39 @@ impl Engine {
         });
         self.active.insert(id, p);
         let row: Vec<(NodeId, u64)> = self.sent.iter().map(|(n, c)| (*n, *c)).collect();
+        let life = self.cfg.life;
         if id.initiator == self.me() {
-            self.on_row(now, id, self.me(), row);
+            self.on_row(now, id, self.me(), life, row);
         } else {
-            self.send(id.initiator, Control::Cut { id, sent: row });
+            self.send(
+                id.initiator,
+                Control::Cut {
+                    id,
+                    life,
+                    sent: row,
+                },
+            );
         }
     }
 
     /// Initiator: a row of the count matrix arrived.
-    fn on_row(&mut self, now: Time, id: SnapshotId, from: NodeId, row: Vec<(NodeId, u64)>) {
+    fn on_row(
+        &mut self,
+        now: Time,
+        id: SnapshotId,
+        from: NodeId,
+        life: u64,
+        row: Vec<(NodeId, u64)>,
+    ) {
         let Some(col) = self.collecting.get_mut(&id) else {
             return;
         };
-        col.rows.entry(from).or_insert(row);
+        col.rows.entry(from).or_insert((life, row));
         if col.expected_sent || col.rows.len() < self.nodes.len() {
             return;
         }
         col.expected_sent = true;
-        let columns: Vec<(NodeId, Vec<(NodeId, u64)>)> = self
+        let columns: Vec<(NodeId, Vec<ExpectedCount>)> = self
             .nodes
             .iter()
             .map(|&to| (to, col.column(&self.nodes, to)))
@@ -254,11 +285,16 @@ impl Engine {
     }
 
     /// Participant: the counts that close our channels arrived.
-    fn on_expect(&mut self, now: Time, id: SnapshotId, counts: Vec<(NodeId, u64)>) {
+    fn on_expect(&mut self, now: Time, id: SnapshotId, counts: Vec<ExpectedCount>) {
         if let Some(p) = self.active.get_mut(&id)
             && p.expected.is_none()
         {
-            p.expected = Some(counts.into_iter().collect());
+            p.expected = Some(
+                counts
+                    .into_iter()
+                    .map(|(from, life, n)| (from, (life, n)))
+                    .collect(),
+            );
             self.maybe_report(now, id);
         }
     }
@@ -268,7 +304,7 @@ impl Engine {
         let Some(p) = self.active.get_mut(&id) else {
             return;
         };
-        if p.reported || !p.channels_closed() {
+        if p.reported || !p.channels_closed(&self.inbound) {
             return;
         }
         let report = p.take_report();
@@ -305,6 +341,18 @@ impl Engine {
         tracing::debug!(%id, control = snap.control_messages, "snapshot completed");
         self.events
             .push_back(SnapshotEvent::Completed(Box::new(snap)));
+    }
+
+    /// `from` declared its numbers up to `upto` resolved: channels may close now.
+    fn on_lost(&mut self, now: Time, from: NodeId, life: u64, upto: u64) {
+        self.inbound
+            .entry(from)
+            .or_default()
+            .resolve_upto(life, upto);
+        let ids: Vec<SnapshotId> = self.active.keys().copied().collect();
+        for id in ids {
+            self.maybe_report(now, id);
+        }
     }
 
     fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -357,7 +405,9 @@ impl Engine {
     fn missing(&self, id: SnapshotId) -> Vec<NodeId> {
         let me = self.me();
         let mine = self.active.get(&id);
-        let my_open = mine.map(Participant::open_channels).unwrap_or_default();
+        let my_open = mine
+            .map(|p| p.open_channels(&self.inbound))
+            .unwrap_or_default();
         let mut m = match (self.collecting.get(&id), mine) {
             (Some(col), _) => {
                 let mut m = col.missing(&self.nodes);
@@ -388,11 +438,15 @@ impl SnapshotEngine for Engine {
     }
 
     fn on_app_send(&mut self, _now: Time, to: NodeId) -> AppHeader {
-        *self.sent.entry(to).or_default() += 1;
+        let seq = self.sent.entry(to).or_default();
+        *seq += 1;
+        let seq = *seq;
         self.clock.tick(self.cfg.me);
         AppHeader {
             ts: self.clock.clone(),
             joined: self.active.keys().copied().collect(),
+            life: self.cfg.life,
+            seq,
         }
     }
 
@@ -404,10 +458,25 @@ impl SnapshotEngine for Engine {
         payload: &[u8],
         state: &mut dyn FnMut() -> Vec<u8>,
     ) -> Delivery {
+        // 0. A number already resolved was counted as lost (or is a duplicate): it must
+        //    not reach the application, nor touch any snapshot.
+        let fresh = self
+            .inbound
+            .entry(from)
+            .or_default()
+            .admit(header.life, header.seq);
+        if !fresh {
+            tracing::debug!(%from, life = header.life, seq = header.seq, "stale message discarded");
+            return Delivery {
+                stale: true,
+                ..Delivery::default()
+            };
+        }
         // 1. Join announced snapshots before anything else happens to this message.
         let mut delivery = Delivery {
             joined: self.join_all(now, &header.joined, state),
             recorded_in: 0,
+            stale: false,
         };
         // 2. Classify against every joined snapshot: pre-cut messages received after the
         //    cut are channel state.
@@ -424,8 +493,7 @@ impl SnapshotEngine for Engine {
                 over_limit.push(id);
             }
         }
-        // 3. The receive event itself.
-        *self.received.entry(from).or_default() += 1;
+        // 3. The receive event itself (its number was resolved by `admit` above).
         self.clock.merge(&header.ts);
         self.clock.tick(self.cfg.me);
         for id in over_limit {
@@ -479,8 +547,16 @@ impl SnapshotEngine for Engine {
         control: Control,
         state: &mut dyn FnMut() -> Vec<u8>,
     ) {
-        let id = control.id();
-        if !self.is_member(from) || !self.is_member(id.initiator) || self.finished.contains(&id) {
+        if !self.is_member(from) {
+            return;
+        }
+        let Some(id) = control.id() else {
+            if let Control::Lost { life, upto } = control {
+                self.on_lost(now, from, life, upto);
+            }
+            return;
+        };
+        if !self.is_member(id.initiator) || self.finished.contains(&id) {
             return;
         }
         if let Some(col) = self.collecting.get_mut(&id) {
@@ -493,7 +569,9 @@ impl SnapshotEngine for Engine {
                 joined.push(id);
                 self.join_all(now, &joined, state);
             }
-            Control::Cut { id, sent } if i_initiated => self.on_row(now, id, from, sent),
+            Control::Cut { id, life, sent } if i_initiated => {
+                self.on_row(now, id, from, life, sent)
+            }
             Control::Expect { id, counts } if from_initiator => self.on_expect(now, id, counts),
             Control::Report(report) if i_initiated => self.on_report(now, from, *report),
             Control::Done { id } if from_initiator && !i_initiated => {
@@ -504,6 +582,15 @@ impl SnapshotEngine for Engine {
                 self.abort(id, reason, Some(from));
             }
             other => tracing::debug!(%from, ?other, "ignoring misdirected control message"),
+        }
+    }
+
+    fn link_reset(&mut self, _now: Time, peer: NodeId) {
+        let upto = self.sent.get(&peer).copied().unwrap_or(0);
+        if upto > 0 && self.is_member(peer) && peer != self.me() {
+            let life = self.cfg.life;
+            self.transmits
+                .push_back((peer, Control::Lost { life, upto }));
         }
     }
 
@@ -518,7 +605,7 @@ impl SnapshotEngine for Engine {
             if id.initiator == self.me() || p.reported {
                 continue;
             }
-            if id.initiator == peer || p.open_channels().contains(&peer) {
+            if id.initiator == peer || p.open_channels(&self.inbound).contains(&peer) {
                 doomed.push(id);
             }
         }

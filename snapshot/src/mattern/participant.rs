@@ -1,11 +1,12 @@
 //! One node's part in one snapshot: its local cut and the channel states it records
-//! until counting says every pre-cut message has arrived.
+//! until every pre-cut sequence number of every incoming channel is resolved.
 
 use std::collections::BTreeMap;
 
 use shutter_transport::Time;
 use shutter_vclock::{NodeId, VClock};
 
+use super::inbound::Inbound;
 use crate::wire::{LocalReport, RecordedMessage, SnapshotId};
 
 /// Local state of a joined snapshot.
@@ -19,11 +20,9 @@ pub(crate) struct Participant {
     pub(crate) deadline: Time,
     /// Application state; taken out when the report is sent.
     pub(crate) state: Vec<u8>,
-    /// Lifetime pre-cut messages received per sender (all receipts before the cut are
-    /// pre-cut, so this starts as the lifetime receive counts).
-    pub(crate) pre_received: BTreeMap<NodeId, u64>,
-    /// Lifetime pre-cut messages each sender sent here, once the initiator says.
-    pub(crate) expected: Option<BTreeMap<NodeId, u64>>,
+    /// Per sender `(its life, pre-cut messages it sent here)`, once the initiator says:
+    /// the channel is closed when sequence numbers `1..=count` are all resolved.
+    pub(crate) expected: Option<BTreeMap<NodeId, (u64, u64)>>,
     /// Pre-cut messages received after the cut, per sender.
     pub(crate) channels: BTreeMap<NodeId, Vec<RecordedMessage>>,
     pub(crate) channel_bytes: usize,
@@ -32,28 +31,28 @@ pub(crate) struct Participant {
 }
 
 impl Participant {
-    /// True once every incoming channel is closed by counting.
-    pub(crate) fn channels_closed(&self) -> bool {
-        self.expected.as_ref().is_some_and(|e| {
-            e.iter()
-                .all(|(from, n)| self.pre_received.get(from).copied().unwrap_or(0) >= *n)
-        })
+    /// True once every incoming channel is closed.
+    pub(crate) fn channels_closed(&self, inbound: &BTreeMap<NodeId, Inbound>) -> bool {
+        self.expected.is_some() && self.open_channels(inbound).is_empty()
     }
 
-    /// Senders whose pre-cut messages have not all arrived (empty while counts unknown).
-    pub(crate) fn open_channels(&self) -> Vec<NodeId> {
+    /// Senders whose pre-cut messages are not all resolved (empty while counts unknown).
+    pub(crate) fn open_channels(&self, inbound: &BTreeMap<NodeId, Inbound>) -> Vec<NodeId> {
         let Some(e) = &self.expected else {
             return Vec::new();
         };
         e.iter()
-            .filter(|(from, n)| self.pre_received.get(from).copied().unwrap_or(0) < **n)
+            .filter(|(from, (life, n))| {
+                !inbound
+                    .get(from)
+                    .map_or(*n == 0, |ib| ib.resolved_through(*life, *n))
+            })
             .map(|(from, _)| *from)
             .collect()
     }
 
     /// A pre-cut message from `from` arrived after the cut.
     pub(crate) fn record(&mut self, from: NodeId, ts: &VClock, payload: &[u8]) {
-        *self.pre_received.entry(from).or_default() += 1;
         self.channel_bytes += payload.len();
         self.channels
             .entry(from)

@@ -61,6 +61,8 @@ fn membership(cfg: &NodeConfig) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
 fn engine_config(cfg: &NodeConfig) -> EngineConfig {
     let mut e = EngineConfig::new(cfg.id, cfg.members());
     e.timeout = cfg.snapshot_timeout;
+    // Sequence numbers restart with every engine, so each needs a life above all before.
+    e.life = next_incarnation();
     e
 }
 

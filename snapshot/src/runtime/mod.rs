@@ -72,6 +72,9 @@ pub struct NodeStats {
     pub app_messages_sent: u64,
     /// Application messages delivered to the process (re-deliveries on restore excluded).
     pub app_messages_delivered: u64,
+    /// Application messages discarded because their sender had declared them lost
+    /// after a restart (see `Delivery::stale`).
+    pub stale_discarded: u64,
     /// Transport messages that did not decode as an envelope (dropped).
     pub malformed_envelopes: u64,
     /// Messages from nodes outside the membership (dropped).

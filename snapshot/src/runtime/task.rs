@@ -176,6 +176,7 @@ where
             metrics,
             counters,
             outbox,
+            node,
             ..
         } = self;
         let send_errors = outbox.errors();
@@ -188,6 +189,7 @@ where
                 snapshots: metrics,
                 app_messages_sent: counters.app_sent,
                 app_messages_delivered: counters.app_delivered,
+                stale_discarded: node.discarded(),
                 malformed_envelopes: counters.malformed,
                 non_member_dropped: counters.non_member,
                 send_errors,
@@ -253,6 +255,7 @@ where
                     snapshots: self.metrics.clone(),
                     app_messages_sent: self.counters.app_sent,
                     app_messages_delivered: self.counters.app_delivered,
+                    stale_discarded: self.node.discarded(),
                     malformed_envelopes: self.counters.malformed,
                     non_member_dropped: self.counters.non_member,
                     send_errors: self.outbox.errors(),
@@ -275,10 +278,11 @@ where
                 }
                 match Envelope::<E::Control>::from_bytes(&bytes) {
                     Ok(envelope) => {
-                        if matches!(envelope, Envelope::App { .. }) {
+                        let app = matches!(envelope, Envelope::App { .. });
+                        let delivered = self.node.handle(self.clock.now(), from, envelope);
+                        if app && delivered {
                             self.counters.app_delivered += 1;
                         }
-                        self.node.handle(self.clock.now(), from, envelope);
                     }
                     Err(e) => {
                         self.counters.malformed += 1;
@@ -292,9 +296,15 @@ where
             }
             Event::PeerRestarted { peer, incarnation } => {
                 tracing::info!(node = %self.id, %peer, incarnation, "peer restarted");
+                // The restarted process lost its part in running snapshots, and what the
+                // old session had not delivered is gone: abort those, and tell the peer
+                // which sequence numbers to stop waiting for.
+                let now = self.clock.now();
+                self.node.peer_unreachable(now, peer);
+                self.node.link_reset(now, peer);
             }
-            // Acks, window space and abandoned messages need nothing from the node: the
-            // engine relies on exactly-once delivery, not on confirmations.
+            // Acks, window space and abandoned messages need nothing more from the node:
+            // `link_reset` above covers everything a restart abandons.
             _ => {}
         }
     }

@@ -254,6 +254,21 @@ where
         self.backlog.clear();
     }
 
+    /// Drops the application messages in the backlog to `peer` (its session ended, and
+    /// the engine's `Lost` will cover their numbers); returns them. Control messages
+    /// stay: they are not numbered and still matter to the new session.
+    pub fn drop_backlog_to(&mut self, peer: NodeId) -> Vec<MsgKey> {
+        let mut dropped = Vec::new();
+        self.backlog.retain(|(to, _, key)| match key {
+            Some(k) if *to == peer => {
+                dropped.push(*k);
+                false
+            }
+            _ => true,
+        });
+        dropped
+    }
+
     /// Moves backlog into the core while windows allow, keeping per-destination order;
     /// returns the transport ids given to application messages.
     pub fn pump(&mut self, now: Time) -> Vec<(NodeId, MessageId, MsgKey)> {

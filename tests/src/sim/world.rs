@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shutter_snapshot::{Envelope, SnapshotEvent};
+use shutter_snapshot::{Envelope, GlobalSnapshot, SnapshotEvent};
 use shutter_transport::Time;
 use shutter_transport::core::Event;
 use shutter_transport::faults::{Delivery, FaultPlan, Faults};
@@ -46,6 +46,9 @@ where
     traffic_end: Time,
     out: Outcome,
     scratch: Vec<Delivery>,
+    /// Completed snapshots, checked at the end when the oracle knows which messages
+    /// were lost for good.
+    completed: Vec<GlobalSnapshot>,
 }
 
 fn ms(v: u64) -> Time {
@@ -97,6 +100,7 @@ where
             traffic_end: ms(sc.traffic_ms),
             out: Outcome::default(),
             scratch: Vec::new(),
+            completed: Vec::new(),
         }
     }
 
@@ -222,6 +226,12 @@ where
                         self.oracle
                             .in_transport
                             .retain(|(from, _, _), _| *from != me);
+                        // Every session ended: tell each peer what it will never get.
+                        for &peer in &self.ids {
+                            if peer != me {
+                                self.nodes[i].node.link_reset(now, peer);
+                            }
+                        }
                     }
                     let n = &mut self.nodes[i];
                     n.status = Status::Up;
@@ -337,10 +347,24 @@ where
             Event::Delivered { from, bytes, .. } => {
                 match Envelope::<E::Control>::from_bytes(&bytes) {
                     Ok(env) => {
-                        if let Envelope::App { header, payload } = &env {
-                            self.oracle.deliver(now, me, from, &header.ts, payload);
+                        let app = match &env {
+                            Envelope::App { header, payload } => {
+                                Some((header.ts.clone(), payload.clone()))
+                            }
+                            Envelope::Control(_) => None,
+                        };
+                        let delivered = self.nodes[i].node.handle(now, from, env);
+                        match app {
+                            Some((ts, payload)) if delivered => {
+                                self.oracle.deliver(now, me, from, &ts, &payload);
+                            }
+                            // Only a message handed to an ended session can be stale, and
+                            // the transport never delivers those after the sender's Lost.
+                            Some((ts, _)) => self.out.violations.push(format!(
+                                "{me}: engine discarded the message {from} stamped {ts} as stale"
+                            )),
+                            None => {}
                         }
-                        self.nodes[i].node.handle(now, from, env);
                         self.after_call(i);
                     }
                     Err(e) => self.out.violations.push(format!(
@@ -348,10 +372,20 @@ where
                     )),
                 }
             }
-            Event::Unreachable { peer } | Event::PeerRestarted { peer, .. } => {
-                // A restarted peer may have lost messages in flight either way, so any
-                // snapshot waiting on it cannot be trusted to close: same as unreachable.
+            Event::Unreachable { peer } => {
                 self.nodes[i].node.peer_unreachable(now, peer);
+                self.after_call(i);
+            }
+            Event::PeerRestarted { peer, .. } => {
+                // Snapshots running across the restart may have lost control messages:
+                // abort them as for an unreachable peer. Then end the session: messages
+                // still in the backlog were stamped for it and are dropped (the engine's
+                // Lost covers their numbers too).
+                self.nodes[i].node.peer_unreachable(now, peer);
+                for key in self.nodes[i].drop_backlog_to(peer) {
+                    self.oracle.abandoned.insert(key);
+                }
+                self.nodes[i].node.link_reset(now, peer);
                 self.after_call(i);
             }
             Event::Abandoned { to, id } => {
@@ -396,8 +430,7 @@ where
                             .violations
                             .push(format!("snapshot {} completed twice", snap.id));
                     }
-                    let v = check_snapshot(&self.oracle, &snap, &self.ids);
-                    self.out.violations.extend(v);
+                    self.completed.push(*snap);
                 }
                 SnapshotEvent::Aborted { id, reason } => {
                     if id.initiator == me {
@@ -414,6 +447,10 @@ where
     }
 
     fn finish(mut self) -> Outcome {
+        for snap in std::mem::take(&mut self.completed) {
+            let v = check_snapshot(&self.oracle, &snap, &self.ids);
+            self.out.violations.extend(v);
+        }
         let ends: Vec<NodeEnd> = self
             .nodes
             .iter()
