@@ -339,3 +339,81 @@ fn channel_state_over_the_byte_limit_aborts_everywhere() {
     assert!(net.completed().is_empty());
     assert!(net.all_timers_clear());
 }
+
+#[test]
+fn a_message_lost_to_a_restart_stops_blocking_once_its_sender_declares_it() {
+    let mut net = net(3);
+    // Number 1 on 1 -> 2 is stuck in a session that is about to end; number 2 arrives.
+    let lost = net.send(n(1), n(2));
+    let kept = net.send(n(1), n(2));
+    let id = net.initiate(n(0));
+    assert!(net.deliver(kept));
+    net.deliver_controls();
+    assert!(
+        net.completed().is_empty(),
+        "n2 must wait for number 1 while it may still come"
+    );
+    // The session ends: n1 declares everything it sent to n2 so far resolved.
+    net.link_reset(n(1), n(2));
+    net.deliver_controls();
+    let snaps = net.completed();
+    assert_eq!(snaps.len(), 1, "the Lost declaration closes the channel");
+    let snap = &snaps[0];
+    assert_eq!(snap.id, id);
+    assert!(
+        snap.channels.values().all(Vec::is_empty),
+        "a lost message is in no channel state"
+    );
+    shutter_snapshot::verify::check_cut_consistency(snap).unwrap();
+    // A straggler of the ended session must not reach the application any more: the
+    // snapshot already counted it as never arriving.
+    assert!(!net.deliver(lost), "a declared-lost message is stale");
+    assert!(!net.peers[&n(2)].delivered.contains(&lost));
+    assert!(net.all_timers_clear());
+}
+
+/// Replaces node `i`'s engine with a fresh one of life `life` (a process restart).
+fn restart(net: &mut Net<Engine>, i: u32, life: u64) {
+    let nodes = net.peers.keys().copied().collect();
+    let mut cfg = EngineConfig::new(n(i), nodes);
+    cfg.timeout = TIMEOUT;
+    cfg.life = life;
+    net.peers.get_mut(&n(i)).unwrap().engine = Engine::new(cfg);
+}
+
+#[test]
+fn restarted_processes_number_afresh_and_snapshots_still_close() {
+    let mut net = net(2);
+    for _ in 0..3 {
+        let m = net.send(n(0), n(1));
+        assert!(net.deliver(m));
+    }
+    // The sender restarts: its numbers start again at 1 in a new life.
+    restart(&mut net, 0, 2);
+    let m = net.send(n(0), n(1));
+    assert!(net.deliver(m), "number 1 of the new life is new");
+    let first = net.initiate(n(1));
+    net.deliver_controls();
+    assert_eq!(net.completed().len(), 1);
+
+    // The receiver restarts: its fresh engine knows none of n0's numbers, and n0's next
+    // message is number 2. Only n0's Lost (sent when it sees the restart) resolves
+    // number 1, which the receiver's previous life had received.
+    restart(&mut net, 1, 2);
+    let m = net.send(n(0), n(1));
+    assert!(net.deliver(m));
+    let second = net.initiate(n(0));
+    net.deliver_controls();
+    assert_eq!(
+        net.completed().len(),
+        1,
+        "n1 waits for number 1 of n0's life 2"
+    );
+    net.link_reset(n(0), n(1));
+    net.deliver_controls();
+    let mut ids: Vec<_> = net.completed().iter().map(|s| s.id).collect();
+    ids.sort();
+    let mut want = vec![first, second];
+    want.sort();
+    assert_eq!(ids, want);
+}

@@ -147,8 +147,20 @@ impl<E: SnapshotEngine> Net<E> {
         id
     }
 
-    /// Delivers in-flight message `id` to its destination.
-    pub fn deliver(&mut self, id: u64) {
+    /// The transport session `from -> to` ended (`SnapshotEngine::link_reset` at `from`).
+    pub fn link_reset(&mut self, from: NodeId, to: NodeId) {
+        let now = self.now;
+        self.peers
+            .get_mut(&from)
+            .unwrap()
+            .engine
+            .link_reset(now, to);
+        self.drain(from);
+    }
+
+    /// Delivers in-flight message `id` to its destination. False if the engine ruled
+    /// an application message stale (not delivered to the application).
+    pub fn deliver(&mut self, id: u64) -> bool {
         let m = self.flight.remove(&id).expect("message not in flight");
         let now = self.now;
         let p = self.peers.get_mut(&m.to).unwrap();
@@ -161,7 +173,10 @@ impl<E: SnapshotEngine> Net<E> {
                 let d = engine.on_app_receive(now, m.from, &header, &payload, &mut || {
                     state_bytes(&snapshot)
                 });
-                let _ = d;
+                if d.stale {
+                    self.drain(m.to);
+                    return false;
+                }
                 delivered.push(payload_id(&payload));
             }
             Body::Control(c) => {
@@ -170,6 +185,7 @@ impl<E: SnapshotEngine> Net<E> {
             }
         }
         self.drain(m.to);
+        true
     }
 
     /// Returns a copy of an in-flight message (to deliver it twice, for instance).
