@@ -31,7 +31,11 @@ pub struct Config {
     pub max_message: usize,
     /// RTT assumed before the first sample.
     pub initial_rtt: Duration,
-    /// Floor of the retransmission timeout.
+    /// Floor of the retransmission timeout, under RFC 9002's formula (SRTT + max(1 ms,
+    /// 4 RTTVAR) + `max_ack_delay`, which is already at least 3 ms with the defaults).
+    /// Default 1 ms, i.e. no extra floor: on loopback a 10 ms floor made every lost
+    /// control message cost 10 ms, and the 8-node snapshot p50 at 20% loss was 64 ms
+    /// instead of 37 ms (`runtime_latency` example), with no more retransmissions.
     pub min_rto: Duration,
     /// Ceiling of the retransmission timeout after backoff.
     pub max_rto: Duration,
@@ -66,7 +70,7 @@ impl Default for Config {
             max_datagram: 1200,
             max_message: 16 << 20,
             initial_rtt: Duration::from_millis(10),
-            min_rto: Duration::from_millis(10),
+            min_rto: Duration::from_millis(1),
             max_rto: Duration::from_secs(2),
             max_ack_delay: Duration::from_millis(2),
             idle_timeout: Duration::from_secs(5),
