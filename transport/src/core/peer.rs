@@ -82,9 +82,14 @@ impl Peer {
 
     /// Retransmission timeout including backoff, capped at `max_rto`.
     pub(crate) fn rto(&self, cfg: &Config) -> std::time::Duration {
-        let base = self.rtt.rto(cfg.max_ack_delay, cfg.min_rto);
-        base.saturating_mul(1 << self.send.pto_count.min(16))
-            .min(cfg.max_rto)
+        let mut rto = self.rtt.rto(cfg.max_ack_delay, cfg.min_rto);
+        for _ in 0..self.send.pto_count {
+            if rto >= cfg.max_rto {
+                break;
+            }
+            rto = rto.saturating_mul(cfg.rto_backoff_percent) / 100;
+        }
+        rto.min(cfg.max_rto)
     }
 
     /// The deadline of each [`Timer`], if armed.
@@ -114,5 +119,35 @@ impl Peer {
     /// The earliest armed deadline.
     pub(crate) fn next_deadline(&self, cfg: &Config) -> Option<Time> {
         self.deadlines(cfg).into_iter().flatten().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rto_backs_off_by_the_configured_factor_up_to_max_rto() {
+        let cfg = Config {
+            max_rto: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut peer = Peer::new(&cfg);
+        let base = peer.rto(&cfg);
+        peer.send.pto_count = 2;
+        // x1.5 twice, within rounding of the integer arithmetic.
+        let want = base.as_nanos() * 225 / 100;
+        let got = peer.rto(&cfg).as_nanos();
+        assert!(got.abs_diff(want) <= 2, "{got} vs {want}");
+        peer.send.pto_count = 16;
+        assert_eq!(peer.rto(&cfg), cfg.max_rto);
+        let doubling = Config {
+            rto_backoff_percent: 200,
+            ..cfg.clone()
+        };
+        peer.send.pto_count = 3;
+        assert_eq!(peer.rto(&doubling), (base * 8).min(cfg.max_rto));
     }
 }
