@@ -500,6 +500,7 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
         duplicates_delivered: 0,
         retransmits: sum(&|s| s.transport.core.retransmits),
         datagrams_sent: sum(&|s| s.transport.core.datagrams_sent),
+        bytes_sent: sum(&|s| s.transport.core.bytes_sent),
         datagrams_dropped_by_faults: sum(&|s| {
             s.transport.faults.dropped_loss + s.transport.faults.dropped_partition
         }),

@@ -68,6 +68,9 @@ pub struct Summary {
     pub retransmits: u64,
     /// Datagrams sent by the transports.
     pub datagrams_sent: u64,
+    /// Bytes of those datagrams (headers, clocks, acks and payloads).
+    #[serde(default)]
+    pub bytes_sent: u64,
     /// Datagrams dropped by the injected loss model or a partition.
     pub datagrams_dropped_by_faults: u64,
     /// Duplicate datagrams or fragments the transports discarded.
@@ -174,6 +177,15 @@ impl Summary {
             ),
         )?;
         row(out, "datagrams sent", self.datagrams_sent.to_string())?;
+        row(
+            out,
+            "  bytes",
+            format!(
+                "{} ({} per delivered transfer)",
+                self.bytes_sent,
+                self.bytes_sent / self.messages_delivered.max(1)
+            ),
+        )?;
         row(
             out,
             "  dropped by faults",
