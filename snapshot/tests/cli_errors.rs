@@ -99,6 +99,16 @@ fn bad_peers_files_say_what_and_where() {
         2,
         &["cannot read peers file", "missing.toml"],
     );
+    fails(
+        &["status", "--peers", missing.to_str().unwrap()],
+        2,
+        &["cannot read peers file", "missing.toml"],
+    );
+    fails(
+        &["status", "--peers", bad_s, "--via", "5"],
+        2,
+        &["--via 5: no such node"],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -199,8 +199,28 @@ fn loopback_processes_with_faults() {
         );
     }
 
+    // `shutter status` shows every node; with one dead it names it and exits 1.
+    let status = host.run(&["status", "--peers", peers_s], COMMAND_LIMIT);
+    let (table, stderr) = text(&status);
+    assert!(status.status.success(), "{table}\n{stderr}");
+    assert_eq!(
+        table.lines().count(),
+        1 + NODES,
+        "header + one row per node:\n{table}"
+    );
+    print!("{table}");
+
     // A crashed node: the snapshot cannot finish and must abort, naming it.
     nodes[3].kill();
+    let status = host.run(&["status", "--peers", peers_s], COMMAND_LIMIT);
+    let (table, _) = text(&status);
+    assert_eq!(status.status.code(), Some(1), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("n3 no answer")),
+        "{table}"
+    );
     let output = snapshot_command(&host, &peers, 0, &dir.join("unused"));
     let (stdout, stderr) = text(&output);
     assert_eq!(

@@ -27,6 +27,8 @@ pub enum Command {
     Node(NodeArgs),
     /// Ask a running cluster for a snapshot (through a node's admin channel) and save it.
     Snapshot(SnapshotArgs),
+    /// Ask every node of a running cluster (or one) for its status and print a table.
+    Status(StatusArgs),
     /// Print and verify a saved snapshot file.
     Inspect(InspectArgs),
     /// Print the summary of a report directory (its report.json), a report.json, or the
@@ -205,6 +207,23 @@ pub struct SnapshotArgs {
     /// The bank's total money, to check conservation (default: nodes x 1000).
     #[arg(long)]
     pub total: Option<u64>,
+}
+
+/// `shutter status`.
+#[derive(Clone, Debug, Args)]
+pub struct StatusArgs {
+    /// The peers file of the running cluster.
+    #[arg(long)]
+    pub peers: PathBuf,
+    /// Ask only this node (default: every node in the file).
+    #[arg(long)]
+    pub via: Option<u32>,
+    /// Give up on a node after this long.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print one JSON object per node instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `shutter inspect`.

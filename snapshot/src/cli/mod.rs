@@ -5,6 +5,7 @@
 //! | `shutter demo` | a local cluster of bank nodes on 127.0.0.1 under injected faults, periodic snapshots from rotating initiators, each verified; summary table, `--json`, `--out` report directory |
 //! | `shutter node` | one bank node of a real cluster described by a peers file, with a TCP admin channel |
 //! | `shutter snapshot` | asks a running cluster (through one node's admin channel) for a snapshot and saves it |
+//! | `shutter status` | asks every node of a running cluster for its balance and counters |
 //! | `shutter inspect` | prints and verifies a saved snapshot file |
 //! | `shutter report` | re-prints the summary of a report directory (`report.json`) or the percentiles of an `.hlog` |
 //!
@@ -21,6 +22,7 @@ pub mod node;
 pub mod peers;
 pub mod report;
 pub mod snapshot;
+pub mod status;
 pub mod summary;
 
 use std::fmt;
@@ -94,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Demo(a) => demo::run(a).await,
                     Command::Node(a) => node::run(a).await,
                     Command::Snapshot(a) => snapshot::run(a).await,
+                    Command::Status(a) => status::run(a).await,
                     Command::Inspect(_) | Command::Report(_) => unreachable!("handled above"),
                 }
             })

@@ -29,7 +29,7 @@ use crate::runtime::{NodeConfig, NodeEvent, NodeHandle};
 use crate::wire::SnapshotId;
 
 /// What `STATUS` answers and the node prints when it stops.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct NodeStatus {
     /// The node.
     pub id: u32,
