@@ -283,3 +283,99 @@ fn many_seeds_random_faults_four_nodes() {
         net.check_exactly_once();
     }
 }
+
+/// Two cores that have completed the first-contact handshake and one exchange; returns
+/// them and the time reached.
+fn handshaken_pair(urgent_echo_window: Option<Duration>) -> (Core, Core, Time) {
+    let make = |me: u32| {
+        let mut c = Core::new(Config {
+            local: NodeId(me),
+            incarnation: 1,
+            urgent_echo_window,
+            ..Config::default()
+        })
+        .unwrap();
+        c.add_peer(NodeId(1 - me));
+        c
+    };
+    let (mut a, mut b) = (make(0), make(1));
+    let mut t = Time(1_000);
+    a.send(t, NodeId(1), b"hello".to_vec()).unwrap();
+    // Steps of 3 ms let delayed acks (max_ack_delay 2 ms) go out.
+    exchange(&mut a, &mut b, &mut t, 10);
+    while a.poll_event().is_some() {}
+    while b.poll_event().is_some() {}
+    assert_eq!(a.unacked(NodeId(1)), 0, "handshake and first message done");
+    (a, b, t)
+}
+
+#[test]
+fn urgent_messages_survive_one_lost_datagram_without_a_timeout() {
+    // Always copy (`None`), so the copy happens on this loss-free exchange.
+    let (mut a, mut b, t) = handshaken_pair(None);
+    a.send_urgent(t, NodeId(1), b"cut".to_vec()).unwrap();
+    let copies: Vec<_> = std::iter::from_fn(|| a.poll_transmit(t)).collect();
+    assert_eq!(
+        copies.len(),
+        2,
+        "the message and its copy, in two datagrams"
+    );
+    assert_eq!(a.stats().urgent_copies, 1);
+    // The first datagram is lost; the copy alone delivers the message, at once.
+    b.handle_datagram(t, NodeId(0), &copies[1].bytes);
+    let delivered: Vec<_> = std::iter::from_fn(|| b.poll_event())
+        .filter_map(|e| match e {
+            Event::Delivered { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![b"cut".to_vec()]);
+    // A late first copy is a duplicate: still exactly once.
+    b.handle_datagram(t, NodeId(0), &copies[0].bytes);
+    assert!(!std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, Event::Delivered { .. })));
+
+    // A plain message goes out once.
+    a.send(t, NodeId(1), b"transfer".to_vec()).unwrap();
+    assert_eq!(std::iter::from_fn(|| a.poll_transmit(t)).count(), 1);
+}
+
+/// Delivers everything both ways, in 3 ms steps for `steps` steps.
+fn exchange(a: &mut Core, b: &mut Core, t: &mut Time, steps: u32) {
+    for _ in 0..steps {
+        a.handle_timeout(*t);
+        b.handle_timeout(*t);
+        while let Some(x) = a.poll_transmit(*t) {
+            b.handle_datagram(*t, NodeId(0), &x.bytes);
+        }
+        while let Some(x) = b.poll_transmit(*t) {
+            a.handle_datagram(*t, NodeId(1), &x.bytes);
+        }
+        *t += Duration::from_millis(3);
+    }
+}
+
+#[test]
+fn urgent_messages_are_copied_only_on_links_that_lose_packets() {
+    let (mut a, mut b, mut t) = handshaken_pair(Some(Duration::from_secs(10)));
+    let copies = |a: &Core| a.stats().urgent_copies;
+    a.send_urgent(t, NodeId(1), b"clean".to_vec()).unwrap();
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert_eq!(copies(&a), 0, "clean link: no copy");
+    // Lose one datagram; the retransmission timer declares it lost.
+    a.send(t, NodeId(1), b"lost".to_vec()).unwrap();
+    while a.poll_transmit(t).is_some() {}
+    t += Duration::from_millis(500);
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert_eq!(a.unacked(NodeId(1)), 0);
+    a.send_urgent(t, NodeId(1), b"lossy".to_vec()).unwrap();
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert_eq!(copies(&a), 1, "after a loss the urgent message is copied");
+    // More than 10 s after the last loss the link counts as clean again.
+    for _ in 0..11 {
+        t += Duration::from_secs(1);
+        exchange(&mut a, &mut b, &mut t, 1);
+    }
+    a.send_urgent(t, NodeId(1), b"calm".to_vec()).unwrap();
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert_eq!(copies(&a), 1);
+}

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     sender: EndpointSender,
-    queues: BTreeMap<NodeId, mpsc::UnboundedSender<Vec<u8>>>,
+    queues: BTreeMap<NodeId, mpsc::UnboundedSender<(Vec<u8>, bool)>>,
     tasks: Vec<JoinHandle<()>>,
     errors: Arc<AtomicU64>,
 }
@@ -33,8 +33,9 @@ impl Outbox {
         }
     }
 
-    /// Queues `bytes` for `to`, after everything queued for `to` before.
-    pub(crate) fn push(&mut self, to: NodeId, bytes: Vec<u8>) {
+    /// Queues `bytes` for `to`, after everything queued for `to` before; `urgent` sends
+    /// them with `send_urgent` (every datagram twice: for snapshot control messages).
+    pub(crate) fn push(&mut self, to: NodeId, bytes: Vec<u8>, urgent: bool) {
         let queue = self.queues.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             self.tasks.push(tokio::spawn(forward(
@@ -45,7 +46,7 @@ impl Outbox {
             )));
             tx
         });
-        if queue.send(bytes).is_err() {
+        if queue.send((bytes, urgent)).is_err() {
             // The forwarder ended because the endpoint closed.
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -76,11 +77,16 @@ impl Drop for Outbox {
 async fn forward(
     sender: EndpointSender,
     to: NodeId,
-    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut queue: mpsc::UnboundedReceiver<(Vec<u8>, bool)>,
     errors: Arc<AtomicU64>,
 ) {
-    while let Some(bytes) = queue.recv().await {
-        match sender.send(to, bytes).await {
+    while let Some((bytes, urgent)) = queue.recv().await {
+        let sent = if urgent {
+            sender.send_urgent(to, bytes).await
+        } else {
+            sender.send(to, bytes).await
+        };
+        match sent {
             Ok(_) => {}
             Err(DriverError::Closed) => return,
             Err(e) => {

@@ -318,7 +318,10 @@ where
                 if matches!(envelope, Envelope::App { .. }) {
                     self.counters.app_sent += 1;
                 }
-                self.outbox.push(to, envelope.to_bytes());
+                // Control messages are few and every snapshot round waits for the slowest
+                // of them: send them twice rather than wait out a retransmission timeout.
+                let urgent = matches!(envelope, Envelope::Control(_));
+                self.outbox.push(to, envelope.to_bytes(), urgent);
             }
         }
         while let Some(event) = self.node.poll_event() {

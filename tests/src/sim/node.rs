@@ -285,7 +285,13 @@ where
                 keep.push_back((to, bytes, key));
                 continue;
             }
-            match self.core.send(now, to, bytes) {
+            // Like the runtime: control messages (no oracle key) go out urgent.
+            let sent = if key.is_some() {
+                self.core.send(now, to, bytes)
+            } else {
+                self.core.send_urgent(now, to, bytes)
+            };
+            match sent {
                 Ok(id) => ids.extend(key.map(|k| (to, id, k))),
                 Err(e) => panic!("transport refused a message it said it could take: {e}"),
             }

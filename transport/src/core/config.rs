@@ -45,6 +45,11 @@ pub struct Config {
     /// one message (1-2% of snapshots at 20% loss touch such a message) dominated the
     /// snapshot latency tail.
     pub rto_backoff_percent: u32,
+    /// `Core::send_urgent` copies a message only while the link lost a packet within
+    /// this long (`None`: always). Default 10 s: on a clean link the copies only cost CPU
+    /// (8-node snapshot p50 at 0% loss 0.5 -> 1.1 ms when always copied), on a lossy one
+    /// they save a retransmission timeout per lost control message.
+    pub urgent_echo_window: Option<Duration>,
     /// Longest a receiver delays an acknowledgement to coalesce it.
     pub max_ack_delay: Duration,
     /// A peer silent this long while we wait for it is reported `Unreachable`.
@@ -79,6 +84,7 @@ impl Default for Config {
             min_rto: Duration::from_millis(1),
             max_rto: Duration::from_secs(2),
             rto_backoff_percent: 150,
+            urgent_echo_window: Some(Duration::from_secs(10)),
             max_ack_delay: Duration::from_millis(2),
             idle_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(1),

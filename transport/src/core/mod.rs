@@ -238,6 +238,30 @@ impl Core {
         to: NodeId,
         message: Vec<u8>,
     ) -> Result<MessageId, SendError> {
+        self.send_with(now, to, message, false)
+    }
+
+    /// Like [`Core::send`], and on a lossy link every fragment is sent twice, in two
+    /// different packets, without waiting for a loss to be detected: one lost datagram
+    /// then costs no retransmission timeout. For small latency-critical messages (a
+    /// snapshot's control messages), at the price of their bytes twice. A link counts as
+    /// lossy while it lost a packet within [`Config::urgent_echo_window`].
+    pub fn send_urgent(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        message: Vec<u8>,
+    ) -> Result<MessageId, SendError> {
+        self.send_with(now, to, message, true)
+    }
+
+    fn send_with(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        message: Vec<u8>,
+        urgent: bool,
+    ) -> Result<MessageId, SendError> {
         let p = self.peers.get_mut(&to).ok_or(SendError::UnknownPeer)?;
         if message.len() > self.config.max_message {
             return Err(SendError::TooLarge);
@@ -246,7 +270,7 @@ impl Core {
             p.send.blocked = true;
             return Err(SendError::WindowFull);
         }
-        let id = p.send.push(message, self.max_fragment);
+        let id = p.send.push(message, self.max_fragment, urgent);
         p.refresh_expect(now);
         self.stats.messages_sent += 1;
         Ok(MessageId(id))
@@ -440,7 +464,7 @@ impl Core {
             }
             if due(Timer::Rto) {
                 self.stats.rto_expirations += 1;
-                self.stats.packets_lost += p.send.on_rto() as u64;
+                self.stats.packets_lost += p.send.on_rto(now) as u64;
             }
             if due(Timer::Idle) {
                 p.unreachable = true;
@@ -475,6 +499,7 @@ impl Core {
         let cfg = &self.config;
         let stats = &mut self.stats;
         let p = self.peers.get_mut(&to)?;
+        p.send.begin_packet();
         if p.ack.ranges.is_empty() {
             p.ack.deadline = None;
         }
@@ -526,10 +551,11 @@ impl Core {
                 if frame.encoded_len() + reserve > w.remaining() || !w.push_data(&frame) {
                     break;
                 }
-                p.send.commit(f, now);
+                p.send.commit(f, now, cfg.urgent_echo_window);
                 fragments.push((f.id, f.index));
                 stats.fragments_sent += 1;
                 stats.retransmits += u64::from(f.retransmit);
+                stats.urgent_copies += u64::from(f.echo);
             }
         }
         if !p.ack.ranges.is_empty() {

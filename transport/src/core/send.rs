@@ -5,7 +5,8 @@
 //! Bounds: at most `max_in_flight` unacknowledged messages (each at most `max_message`
 //! bytes, so `max_in_flight * max_message` bytes of payload), ids spread over at most
 //! `dedup_window`, at most `max_packets_in_flight` tracked packets, and a retransmit queue
-//! holding at most one entry per fragment of an unacknowledged message.
+//! holding at most one entry per fragment of an unacknowledged message (the echo queues of
+//! urgent messages likewise).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -31,6 +32,9 @@ struct OutMessage {
     next_new: u32,
     /// Stamp of the first transmission, carried by every fragment.
     first_sent: Option<Time>,
+    /// Urgent: every fragment is sent a second time, in a later packet, without waiting
+    /// for a loss to be detected.
+    urgent: bool,
 }
 
 #[derive(Debug)]
@@ -45,6 +49,8 @@ pub(crate) struct NextFragment {
     pub(crate) id: u64,
     pub(crate) index: u32,
     pub(crate) retransmit: bool,
+    /// The proactive second copy of an urgent fragment.
+    pub(crate) echo: bool,
 }
 
 /// What an ACK frame changed.
@@ -68,6 +74,13 @@ pub(crate) struct SendState {
     messages: BTreeMap<u64, OutMessage>,
     new_queue: VecDeque<u64>,
     retx: VecDeque<(u64, u32)>,
+    /// Urgent fragments sent once, waiting for the next packet to be started.
+    echo_pending: VecDeque<(u64, u32)>,
+    /// Urgent fragments whose second copy may go in the packet being built.
+    echo_ready: VecDeque<(u64, u32)>,
+    /// When a packet to this peer was last declared lost (urgent messages are copied
+    /// only on links that lose packets, see `Config::urgent_echo_window`).
+    last_loss: Option<Time>,
     sent: BTreeMap<u64, SentPacket>,
     /// Recently declared lost; an ACK for one of them reveals reordering.
     lost: BTreeMap<u64, SentPacket>,
@@ -110,7 +123,7 @@ impl SendState {
     }
 
     /// Queues a message, splitting it into balanced fragments of at most `max_fragment`.
-    pub(crate) fn push(&mut self, bytes: Vec<u8>, max_fragment: usize) -> u64 {
+    pub(crate) fn push(&mut self, bytes: Vec<u8>, max_fragment: usize, urgent: bool) -> u64 {
         let total = bytes.len();
         let count = total.div_ceil(max_fragment).max(1);
         let chunk = total.div_ceil(count);
@@ -126,27 +139,31 @@ impl SendState {
                 acked_count: 0,
                 next_new: 0,
                 first_sent: None,
+                urgent,
             },
         );
         self.new_queue.push_back(id);
         id
     }
 
-    /// The next fragment to transmit: lost ones first, then never-sent ones in id order.
+    /// The next fragment to transmit: lost ones first, then second copies of urgent
+    /// ones, then never-sent ones in id order.
     pub(crate) fn next_fragment(&mut self) -> Option<NextFragment> {
-        while let Some(&(id, index)) = self.retx.front() {
-            if self
-                .messages
-                .get(&id)
-                .is_some_and(|m| !m.acked[index as usize])
-            {
-                return Some(NextFragment {
-                    id,
-                    index,
-                    retransmit: true,
-                });
-            }
-            self.retx.pop_front();
+        if let Some((id, index)) = first_unacked(&mut self.retx, &self.messages) {
+            return Some(NextFragment {
+                id,
+                index,
+                retransmit: true,
+                echo: false,
+            });
+        }
+        if let Some((id, index)) = first_unacked(&mut self.echo_ready, &self.messages) {
+            return Some(NextFragment {
+                id,
+                index,
+                retransmit: false,
+                echo: true,
+            });
         }
         while let Some(&id) = self.new_queue.front() {
             if let Some(m) = self.messages.get(&id)
@@ -156,6 +173,7 @@ impl SendState {
                     id,
                     index: m.next_new,
                     retransmit: false,
+                    echo: false,
                 });
             }
             self.new_queue.pop_front();
@@ -163,9 +181,17 @@ impl SendState {
         None
     }
 
-    /// Whether anything waits for transmission.
+    /// Whether anything waits for transmission (an echo waiting for the next packet
+    /// counts: it is what makes the next packet happen).
     pub(crate) fn has_pending(&mut self) -> bool {
-        self.next_fragment().is_some()
+        self.next_fragment().is_some() || !self.echo_pending.is_empty()
+    }
+
+    /// A new packet is being started: echoes of fragments sent in earlier packets may go
+    /// into it (never into the packet that carries the first copy, or one lost datagram
+    /// would lose both).
+    pub(crate) fn begin_packet(&mut self) {
+        self.echo_ready.append(&mut self.echo_pending);
     }
 
     /// The DATA frame for a fragment returned by [`Self::next_fragment`].
@@ -183,12 +209,26 @@ impl SendState {
         }
     }
 
-    /// Marks a fragment from [`Self::next_fragment`] as put into a packet.
-    pub(crate) fn commit(&mut self, f: NextFragment, now: Time) {
+    /// Marks a fragment from [`Self::next_fragment`] as put into a packet. An urgent
+    /// first transmission gets a second copy if `echo_window` says the link is lossy
+    /// (`None`: always).
+    pub(crate) fn commit(
+        &mut self,
+        f: NextFragment,
+        now: Time,
+        echo_window: Option<std::time::Duration>,
+    ) {
         if f.retransmit {
             self.retx.pop_front();
+        } else if f.echo {
+            self.echo_ready.pop_front();
         } else if let Some(m) = self.messages.get_mut(&f.id) {
             m.next_new += 1;
+            let lossy = echo_window
+                .is_none_or(|w| self.last_loss.is_some_and(|t| now.saturating_since(t) <= w));
+            if m.urgent && lossy {
+                self.echo_pending.push_back((f.id, f.index));
+            }
         }
         if let Some(m) = self.messages.get_mut(&f.id) {
             m.first_sent.get_or_insert(now);
@@ -285,6 +325,9 @@ impl SendState {
         for pn in &lost {
             self.requeue(*pn);
         }
+        if !lost.is_empty() {
+            self.last_loss = Some(now);
+        }
         lost.len()
     }
 
@@ -299,7 +342,10 @@ impl SendState {
     }
 
     /// Retransmission timeout: everything in flight is lost; back off.
-    pub(crate) fn on_rto(&mut self) -> usize {
+    pub(crate) fn on_rto(&mut self, now: Time) -> usize {
+        if !self.sent.is_empty() {
+            self.last_loss = Some(now);
+        }
         let pns: Vec<u64> = self.sent.keys().copied().collect();
         for pn in &pns {
             self.requeue(*pn);
@@ -337,8 +383,23 @@ impl SendState {
             reorder_packets: self.reorder_packets,
             reorder_time: self.reorder_time,
             spurious: self.spurious,
+            last_loss: self.last_loss,
             ..SendState::default()
         };
         abandoned
     }
+}
+
+/// The front of a fragment queue, after dropping entries already acknowledged.
+fn first_unacked(
+    queue: &mut VecDeque<(u64, u32)>,
+    messages: &BTreeMap<u64, OutMessage>,
+) -> Option<(u64, u32)> {
+    while let Some(&(id, index)) = queue.front() {
+        if messages.get(&id).is_some_and(|m| !m.acked[index as usize]) {
+            return Some((id, index));
+        }
+        queue.pop_front();
+    }
+    None
 }

@@ -42,6 +42,8 @@ pub struct Stats {
     pub fragments_sent: u64,
     /// DATA frames sent again after their packet was declared lost.
     pub retransmits: u64,
+    /// Proactive second copies of urgent messages' fragments (see `Core::send_urgent`).
+    pub urgent_copies: u64,
     /// Packets declared lost (threshold or timeout).
     pub packets_lost: u64,
     /// Packets declared lost that were acknowledged later (reordering, not loss); each
@@ -95,6 +97,7 @@ impl Default for Stats {
             messages_abandoned: 0,
             fragments_sent: 0,
             retransmits: 0,
+            urgent_copies: 0,
             packets_lost: 0,
             spurious_losses: 0,
             rto_expirations: 0,

@@ -172,11 +172,31 @@ impl EndpointSender {
     /// Cancel-safe in the sense that dropping the future before it completes withdraws
     /// the message if the core has not accepted it yet.
     pub async fn send(&self, peer: NodeId, message: Vec<u8>) -> Result<MessageId, DriverError> {
+        self.send_with(peer, message, false).await
+    }
+
+    /// Like [`EndpointSender::send`] with [`crate::core::Core::send_urgent`]: every
+    /// fragment goes out twice, so one lost datagram costs no retransmission timeout.
+    pub async fn send_urgent(
+        &self,
+        peer: NodeId,
+        message: Vec<u8>,
+    ) -> Result<MessageId, DriverError> {
+        self.send_with(peer, message, true).await
+    }
+
+    async fn send_with(
+        &self,
+        peer: NodeId,
+        message: Vec<u8>,
+        urgent: bool,
+    ) -> Result<MessageId, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Send {
                 peer,
                 message,
+                urgent,
                 reply,
             })
             .map_err(|_| DriverError::Closed)?;
@@ -262,6 +282,15 @@ impl Endpoint {
     /// See [`EndpointSender::send`].
     pub async fn send(&self, peer: NodeId, message: Vec<u8>) -> Result<MessageId, DriverError> {
         self.sender.send(peer, message).await
+    }
+
+    /// See [`EndpointSender::send_urgent`].
+    pub async fn send_urgent(
+        &self,
+        peer: NodeId,
+        message: Vec<u8>,
+    ) -> Result<MessageId, DriverError> {
+        self.sender.send_urgent(peer, message).await
     }
 
     /// The next event of any kind; `None` once the endpoint is closed and drained.

@@ -24,6 +24,8 @@ pub(crate) enum Command {
     Send {
         peer: NodeId,
         message: Vec<u8>,
+        /// `Core::send_urgent` instead of `Core::send`.
+        urgent: bool,
         reply: oneshot::Sender<Result<MessageId, DriverError>>,
     },
     /// Register a peer at an address.
@@ -41,7 +43,12 @@ pub(crate) enum Command {
 }
 
 /// A send waiting for window space.
-type PendingSend = (Vec<u8>, oneshot::Sender<Result<MessageId, DriverError>>);
+/// A message waiting for window space: bytes, urgent, and where to answer.
+type PendingSend = (
+    Vec<u8>,
+    bool,
+    oneshot::Sender<Result<MessageId, DriverError>>,
+);
 
 /// A datagram copy held back by the faults, ordered by release time then insertion.
 type Delayed = Reverse<(Time, u64, NodeId, Vec<u8>)>;
@@ -118,8 +125,8 @@ impl Driver {
                 // socket, but the stats/close requests must not starve behind traffic.
                 biased;
                 command = commands.recv() => match command {
-                    Some(Command::Send { peer, message, reply }) => {
-                        self.pending.entry(peer).or_default().push_back((message, reply));
+                    Some(Command::Send { peer, message, urgent, reply }) => {
+                        self.pending.entry(peer).or_default().push_back((message, urgent, reply));
                     }
                     Some(Command::AddPeer { peer, addr, reply }) => {
                         let _ = reply.send(self.add_peer(peer, addr));
@@ -243,15 +250,20 @@ impl Driver {
     /// Hands waiting messages to the core while their peer's window has room.
     fn admit_pending(&mut self, now: Time) {
         for (&peer, queue) in &mut self.pending {
-            while let Some((message, reply)) = queue.pop_front() {
+            while let Some((message, urgent, reply)) = queue.pop_front() {
                 if reply.is_closed() {
                     continue; // the caller gave up waiting
                 }
                 if !self.core.can_send(peer) && self.peer_addrs.contains_key(&peer) {
-                    queue.push_front((message, reply));
+                    queue.push_front((message, urgent, reply));
                     break;
                 }
-                match self.core.send(now, peer, message) {
+                let sent = if urgent {
+                    self.core.send_urgent(now, peer, message)
+                } else {
+                    self.core.send(now, peer, message)
+                };
+                match sent {
                     Ok(id) => {
                         let _ = reply.send(Ok(id));
                     }
