@@ -175,6 +175,17 @@ impl Lab {
         Ipv4Addr::new(10, 77, 0, i as u8 + 1)
     }
 
+    /// Takes node `i`'s link down (a cable pulled: both directions) or up again.
+    pub fn set_link(&self, i: usize, up: bool) -> Result<(), String> {
+        let state = if up { "up" } else { "down" };
+        sh(
+            "ip",
+            &["-n", &self.nodes[i], "link", "set", "eth0", state],
+            None,
+        )
+        .map(|_| ())
+    }
+
     /// What the nftables rules of node `i` dropped and passed so far.
     pub fn counters(&self, i: usize) -> Result<LinkCounters, String> {
         let listing = sh(

@@ -7,7 +7,8 @@
 //!   process is killed and a snapshot must abort with a reason naming it.
 //! - `netns_lossy_link`: four processes, each in its own network namespace, joined by
 //!   veth links through a bridge, with nftables dropping a random 20% of the datagrams
-//!   each node receives (see `shutter_tests::netns`). Needs root, `ip` and `nft`;
+//!   each node receives (see `shutter_tests::netns`); then one node's link goes down (a
+//!   snapshot aborts naming it) and up again (the next one completes). Needs root, `ip` and `nft`;
 //!   otherwise prints `SKIPPED` with the reason (and fails when `CI` is set, since CI
 //!   provides all three).
 //!
@@ -73,7 +74,12 @@ fn snapshot_command(launcher: &Launcher, peers: &Path, via: usize, out: &Path) -
 /// states, money conserved. Returns the file.
 fn snapshot_and_verify(launcher: &Launcher, peers: &Path, via: usize, out: &Path) -> PathBuf {
     let output = snapshot_command(launcher, peers, via, out);
-    let (stdout, stderr) = text(&output);
+    verify_output(&output, via)
+}
+
+/// Checks a successful `shutter snapshot` run and the file it saved; returns the file.
+fn verify_output(output: &Output, via: usize) -> PathBuf {
+    let (stdout, stderr) = text(output);
     assert!(
         output.status.success(),
         "snapshot via {via} failed\n{stdout}\n{stderr}"
@@ -324,6 +330,47 @@ fn netns_lossy_link() {
         snapshot_concurrently(&pair, &peers, &dir.join(format!("concurrent{round}")));
     }
     let elapsed = start.elapsed();
+
+    // Pull n3's cable: a snapshot cannot finish and must abort naming n3; plug it back
+    // in and the next snapshot completes (same processes, no restart).
+    lab.set_link(NODES - 1, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n0 = Launcher::in_netns(lab.netns(0));
+    let output = snapshot_command(&n0, &peers, 0, &dir.join("cut-off"));
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a snapshot with n3 cut off must fail\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("snapshot aborted") && stderr.contains("n3"),
+        "the abort reason names the cut-off node:\n{stderr}"
+    );
+    println!("    n3's link down: {}", stderr.trim());
+    lab.set_link(NODES - 1, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Right after the heal, verdicts of the outage may still land (n3's idle timers
+    // declare peers unreachable that it has not heard from yet) and abort a snapshot, with
+    // a reason. Within a few attempts one must complete, and pass every check.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        std::thread::sleep(Duration::from_millis(500));
+        let output = snapshot_command(&n0, &peers, 0, &dir.join("healed"));
+        let (stdout, stderr) = text(&output);
+        if output.status.success() {
+            verify_output(&output, 0);
+            break;
+        }
+        assert!(
+            attempts < 5 && stderr.contains("snapshot aborted"),
+            "no snapshot completed after the heal ({attempts} attempts)\n{stdout}\n{stderr}"
+        );
+        println!("    right after the heal: {}", stderr.trim());
+    }
+    println!("    n3's link up again: a snapshot completed and verified (attempt {attempts})");
+
     let retransmits = stop_and_check(&mut nodes);
     assert!(
         retransmits > 0,
