@@ -111,6 +111,26 @@ fn verify_output(output: &Output, via: usize) -> PathBuf {
     file
 }
 
+/// After a disruption: runs `shutter snapshot` (half a second apart, at most 5 times)
+/// until one completes (it saved a file; checks may still fail); aborts in between must
+/// come with a reason. Returns the completed run and the attempts it took.
+fn snapshot_eventually(launcher: &Launcher, peers: &Path, via: usize, out: &Path) -> (Output, u32) {
+    for attempt in 1..=5 {
+        std::thread::sleep(Duration::from_millis(500));
+        let output = snapshot_command(launcher, peers, via, out);
+        let (stdout, stderr) = text(&output);
+        if saved_path(&stdout).is_some() {
+            return (output, attempt);
+        }
+        assert!(
+            stderr.contains("snapshot aborted"),
+            "attempt {attempt} neither completed nor aborted with a reason\n{stdout}\n{stderr}"
+        );
+        println!("    attempt {attempt}: {}", stderr.trim());
+    }
+    panic!("no snapshot via n{via} completed in 5 attempts");
+}
+
 /// Runs [`snapshot_and_verify`] for every `(launcher, via)` at the same time.
 fn snapshot_concurrently(runs: &[(Launcher, usize)], peers: &Path, out: &Path) {
     std::thread::scope(|s| {
@@ -250,8 +270,7 @@ fn loopback_processes_with_faults() {
         &dir.join("n3-again.log"),
         READY_LIMIT,
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let output = snapshot_command(&host, &peers, 0, &dir.join("after-restart"));
+    let (output, _) = snapshot_eventually(&host, &peers, 0, &dir.join("after-restart"));
     let (stdout, stderr) = text(&output);
     for check in ["cut consistency", "channel states"] {
         assert!(
@@ -353,22 +372,8 @@ fn netns_lossy_link() {
     // Right after the heal, verdicts of the outage may still land (n3's idle timers
     // declare peers unreachable that it has not heard from yet) and abort a snapshot, with
     // a reason. Within a few attempts one must complete, and pass every check.
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        std::thread::sleep(Duration::from_millis(500));
-        let output = snapshot_command(&n0, &peers, 0, &dir.join("healed"));
-        let (stdout, stderr) = text(&output);
-        if output.status.success() {
-            verify_output(&output, 0);
-            break;
-        }
-        assert!(
-            attempts < 5 && stderr.contains("snapshot aborted"),
-            "no snapshot completed after the heal ({attempts} attempts)\n{stdout}\n{stderr}"
-        );
-        println!("    right after the heal: {}", stderr.trim());
-    }
+    let (output, attempts) = snapshot_eventually(&n0, &peers, 0, &dir.join("healed"));
+    verify_output(&output, 0);
     println!("    n3's link up again: a snapshot completed and verified (attempt {attempts})");
 
     let retransmits = stop_and_check(&mut nodes);
