@@ -74,13 +74,16 @@ pub(crate) struct SendState {
     messages: BTreeMap<u64, OutMessage>,
     new_queue: VecDeque<u64>,
     retx: VecDeque<(u64, u32)>,
-    /// Urgent fragments sent once, waiting for the next packet to be started.
-    echo_pending: VecDeque<(u64, u32)>,
+    /// Copies of urgent fragments waiting for later packets: stage `i` becomes ready
+    /// when the `i + 1`-th packet after the original is started.
+    echo_stages: VecDeque<Vec<(u64, u32)>>,
     /// Urgent fragments whose second copy may go in the packet being built.
     echo_ready: VecDeque<(u64, u32)>,
     /// When a packet to this peer was last declared lost (urgent messages are copied
     /// only on links that lose packets, see `Config::urgent_echo_window`).
     last_loss: Option<Time>,
+    /// Moving average of the share of packets declared lost (1/32 per packet).
+    loss_rate: f64,
     sent: BTreeMap<u64, SentPacket>,
     /// Recently declared lost; an ACK for one of them reveals reordering.
     lost: BTreeMap<u64, SentPacket>,
@@ -184,14 +187,16 @@ impl SendState {
     /// Whether anything waits for transmission (an echo waiting for the next packet
     /// counts: it is what makes the next packet happen).
     pub(crate) fn has_pending(&mut self) -> bool {
-        self.next_fragment().is_some() || !self.echo_pending.is_empty()
+        self.next_fragment().is_some() || self.echo_stages.iter().any(|s| !s.is_empty())
     }
 
     /// A new packet is being started: echoes of fragments sent in earlier packets may go
     /// into it (never into the packet that carries the first copy, or one lost datagram
     /// would lose both).
     pub(crate) fn begin_packet(&mut self) {
-        self.echo_ready.append(&mut self.echo_pending);
+        if let Some(stage) = self.echo_stages.pop_front() {
+            self.echo_ready.extend(stage);
+        }
     }
 
     /// The DATA frame for a fragment returned by [`Self::next_fragment`].
@@ -227,7 +232,12 @@ impl SendState {
             let lossy = echo_window
                 .is_none_or(|w| self.last_loss.is_some_and(|t| now.saturating_since(t) <= w));
             if m.urgent && lossy {
-                self.echo_pending.push_back((f.id, f.index));
+                for i in 0..copies_for(self.loss_rate) {
+                    if self.echo_stages.len() <= i {
+                        self.echo_stages.push_back(Vec::new());
+                    }
+                    self.echo_stages[i].push((f.id, f.index));
+                }
             }
         }
         if let Some(m) = self.messages.get_mut(&f.id) {
@@ -281,6 +291,7 @@ impl SendState {
             for pn in pns {
                 packets.push(self.sent.remove(&pn).expect("present"));
                 out.any_new = true;
+                self.observe(false);
             }
             for p in packets {
                 for (id, index) in p.fragments {
@@ -324,11 +335,18 @@ impl SendState {
         }
         for pn in &lost {
             self.requeue(*pn);
+            self.observe(true);
         }
         if !lost.is_empty() {
             self.last_loss = Some(now);
         }
         lost.len()
+    }
+
+    /// One packet's fate for the loss-rate average.
+    fn observe(&mut self, lost: bool) {
+        let x = if lost { 1.0 } else { 0.0 };
+        self.loss_rate += (x - self.loss_rate) / 32.0;
     }
 
     /// Current packet threshold: 3, or more after spurious losses.
@@ -349,6 +367,7 @@ impl SendState {
         let pns: Vec<u64> = self.sent.keys().copied().collect();
         for pn in &pns {
             self.requeue(*pn);
+            self.observe(true);
         }
         self.loss_time = None;
         self.pto_count = (self.pto_count + 1).min(16);
@@ -384,6 +403,7 @@ impl SendState {
             reorder_time: self.reorder_time,
             spurious: self.spurious,
             last_loss: self.last_loss,
+            loss_rate: self.loss_rate,
             ..SendState::default()
         };
         abandoned
@@ -402,4 +422,32 @@ fn first_unacked(
         queue.pop_front();
     }
     None
+}
+
+/// Extra copies of an urgent fragment on a link losing `loss_rate` of its packets: the
+/// fewest (1 to 4) that make losing every copy a 1% event.
+fn copies_for(loss_rate: f64) -> usize {
+    let mut all_lost = loss_rate * loss_rate;
+    let mut extra = 1;
+    // (The epsilon keeps 10% loss, whose square is 1% up to rounding, at one copy.)
+    while all_lost > 0.01 + 1e-9 && extra < 4 {
+        all_lost *= loss_rate;
+        extra += 1;
+    }
+    extra
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copies_for;
+
+    #[test]
+    fn copies_grow_with_the_loss_rate() {
+        assert_eq!(copies_for(0.0), 1);
+        assert_eq!(copies_for(0.1), 1);
+        assert_eq!(copies_for(0.2), 2);
+        assert_eq!(copies_for(0.3), 3);
+        assert_eq!(copies_for(0.5), 4);
+        assert_eq!(copies_for(1.0), 4);
+    }
 }
