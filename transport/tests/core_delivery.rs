@@ -379,3 +379,34 @@ fn urgent_messages_are_copied_only_on_links_that_lose_packets() {
     exchange(&mut a, &mut b, &mut t, 5);
     assert_eq!(copies(&a), 1);
 }
+
+#[test]
+fn urgent_copies_scale_with_the_measured_loss() {
+    let (mut a, mut b, mut t) = handshaken_pair(None);
+    // Every datagram of 40 messages is lost until the link looks very lossy.
+    for i in 0..40u8 {
+        a.send(t, NodeId(1), vec![i]).unwrap();
+        while a.poll_transmit(t).is_some() {}
+        t += Duration::from_secs(1);
+        a.handle_timeout(t);
+        while a.poll_transmit(t).is_some() {}
+    }
+    // The link heals; everything is retransmitted and acknowledged.
+    for _ in 0..20 {
+        t += Duration::from_secs(2);
+        exchange(&mut a, &mut b, &mut t, 3);
+    }
+    assert_eq!(a.unacked(NodeId(1)), 0);
+    let before = a.stats().urgent_copies;
+    a.send_urgent(t, NodeId(1), b"cut".to_vec()).unwrap();
+    let datagrams = std::iter::from_fn(|| a.poll_transmit(t)).count();
+    assert_eq!(
+        a.stats().urgent_copies - before,
+        4,
+        "the most copies on a bad link"
+    );
+    assert!(
+        datagrams >= 5,
+        "each copy in a datagram of its own: {datagrams}"
+    );
+}
