@@ -410,3 +410,32 @@ fn urgent_copies_scale_with_the_measured_loss() {
         "each copy in a datagram of its own: {datagrams}"
     );
 }
+
+#[test]
+fn expedite_resends_what_is_in_flight_only_on_lossy_links() {
+    let (mut a, mut b, mut t) = handshaken_pair(Some(Duration::from_secs(10)));
+    let copies = |a: &Core| a.stats().urgent_copies;
+    // Clean link: nothing to hurry.
+    a.send(t, NodeId(1), b"x".to_vec()).unwrap();
+    while a.poll_transmit(t).is_some() {}
+    a.expedite(t);
+    assert!(a.poll_transmit(t).is_none());
+    assert_eq!(copies(&a), 0);
+    // The first datagram was lost; the timer declares it, the retransmission arrives.
+    t += Duration::from_millis(500);
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert_eq!(a.unacked(NodeId(1)), 0);
+    // Now the link is lossy: a message in flight is copied at once when expedited, and
+    // the copy alone delivers it.
+    a.send(t, NodeId(1), b"pre-cut".to_vec()).unwrap();
+    while a.poll_transmit(t).is_some() {}
+    a.expedite(t);
+    let copy = a.poll_transmit(t).expect("the copy");
+    assert_eq!(copies(&a), 1);
+    while b.poll_event().is_some() {}
+    b.handle_datagram(t, NodeId(0), &copy.bytes);
+    assert!(
+        std::iter::from_fn(|| b.poll_event())
+            .any(|e| matches!(e, Event::Delivered { bytes, .. } if bytes == b"pre-cut"))
+    );
+}

@@ -326,6 +326,11 @@ where
         }
         while let Some(event) = self.node.poll_event() {
             self.metrics.observe(&event);
+            if matches!(event, SnapshotEvent::LocalCut { .. }) {
+                // Our channels to every peer close only once our pre-cut messages arrive:
+                // resend what is in flight now rather than wait for loss detection.
+                self.endpoint.sender().expedite();
+            }
             let event = match event {
                 SnapshotEvent::LocalCut { id, at, .. } => NodeEvent::LocalCut { id, at },
                 SnapshotEvent::Completed(snap) => NodeEvent::Completed(*snap),

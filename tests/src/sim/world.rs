@@ -415,6 +415,8 @@ where
                             .push(format!("snapshot {id}: {me} cut without taking its state"));
                         continue;
                     };
+                    // Like the runtime: hurry what is in flight once channels wait on it.
+                    self.nodes[i].core.expedite(now);
                     let rec = CutRec { mark, clock, at };
                     if self.oracle.cuts.insert((id, me), rec).is_some() {
                         self.out

@@ -255,6 +255,18 @@ impl Core {
         self.send_with(now, to, message, true)
     }
 
+    /// To every peer on a lossy link (one that lost a packet within
+    /// [`Config::urgent_echo_window`]), sends one more copy of everything in flight in
+    /// the next packet, without waiting for loss detection: for the moment the
+    /// application starts waiting for what it sent (a snapshot's local cut: channels close
+    /// only once those messages arrive). Clean links and idle peers are left alone.
+    pub fn expedite(&mut self, now: Time) {
+        let window = self.config.urgent_echo_window;
+        for p in self.peers.values_mut() {
+            p.send.expedite(now, window);
+        }
+    }
+
     fn send_with(
         &mut self,
         now: Time,

@@ -223,14 +223,13 @@ impl SendState {
         now: Time,
         echo_window: Option<std::time::Duration>,
     ) {
+        let lossy = self.lossy(now, echo_window);
         if f.retransmit {
             self.retx.pop_front();
         } else if f.echo {
             self.echo_ready.pop_front();
         } else if let Some(m) = self.messages.get_mut(&f.id) {
             m.next_new += 1;
-            let lossy = echo_window
-                .is_none_or(|w| self.last_loss.is_some_and(|t| now.saturating_since(t) <= w));
             if m.urgent && lossy {
                 for i in 0..copies_for(self.loss_rate) {
                     if self.echo_stages.len() <= i {
@@ -341,6 +340,41 @@ impl SendState {
             self.last_loss = Some(now);
         }
         lost.len()
+    }
+
+    /// Whether the link counts as lossy: a packet was declared lost within `window`
+    /// (`None`: always).
+    fn lossy(&self, now: Time, window: Option<std::time::Duration>) -> bool {
+        window.is_none_or(|w| self.last_loss.is_some_and(|t| now.saturating_since(t) <= w))
+    }
+
+    /// On a lossy link (see [`Self::lossy`]), queues one more copy of every
+    /// unacknowledged fragment in flight, for the next packet (see `Core::expedite`).
+    /// Returns how many.
+    pub(crate) fn expedite(&mut self, now: Time, window: Option<std::time::Duration>) -> usize {
+        if !self.lossy(now, window) {
+            return 0;
+        }
+        let mut frags: Vec<(u64, u32)> = Vec::new();
+        for p in self.sent.values() {
+            for &(id, index) in &p.fragments {
+                if self
+                    .messages
+                    .get(&id)
+                    .is_some_and(|m| !m.acked[index as usize])
+                {
+                    frags.push((id, index));
+                }
+            }
+        }
+        frags.sort_unstable();
+        frags.dedup();
+        if self.echo_stages.is_empty() {
+            self.echo_stages.push_back(Vec::new());
+        }
+        let n = frags.len();
+        self.echo_stages[0].extend(frags);
+        n
     }
 
     /// One packet's fate for the loss-rate average.

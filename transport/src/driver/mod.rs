@@ -185,6 +185,12 @@ impl EndpointSender {
         self.send_with(peer, message, true).await
     }
 
+    /// See [`crate::core::Core::expedite`]; takes effect in the endpoint's task.
+    pub fn expedite(&self) {
+        // A closed endpoint has nothing in flight to hurry.
+        let _ = self.commands.send(Command::Expedite);
+    }
+
     async fn send_with(
         &self,
         peer: NodeId,

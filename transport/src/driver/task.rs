@@ -34,6 +34,8 @@ pub(crate) enum Command {
         addr: SocketAddr,
         reply: oneshot::Sender<Result<(), DriverError>>,
     },
+    /// `Core::expedite`.
+    Expedite,
     /// Report statistics.
     Stats {
         reply: oneshot::Sender<EndpointStats>,
@@ -130,6 +132,10 @@ impl Driver {
                     }
                     Some(Command::AddPeer { peer, addr, reply }) => {
                         let _ = reply.send(self.add_peer(peer, addr));
+                    }
+                    Some(Command::Expedite) => {
+                        let now = self.clock.now();
+                        self.core.expedite(now);
                     }
                     Some(Command::Stats { reply }) => {
                         let _ = reply.send(self.stats());
