@@ -347,23 +347,22 @@ where
             Event::Delivered { from, bytes, .. } => {
                 match Envelope::<E::Control>::from_bytes(&bytes) {
                     Ok(env) => {
-                        let app = match &env {
+                        let seq = match &env {
                             Envelope::App { header, payload } => {
-                                Some((header.ts.clone(), payload.clone()))
+                                self.oracle.deliver(now, me, from, &header.ts, payload);
+                                Some(header.ts.get(from))
                             }
                             Envelope::Control(_) => None,
                         };
                         let delivered = self.nodes[i].node.handle(now, from, env);
-                        match app {
-                            Some((ts, payload)) if delivered => {
-                                self.oracle.deliver(now, me, from, &ts, &payload);
-                            }
-                            // Only a message handed to an ended session can be stale, and
-                            // the transport never delivers those after the sender's Lost.
-                            Some((ts, _)) => self.out.violations.push(format!(
-                                "{me}: engine discarded the message {from} stamped {ts} as stale"
-                            )),
-                            None => {}
+                        // Only a message handed to an ended session can be stale, and the
+                        // transport never delivers those after the sender's Lost.
+                        if let Some(seq) = seq
+                            && !delivered
+                        {
+                            self.out.violations.push(format!(
+                                "{me}: engine discarded message {seq} of {from} as stale"
+                            ));
                         }
                         self.after_call(i);
                     }

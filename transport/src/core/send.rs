@@ -223,19 +223,15 @@ impl SendState {
         now: Time,
         echo_window: Option<std::time::Duration>,
     ) {
-        let lossy = self.lossy(now, echo_window);
         if f.retransmit {
             self.retx.pop_front();
         } else if f.echo {
             self.echo_ready.pop_front();
         } else if let Some(m) = self.messages.get_mut(&f.id) {
             m.next_new += 1;
-            if m.urgent && lossy {
-                for i in 0..copies_for(self.loss_rate) {
-                    if self.echo_stages.len() <= i {
-                        self.echo_stages.push_back(Vec::new());
-                    }
-                    self.echo_stages[i].push((f.id, f.index));
+            if m.urgent && self.lossy(now, echo_window) {
+                for stage in 0..copies_for(self.loss_rate) {
+                    self.stage_copy(stage, (f.id, f.index));
                 }
             }
         }
@@ -369,12 +365,19 @@ impl SendState {
         }
         frags.sort_unstable();
         frags.dedup();
-        if self.echo_stages.is_empty() {
+        let n = frags.len();
+        for frag in frags {
+            self.stage_copy(0, frag);
+        }
+        n
+    }
+
+    /// Queues a copy of `frag` for the `stage + 1`-th packet from now.
+    fn stage_copy(&mut self, stage: usize, frag: (u64, u32)) {
+        while self.echo_stages.len() <= stage {
             self.echo_stages.push_back(Vec::new());
         }
-        let n = frags.len();
-        self.echo_stages[0].extend(frags);
-        n
+        self.echo_stages[stage].push(frag);
     }
 
     /// One packet's fate for the loss-rate average.
