@@ -11,8 +11,8 @@
 //! when a test panics).
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Output, Stdio};
 use std::sync::mpsc;
@@ -241,24 +241,6 @@ pub fn write_peers(path: &Path, nodes: &[(SocketAddr, SocketAddr)], extra: &str)
     }
     s.push_str(extra);
     std::fs::write(path, s).expect("write peers file");
-}
-
-/// Asks a node's admin channel for `STATUS` and returns the JSON it answers.
-pub fn admin_status(admin: SocketAddr) -> String {
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect admin {admin}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    stream.write_all(b"STATUS\n").expect("send STATUS");
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .expect("read STATUS reply");
-    line.strip_prefix("STATUS ")
-        .unwrap_or_else(|| panic!("admin {admin} answered {line:?}"))
-        .trim()
-        .to_owned()
 }
 
 /// The `saved PATH` line `shutter snapshot` prints.

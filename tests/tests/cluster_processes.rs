@@ -26,8 +26,7 @@ use shutter_snapshot::bank::BankInvariant;
 use shutter_snapshot::{persist, verify};
 use shutter_tests::netns::Lab;
 use shutter_tests::procs::{
-    Launcher, NodeProcess, admin_status, child_main, free_port, saved_path, temp_dir, text,
-    write_peers,
+    Launcher, NodeProcess, child_main, free_port, saved_path, temp_dir, text, write_peers,
 };
 
 /// Nodes per cluster.
@@ -216,13 +215,14 @@ fn loopback_processes_with_faults() {
         &dir.join("concurrent"),
     );
 
-    for (i, (_, admin)) in addrs.iter().enumerate() {
-        let status = admin_status(*admin);
-        println!("    n{i} status {status}");
-        assert!(
-            json_u64(&status, "snapshots_aborted") == 0,
-            "n{i}: {status}"
-        );
+    // Every node's STATUS over its admin channel, as JSON lines.
+    let status = host.run(&["status", "--peers", peers_s, "--json"], COMMAND_LIMIT);
+    let (json, stderr) = text(&status);
+    assert!(status.status.success(), "{json}\n{stderr}");
+    assert_eq!(json.lines().count(), NODES, "one status per node:\n{json}");
+    for line in json.lines() {
+        println!("    status {line}");
+        assert!(json_u64(line, "snapshots_aborted") == 0, "{line}");
     }
 
     // `shutter status` shows every node; with one dead it names it and exits 1.
