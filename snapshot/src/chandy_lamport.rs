@@ -97,11 +97,13 @@ impl Engine {
         nodes.push(cfg.me);
         nodes.sort_unstable();
         nodes.dedup();
+        let mut clock = VClock::new();
+        crate::mattern::raise_own_entry(&mut clock, cfg.me, cfg.clock_floor);
         Self {
             finished: Recent::new(cfg.remember_finished),
             cfg,
             nodes,
-            clock: VClock::new(),
+            clock,
             active: BTreeMap::new(),
             collecting: BTreeMap::new(),
             transmits: VecDeque::new(),
@@ -188,13 +190,38 @@ impl Engine {
         let mut col = self.collecting.remove(&id).expect("checked above");
         self.active.remove(&id);
         self.finished.insert(id);
-        for to in self.others() {
-            col.control_messages += 1;
-            self.transmits.push_back((to, ClControl::Done { id }));
+        col.control_messages += self.others().len() as u64;
+        // Over unordered delivery this check is what catches the baseline's broken cuts
+        // (a post-cut message that overtook a marker shows as `CutAfterStart`).
+        match col.finish(id, &self.nodes, now) {
+            Ok(snap) => {
+                for to in self.others() {
+                    self.transmits.push_back((to, ClControl::Done { id }));
+                }
+                self.events
+                    .push_back(SnapshotEvent::Completed(Box::new(snap)));
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "assembled snapshot failed its check; aborting");
+                let reason = AbortReason {
+                    missing: e.nodes(),
+                    why: AbortWhy::FailedCheck,
+                };
+                self.announce_abort(id, reason, None);
+            }
         }
-        let snap = col.assemble(id, &self.nodes, now);
-        self.events
-            .push_back(SnapshotEvent::Completed(Box::new(snap)));
+    }
+
+    /// Initiator: tells everyone except `told_by` that `id` is abandoned, and reports it.
+    fn announce_abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
+        for n in self.others() {
+            if Some(n) != told_by {
+                let reason = reason.clone();
+                self.transmits
+                    .push_back((n, ClControl::Abort { id, reason }));
+            }
+        }
+        self.events.push_back(SnapshotEvent::Aborted { id, reason });
     }
 
     fn abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
@@ -202,26 +229,19 @@ impl Engine {
         let had = self.active.remove(&id);
         let col = self.collecting.remove(&id);
         if id.initiator == self.cfg.me {
-            if col.is_none() {
-                return;
+            if col.is_some() {
+                self.announce_abort(id, reason, told_by);
             }
-            for n in self.others() {
-                if Some(n) != told_by {
-                    let reason = reason.clone();
-                    self.transmits
-                        .push_back((n, ClControl::Abort { id, reason }));
-                }
-            }
-        } else {
-            let Some(p) = had else { return };
-            if p.reported && told_by.is_none() {
-                return;
-            }
-            if told_by != Some(id.initiator) {
-                let reason = reason.clone();
-                self.transmits
-                    .push_back((id.initiator, ClControl::Abort { id, reason }));
-            }
+            return;
+        }
+        let Some(p) = had else { return };
+        if p.reported && told_by.is_none() {
+            return;
+        }
+        if told_by != Some(id.initiator) {
+            let reason = reason.clone();
+            self.transmits
+                .push_back((id.initiator, ClControl::Abort { id, reason }));
         }
         self.events.push_back(SnapshotEvent::Aborted { id, reason });
     }

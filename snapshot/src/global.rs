@@ -78,6 +78,11 @@ pub enum AbortWhy {
     Unreachable(NodeId),
     /// Recorded channel state exceeded the configured byte limit.
     ChannelStateTooLarge,
+    /// The assembled snapshot failed the initiator's check
+    /// ([`crate::verify::check_structure`]) and was not reported complete; the reason's
+    /// `missing` names the nodes the failed check names. Never expected: counted, so a
+    /// bug shows instead of a wrong snapshot.
+    FailedCheck,
 }
 
 impl fmt::Display for AbortWhy {
@@ -86,6 +91,7 @@ impl fmt::Display for AbortWhy {
             AbortWhy::Timeout => f.write_str("timed out"),
             AbortWhy::Unreachable(n) => write!(f, "{n} unreachable"),
             AbortWhy::ChannelStateTooLarge => f.write_str("channel state too large"),
+            AbortWhy::FailedCheck => f.write_str("failed its consistency check"),
         }
     }
 }
@@ -93,7 +99,8 @@ impl fmt::Display for AbortWhy {
 /// An abort: who the snapshot was still waiting for, and why it gave up.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbortReason {
-    /// Nodes whose part was missing (sorted, no duplicates).
+    /// Nodes whose part was missing (sorted, no duplicates); for
+    /// [`AbortWhy::FailedCheck`], the nodes the failed check names.
     pub missing: Vec<NodeId>,
     /// The cause.
     pub why: AbortWhy,

@@ -14,6 +14,7 @@
 //! * [`process`]: the application interface ([`process::Process`], [`process::Context`])
 //!   and [`process::Node`], sans-IO glue of one process and one engine;
 //! * [`verify`]: cut consistency, channel sanity and application invariants;
+//! * [`life`]: why a restarted node's vector time and snapshot ids never repeat;
 //! * [`bank`]: the example application (random transfers, conserved total);
 //! * [`persist`]: atomic, checksummed snapshot files and restore helpers;
 //! * [`metrics`]: latency and size histograms of completed snapshots;
@@ -28,6 +29,7 @@ pub mod chandy_lamport;
 pub mod cli;
 pub mod engine;
 pub mod global;
+pub mod life;
 pub mod mattern;
 pub mod metrics;
 pub mod persist;

@@ -17,6 +17,7 @@ pub struct SnapshotMetrics {
     recorded_messages: Histogram<u64>,
     completed: u64,
     aborted: u64,
+    failed_checks: u64,
 }
 
 impl Default for SnapshotMetrics {
@@ -37,6 +38,7 @@ impl SnapshotMetrics {
             recorded_messages: counts,
             completed: 0,
             aborted: 0,
+            failed_checks: 0,
         }
     }
 
@@ -55,6 +57,18 @@ impl SnapshotMetrics {
     /// Counts an aborted snapshot.
     pub fn record_aborted(&mut self) {
         self.aborted += 1;
+    }
+
+    /// Counts a snapshot this node initiated that failed the check before completion
+    /// (`AbortWhy::FailedCheck`; must never happen).
+    pub fn record_failed_check(&mut self) {
+        self.failed_checks += 1;
+    }
+
+    /// Snapshots initiated here that failed the check before completion (also counted
+    /// as aborted).
+    pub fn failed_checks(&self) -> u64 {
+        self.failed_checks
     }
 
     /// Updates from an engine event (local cuts are ignored).
@@ -98,6 +112,7 @@ impl SnapshotMetrics {
         self.recorded_messages.add(&other.recorded_messages)?;
         self.completed += other.completed;
         self.aborted += other.aborted;
+        self.failed_checks += other.failed_checks;
         Ok(())
     }
 }

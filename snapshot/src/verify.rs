@@ -5,8 +5,16 @@
 //!   has seen an event of another node that lies after that node's own cut);
 //! * [`check_channels`]: every recorded message on `i -> j` was sent before `i`'s cut,
 //!   and channels only name nodes of the snapshot;
+//! * [`check_classification`]: the cuts and recorded messages agree with the snapshot's
+//!   name `(k, s)`: the initiator's cut is at `s`, every other cut lies before it
+//!   (`cut_j[k] < s`), every recorded message is pre-cut (`ts[k] < s`) and no message is
+//!   recorded twice;
 //! * application invariants through the [`Invariant`] trait (see
 //!   [`crate::bank::BankInvariant`]); [`check_all`] runs everything.
+//!
+//! [`check_structure`] (everything but the application invariants) is what the engines
+//! run on every assembled snapshot before they report it complete: a failure becomes an
+//! abort ([`crate::AbortWhy::FailedCheck`]), never a completed snapshot.
 
 use shutter_vclock::NodeId;
 use thiserror::Error;
@@ -53,6 +61,67 @@ pub enum Inconsistency {
         /// Position in the recorded channel state.
         index: usize,
     },
+    /// A node other than the initiator cut after the snapshot had started: its cut clock
+    /// has seen the initiator's event `s` or later.
+    #[error(
+        "{node}'s cut has seen event {seen} of initiator {initiator}, \
+         but the snapshot started at {s}"
+    )]
+    CutAfterStart {
+        /// The node whose cut is too late.
+        node: NodeId,
+        /// The initiator.
+        initiator: NodeId,
+        /// `cut_node[initiator]`.
+        seen: u64,
+        /// The snapshot's `s`.
+        s: u64,
+    },
+    /// The initiator's own cut is not at the `s` that names the snapshot.
+    #[error("initiator {initiator}'s cut is at {own}, but the snapshot is named {s}")]
+    InitiatorCut {
+        /// The initiator.
+        initiator: NodeId,
+        /// `cut_initiator[initiator]`.
+        own: u64,
+        /// The snapshot's `s`.
+        s: u64,
+    },
+    /// A recorded message was sent after its sender had joined the snapshot
+    /// (`ts[initiator] >= s`), so it is post-cut and belongs to no channel state.
+    #[error("channel {from}->{to} message #{index} is post-cut for the snapshot")]
+    NotPreCut {
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+        /// Position in the recorded channel state.
+        index: usize,
+    },
+    /// The same send event (`ts[from]`) appears twice in one channel state.
+    #[error("channel {from}->{to} holds event {event} of {from} twice")]
+    Duplicate {
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+        /// `ts[from]` of the message recorded twice.
+        event: u64,
+    },
+    /// A channel holds more pre-cut messages than its sender had sent on it at its cut.
+    #[error(
+        "channel {from}->{to} holds {recorded} messages, but {from} had sent {sent} at its cut"
+    )]
+    TooManyRecorded {
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+        /// Messages in the channel state.
+        recorded: u64,
+        /// Messages the sender had sent on the channel at its cut (its row of counts).
+        sent: u64,
+    },
     /// An application invariant failed.
     #[error("invariant {name} violated: {detail}")]
     Invariant {
@@ -61,6 +130,31 @@ pub enum Inconsistency {
         /// What it found.
         detail: String,
     },
+}
+
+impl Inconsistency {
+    /// The nodes the finding names (sorted, no duplicates): what an abort reports.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        let mut v = match *self {
+            Inconsistency::Cut {
+                observer, subject, ..
+            } => vec![observer, subject],
+            Inconsistency::Incomplete(n) => vec![n],
+            Inconsistency::CutAfterStart {
+                node, initiator, ..
+            } => vec![node, initiator],
+            Inconsistency::InitiatorCut { initiator, .. } => vec![initiator],
+            Inconsistency::UnknownNode { from, to }
+            | Inconsistency::PostCutMessage { from, to, .. }
+            | Inconsistency::NotPreCut { from, to, .. }
+            | Inconsistency::Duplicate { from, to, .. }
+            | Inconsistency::TooManyRecorded { from, to, .. } => vec![from, to],
+            Inconsistency::Invariant { .. } => Vec::new(),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 /// An application-level property of a global snapshot (for example conservation of money).
@@ -116,6 +210,52 @@ pub fn check_channels(snap: &GlobalSnapshot) -> Result<(), Inconsistency> {
     Ok(())
 }
 
+/// The cuts and channel states agree with the snapshot's name `(k, s)`: `cut_k[k] = s`,
+/// `cut_j[k] < s` for every other node `j`, every recorded message has `ts[k] < s`, and
+/// no send event is recorded twice on a channel.
+pub fn check_classification(snap: &GlobalSnapshot) -> Result<(), Inconsistency> {
+    let (k, s) = (snap.id.initiator, snap.id.s);
+    for (&node, cut) in &snap.cuts {
+        let seen = cut.get(k);
+        if node == k && seen != s {
+            return Err(Inconsistency::InitiatorCut {
+                initiator: k,
+                own: seen,
+                s,
+            });
+        }
+        if node != k && seen >= s {
+            return Err(Inconsistency::CutAfterStart {
+                node,
+                initiator: k,
+                seen,
+                s,
+            });
+        }
+    }
+    for (&(from, to), msgs) in &snap.channels {
+        let mut events = std::collections::BTreeSet::new();
+        for (index, m) in msgs.iter().enumerate() {
+            if snap.id.is_post_cut(&m.ts) {
+                return Err(Inconsistency::NotPreCut { from, to, index });
+            }
+            let event = m.ts.get(from);
+            if !events.insert(event) {
+                return Err(Inconsistency::Duplicate { from, to, event });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything but the application invariants: cut consistency, channel sanity and
+/// classification. Engines run this before reporting a snapshot complete.
+pub fn check_structure(snap: &GlobalSnapshot) -> Result<(), Inconsistency> {
+    check_cut_consistency(snap)?;
+    check_channels(snap)?;
+    check_classification(snap)
+}
+
 /// Runs `invariant` and wraps its failure.
 pub fn check_invariant(
     snap: &GlobalSnapshot,
@@ -129,13 +269,12 @@ pub fn check_invariant(
         })
 }
 
-/// Cut consistency, channel sanity, then each invariant in order.
+/// [`check_structure`], then each invariant in order.
 pub fn check_all(
     snap: &GlobalSnapshot,
     invariants: &[&dyn Invariant],
 ) -> Result<(), Inconsistency> {
-    check_cut_consistency(snap)?;
-    check_channels(snap)?;
+    check_structure(snap)?;
     for inv in invariants {
         check_invariant(snap, *inv)?;
     }
@@ -203,6 +342,44 @@ mod tests {
         assert!(matches!(
             check_channels(&s),
             Err(Inconsistency::UnknownNode { .. })
+        ));
+    }
+
+    #[test]
+    fn classification_follows_the_snapshot_name() {
+        // Snapshot n0@1: n0's cut is at 1, n1's before it.
+        let ok = snap(&[&[1, 0], &[0, 3]]);
+        assert_eq!(check_structure(&ok), Ok(()));
+        // A restarted initiator reusing s: n1 has seen n0's event 3 of an earlier life.
+        let e = check_classification(&snap(&[&[1, 0], &[3, 3]])).unwrap_err();
+        assert!(
+            matches!(e, Inconsistency::CutAfterStart { seen: 3, .. }),
+            "{e}"
+        );
+        assert_eq!(e.nodes(), vec![NodeId(0), NodeId(1)]);
+        let e = check_classification(&snap(&[&[2, 0], &[0, 3]])).unwrap_err();
+        assert!(
+            matches!(e, Inconsistency::InitiatorCut { own: 2, .. }),
+            "{e}"
+        );
+        let m = |ts: Vec<u64>| RecordedMessage {
+            ts: VClock::from_entries(ts),
+            payload: vec![],
+        };
+        let mut post = ok.clone();
+        post.channels
+            .insert((NodeId(1), NodeId(0)), vec![m(vec![1, 2])]);
+        assert!(matches!(
+            check_classification(&post),
+            Err(Inconsistency::NotPreCut { index: 0, .. })
+        ));
+        let mut twice = ok;
+        twice
+            .channels
+            .insert((NodeId(1), NodeId(0)), vec![m(vec![0, 2]), m(vec![0, 2])]);
+        assert!(matches!(
+            check_structure(&twice),
+            Err(Inconsistency::Duplicate { event: 2, .. })
         ));
     }
 

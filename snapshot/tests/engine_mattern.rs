@@ -372,13 +372,50 @@ fn a_message_lost_to_a_restart_stops_blocking_once_its_sender_declares_it() {
     assert!(net.all_timers_clear());
 }
 
-/// Replaces node `i`'s engine with a fresh one of life `life` (a process restart).
-fn restart(net: &mut Net<Engine>, i: u32, life: u64) {
+/// Replaces node `i`'s engine with a fresh one of life `life` whose own clock entry
+/// starts at `floor` (a process restart; a real one takes the floor from `life`).
+fn restart_with_floor(net: &mut Net<Engine>, i: u32, life: u64, floor: u64) {
     let nodes = net.peers.keys().copied().collect();
     let mut cfg = EngineConfig::new(n(i), nodes);
     cfg.timeout = TIMEOUT;
     cfg.life = life;
+    cfg.clock_floor = floor;
     net.peers.get_mut(&n(i)).unwrap().engine = Engine::new(cfg);
+}
+
+/// A process restart with a floor above anything these tests' earlier lives reach.
+fn restart(net: &mut Net<Engine>, i: u32, life: u64) {
+    restart_with_floor(net, i, life, life * 1_000);
+}
+
+#[test]
+fn a_restart_that_reuses_vector_time_is_refused_by_the_check_not_completed() {
+    let mut net = net(3);
+    for _ in 0..3 {
+        let m = net.send(n(0), n(1));
+        assert!(net.deliver(m));
+    }
+    // n0 comes back with its clock at 0 (what every restart did before lives had a
+    // floor): n1 has seen n0's event 3, and n0's new cut is at 1.
+    restart_with_floor(&mut net, 0, 2, 0);
+    let id = net.initiate(n(0));
+    assert_eq!(id.s, 1, "the reused snapshot id");
+    net.deliver_controls();
+    assert!(net.completed().is_empty());
+    let aborts = net.aborted();
+    let (_, _, reason) = aborts
+        .iter()
+        .find(|a| a.0 == n(0) && a.1 == id)
+        .expect("the initiator aborts");
+    assert_eq!(reason.why, AbortWhy::FailedCheck, "{reason}");
+    assert!(reason.missing.contains(&n(0)), "{reason}");
+
+    // With a floor, the same restart completes.
+    restart(&mut net, 0, 3);
+    net.initiate(n(0));
+    net.deliver_controls();
+    let snap = net.completed().pop().expect("completes");
+    shutter_snapshot::verify::check_structure(&snap).unwrap();
 }
 
 #[test]

@@ -24,7 +24,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shutter_vclock::NodeId;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::GlobalSnapshot;
 use crate::bank::{Bank, BankConfig, BankInvariant, BankState};
 use crate::cli::app::{Shared, TaggedBank};
 use crate::cli::args::DemoArgs;
@@ -33,8 +32,9 @@ use crate::cli::{faults, report, usage};
 use crate::persist;
 use crate::report::{IntervalLog, Percentiles, merge, new_histogram};
 use crate::runtime::{LocalCluster, NodeConfig, NodeEvent, NodeStats};
-use crate::verify::{check_channels, check_cut_consistency, check_invariant};
+use crate::verify::{check_invariant, check_structure};
 use crate::wire::SnapshotId;
+use crate::{AbortWhy, GlobalSnapshot};
 
 /// Snapshots taken when neither `--snapshots` nor `--duration` is given.
 pub const DEFAULT_SNAPSHOTS: u64 = 20;
@@ -106,6 +106,7 @@ struct Outcomes {
     violations: u64,
     initiate_failures: u64,
     abort_reasons: BTreeMap<String, u64>,
+    failed_checks: u64,
     failures: Vec<String>,
     failed_snapshots: Vec<GlobalSnapshot>,
     last: Option<GlobalSnapshot>,
@@ -130,7 +131,7 @@ impl Outcomes {
         let latency = snap.timings.latency_micros();
         interval.saturating_record(latency.clamp(1, interval.high()));
         let mut ok = true;
-        let consistency = check_cut_consistency(&snap).and_then(|()| check_channels(&snap));
+        let consistency = check_structure(&snap);
         let mut verdict = match &consistency {
             Ok(()) => {
                 self.consistent += 1;
@@ -335,6 +336,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     NodeEvent::Aborted { id, reason } if node == id.initiator => {
                         if out.pending.remove(&id).is_some() {
                             out.aborted += 1;
+                            out.failed_checks += u64::from(reason.why == AbortWhy::FailedCheck);
                             *out.abort_reasons.entry(reason.why.to_string()).or_default() += 1;
                             progress.line(|| format!("snapshot {id} aborted: {reason}"));
                         }
@@ -489,6 +491,7 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
         snapshots_started: out.started,
         snapshots_completed: out.completed,
         snapshots_aborted: out.aborted,
+        snapshots_failed_check: out.failed_checks,
         snapshots_unfinished: 0,
         initiate_failures: out.initiate_failures,
         snapshots_consistent: out.consistent,

@@ -11,7 +11,7 @@ use crate::GlobalSnapshot;
 use crate::bank::{BankConfig, BankInvariant, BankState, decode_transfer};
 use crate::cli::args::InspectArgs;
 use crate::persist;
-use crate::verify::{check_channels, check_cut_consistency, check_invariant};
+use crate::verify::{check_channels, check_classification, check_cut_consistency, check_invariant};
 
 /// `shutter inspect`.
 pub fn run(args: &InspectArgs) -> Result<ExitCode> {
@@ -42,6 +42,10 @@ pub fn verify(snap: &GlobalSnapshot, total: u64) -> Vec<(String, Result<(), Stri
         (
             "channel states (pre-cut messages only)".into(),
             s(check_channels(snap)),
+        ),
+        (
+            "classification (cuts and messages pre-cut for the snapshot's id)".into(),
+            s(check_classification(snap)),
         ),
         (
             format!("money conserved (total {total})"),

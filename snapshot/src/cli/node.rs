@@ -47,6 +47,9 @@ pub struct NodeStatus {
     pub snapshots_completed: u64,
     /// Snapshots initiated here that aborted.
     pub snapshots_aborted: u64,
+    /// Snapshots initiated here that failed the check before completion (must be 0).
+    #[serde(default)]
+    pub snapshots_failed_check: u64,
 }
 
 async fn status(node: &NodeHandle, shared: &Shared) -> Result<NodeStatus> {
@@ -61,6 +64,7 @@ async fn status(node: &NodeHandle, shared: &Shared) -> Result<NodeStatus> {
         retransmits: stats.transport.core.retransmits,
         snapshots_completed: stats.snapshots.completed(),
         snapshots_aborted: stats.snapshots.aborted(),
+        snapshots_failed_check: stats.snapshots.failed_checks(),
     })
 }
 

@@ -46,6 +46,10 @@ pub struct Summary {
     pub snapshots_completed: u64,
     /// Snapshots aborted (timeout, unreachable peer, ...).
     pub snapshots_aborted: u64,
+    /// Aborted snapshots that failed the initiator's check before completion (a bug if
+    /// ever non-zero: the run fails).
+    #[serde(default)]
+    pub snapshots_failed_check: u64,
     /// Snapshots that neither completed nor aborted before the demo gave up waiting.
     pub snapshots_unfinished: u64,
     /// Initiations the runtime refused.
@@ -100,6 +104,7 @@ impl Summary {
     pub fn judge(&mut self) -> bool {
         self.passed = self.snapshots_consistent == self.snapshots_completed
             && self.invariant_violations == 0
+            && self.snapshots_failed_check == 0
             && self.duplicates_delivered == 0
             && self.snapshots_unfinished == 0
             && self.final_total == self.expected_total

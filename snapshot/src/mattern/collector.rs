@@ -1,5 +1,5 @@
 //! Initiator-side bookkeeping for one snapshot: the count matrix rows, the reports, and
-//! the assembly of the [`GlobalSnapshot`].
+//! the assembly and check of the [`GlobalSnapshot`].
 
 use std::collections::BTreeMap;
 
@@ -7,6 +7,7 @@ use shutter_transport::Time;
 use shutter_vclock::NodeId;
 
 use crate::global::{GlobalSnapshot, Timings};
+use crate::verify::{self, Inconsistency};
 use crate::wire::{ExpectedCount, LocalReport, SnapshotId};
 
 /// What the initiator gathers.
@@ -69,8 +70,47 @@ impl Collector {
             .collect()
     }
 
-    /// Builds the global snapshot; call only when every node reported.
-    pub(crate) fn assemble(self, id: SnapshotId, nodes: &[NodeId], now: Time) -> GlobalSnapshot {
+    /// Builds the global snapshot and checks it ([`verify::check_structure`], and no
+    /// channel holding more than its sender's row says it sent before its cut); call only
+    /// when every node reported. An error means the snapshot must not be reported
+    /// complete.
+    pub(crate) fn finish(
+        mut self,
+        id: SnapshotId,
+        nodes: &[NodeId],
+        now: Time,
+    ) -> Result<GlobalSnapshot, Inconsistency> {
+        let rows = std::mem::take(&mut self.rows);
+        let snap = self.assemble(id, nodes, now);
+        verify::check_structure(&snap)?;
+        // Chandy-Lamport collects no rows; Mattern has one from every node.
+        for (&from, (_, row)) in &rows {
+            for &(to, sent) in row {
+                let recorded = snap.channels.get(&(from, to)).map_or(0, Vec::len) as u64;
+                if recorded > sent {
+                    return Err(Inconsistency::TooManyRecorded {
+                        from,
+                        to,
+                        recorded,
+                        sent,
+                    });
+                }
+            }
+            for (&(f, to), msgs) in &snap.channels {
+                if f == from && !msgs.is_empty() && !row.iter().any(|(d, _)| *d == to) {
+                    return Err(Inconsistency::TooManyRecorded {
+                        from,
+                        to,
+                        recorded: msgs.len() as u64,
+                        sent: 0,
+                    });
+                }
+            }
+        }
+        Ok(snap)
+    }
+
+    fn assemble(self, id: SnapshotId, nodes: &[NodeId], now: Time) -> GlobalSnapshot {
         let mut snap = GlobalSnapshot {
             id,
             states: BTreeMap::new(),

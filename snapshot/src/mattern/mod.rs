@@ -74,6 +74,13 @@ pub struct EngineConfig {
     /// process restart or a restore), because sequence numbers restart with it. The
     /// runtime uses a clock-based value; a single run may keep the default 1.
     pub life: u64,
+    /// This node's own clock entry starts at least here. It must exceed every value of
+    /// that entry that any earlier life of this node used, so that vector times and
+    /// snapshot ids (`s` is the initiator's entry) never repeat across crashes: see
+    /// ARCHITECTURE.md, "Lives never reuse vector time". The runtime derives it from
+    /// the wall clock and the node's persisted reservation ([`crate::life`]); 0 for a
+    /// node's first life.
+    pub clock_floor: u64,
 }
 
 impl EngineConfig {
@@ -88,6 +95,7 @@ impl EngineConfig {
             remember_finished: 4096,
             max_channel_bytes: 64 << 20,
             life: 1,
+            clock_floor: 0,
         }
     }
 }
@@ -119,13 +127,16 @@ impl Engine {
     }
 
     /// An engine resuming from a restored snapshot: its clock starts at the node's cut
-    /// clock and message counts start at zero (every node restores together, so counts
-    /// agree). Re-delivered channel messages go through [`Engine::absorb`].
-    pub fn restored(cfg: EngineConfig, clock: VClock) -> Self {
+    /// clock, its own entry raised to [`EngineConfig::clock_floor`] (the events after the
+    /// cut were used by the life that took it), and message counts start at zero (every
+    /// node restores together, so counts agree). Re-delivered channel messages go through
+    /// [`Engine::absorb`].
+    pub fn restored(cfg: EngineConfig, mut clock: VClock) -> Self {
         let mut nodes = cfg.nodes.clone();
         nodes.push(cfg.me);
         nodes.sort_unstable();
         nodes.dedup();
+        raise_own_entry(&mut clock, cfg.me, cfg.clock_floor);
         Self {
             finished: Recent::new(cfg.remember_finished),
             cfg,
@@ -334,13 +345,24 @@ impl Engine {
         self.finished.insert(id);
         let others: Vec<NodeId> = self.others().collect();
         col.control_messages += others.len() as u64;
-        for to in others {
-            self.transmits.push_back((to, Control::Done { id }));
+        match col.finish(id, &self.nodes, now) {
+            Ok(snap) => {
+                for to in others {
+                    self.transmits.push_back((to, Control::Done { id }));
+                }
+                tracing::debug!(%id, control = snap.control_messages, "snapshot completed");
+                self.events
+                    .push_back(SnapshotEvent::Completed(Box::new(snap)));
+            }
+            Err(e) => {
+                tracing::error!(%id, error = %e, "assembled snapshot failed its check; aborting");
+                let reason = AbortReason {
+                    missing: e.nodes(),
+                    why: AbortWhy::FailedCheck,
+                };
+                self.announce_abort(id, reason, None);
+            }
         }
-        let snap = col.assemble(id, &self.nodes, now);
-        tracing::debug!(%id, control = snap.control_messages, "snapshot completed");
-        self.events
-            .push_back(SnapshotEvent::Completed(Box::new(snap)));
     }
 
     /// `from` declared its numbers up to `upto` resolved: channels may close now.
@@ -367,34 +389,40 @@ impl Engine {
         let had = self.active.remove(&id);
         let col = self.collecting.remove(&id);
         if id.initiator == self.me() {
-            if col.is_none() {
-                return;
+            if col.is_some() {
+                self.announce_abort(id, reason, told_by);
             }
-            let to: Vec<NodeId> = self.others().filter(|&n| Some(n) != told_by).collect();
-            for n in to {
-                self.transmits.push_back((
-                    n,
-                    Control::Abort {
-                        id,
-                        reason: reason.clone(),
-                    },
-                ));
-            }
-        } else {
-            let Some(p) = had else { return };
-            if p.reported && told_by.is_none() {
-                // Our part is done; the outcome is the initiator's call, drop quietly.
-                return;
-            }
-            if told_by != Some(id.initiator) {
-                self.transmits.push_back((
-                    id.initiator,
-                    Control::Abort {
-                        id,
-                        reason: reason.clone(),
-                    },
-                ));
-            }
+            return;
+        }
+        let Some(p) = had else { return };
+        if p.reported && told_by.is_none() {
+            // Our part is done; the outcome is the initiator's call, drop quietly.
+            return;
+        }
+        if told_by != Some(id.initiator) {
+            self.transmits.push_back((
+                id.initiator,
+                Control::Abort {
+                    id,
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        tracing::debug!(%id, %reason, "snapshot aborted");
+        self.events.push_back(SnapshotEvent::Aborted { id, reason });
+    }
+
+    /// Initiator: tells everyone except `told_by` that `id` is abandoned, and reports it.
+    fn announce_abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
+        let to: Vec<NodeId> = self.others().filter(|&n| Some(n) != told_by).collect();
+        for n in to {
+            self.transmits.push_back((
+                n,
+                Control::Abort {
+                    id,
+                    reason: reason.clone(),
+                },
+            ));
         }
         tracing::debug!(%id, %reason, "snapshot aborted");
         self.events.push_back(SnapshotEvent::Aborted { id, reason });
@@ -423,6 +451,13 @@ impl Engine {
         m.sort_unstable();
         m.dedup();
         m
+    }
+}
+
+/// Raises `me`'s entry of `clock` to at least `floor` (a new life's first value).
+pub(crate) fn raise_own_entry(clock: &mut VClock, me: NodeId, floor: u64) {
+    if clock.get(me) < floor {
+        clock.set(me, floor);
     }
 }
 

@@ -61,8 +61,10 @@ fn membership(cfg: &NodeConfig) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
 fn engine_config(cfg: &NodeConfig) -> EngineConfig {
     let mut e = EngineConfig::new(cfg.id, cfg.members());
     e.timeout = cfg.snapshot_timeout;
-    // Sequence numbers restart with every engine, so each needs a life above all before.
+    // Sequence numbers restart with every engine, so each needs a life above all before;
+    // and its own clock entry must start above everything earlier lives used.
     e.life = next_incarnation();
+    e.clock_floor = crate::life::clock_floor(Time(e.life));
     e
 }
 

@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::outbox::Outbox;
 use super::{NodeEvent, NodeStats, RuntimeError};
 use crate::engine::SnapshotEngine;
-use crate::global::{InitiateError, SnapshotEvent};
+use crate::global::{AbortWhy, InitiateError, SnapshotEvent};
 use crate::metrics::SnapshotMetrics;
 use crate::process::{Node, Process, encode_state};
 use crate::wire::{Envelope, SnapshotId};
@@ -326,6 +326,12 @@ where
         }
         while let Some(event) = self.node.poll_event() {
             self.metrics.observe(&event);
+            if let SnapshotEvent::Aborted { id, reason } = &event
+                && reason.why == AbortWhy::FailedCheck
+                && id.initiator == self.id
+            {
+                self.metrics.record_failed_check();
+            }
             if matches!(event, SnapshotEvent::LocalCut { .. }) {
                 // Our channels to every peer close only once our pre-cut messages arrive:
                 // resend what is in flight now rather than wait for loss detection.
