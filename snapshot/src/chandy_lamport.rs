@@ -354,6 +354,9 @@ impl SnapshotEngine for Engine {
         let me = self.cfg.me;
         match control {
             ClControl::Marker { id } => match self.active.get_mut(&id) {
+                // A marker of a snapshot this node started in an earlier life (before a
+                // crash): not ours to record again.
+                None if id.initiator == me => {}
                 None => {
                     let s = state();
                     self.record(now, id, s, Some(from));

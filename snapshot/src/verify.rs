@@ -108,20 +108,6 @@ pub enum Inconsistency {
         /// `ts[from]` of the message recorded twice.
         event: u64,
     },
-    /// A channel holds more pre-cut messages than its sender had sent on it at its cut.
-    #[error(
-        "channel {from}->{to} holds {recorded} messages, but {from} had sent {sent} at its cut"
-    )]
-    TooManyRecorded {
-        /// Sender.
-        from: NodeId,
-        /// Receiver.
-        to: NodeId,
-        /// Messages in the channel state.
-        recorded: u64,
-        /// Messages the sender had sent on the channel at its cut (its row of counts).
-        sent: u64,
-    },
     /// An application invariant failed.
     #[error("invariant {name} violated: {detail}")]
     Invariant {
@@ -147,8 +133,7 @@ impl Inconsistency {
             Inconsistency::UnknownNode { from, to }
             | Inconsistency::PostCutMessage { from, to, .. }
             | Inconsistency::NotPreCut { from, to, .. }
-            | Inconsistency::Duplicate { from, to, .. }
-            | Inconsistency::TooManyRecorded { from, to, .. } => vec![from, to],
+            | Inconsistency::Duplicate { from, to, .. } => vec![from, to],
             Inconsistency::Invariant { .. } => Vec::new(),
         };
         v.sort_unstable();

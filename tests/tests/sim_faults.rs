@@ -172,6 +172,61 @@ fn snapshots_after_transport_restarts_complete() {
 }
 
 #[test]
+fn real_crashes_abort_what_they_overlap_and_later_snapshots_complete() {
+    // A crash loses the node's bank, engine (vector clock included) and transport; it
+    // comes back as a new process. Snapshots overlapping it abort naming it; snapshots
+    // through the new process and through the others afterwards complete and pass every
+    // check, with the money the crash destroyed and created accounted for.
+    let mut after = 0;
+    for seed in 0..8 {
+        let mut sc = base(seed);
+        sc.faults = shutter_transport::faults::LinkFaults::lossy(0.1);
+        let victim = (seed % 4) as u32;
+        sc.crashes.push(Crash {
+            node: victim,
+            at_ms: 300 + seed * 37,
+            down_ms: 50 + seed * 20,
+            kind: CrashKind::Crash,
+        });
+        // One right at the crash, then through the victim and every other node.
+        sc.initiations = vec![(victim, 300 + seed * 37), (victim, 1200), (0, 1500)];
+        sc.initiations
+            .extend((0..4).map(|k| (k, 1800 + u64::from(k) * 250)));
+        sc.initiations.sort_by_key(|&(k, t)| (t, k));
+        let out = run(&sc, Algorithm::Mattern);
+        assert_passed(&out, &sc);
+        assert_eq!(out.crashes, 1, "{sc}");
+        assert_eq!(out.failed_checks, 0);
+        // The new process's ids lie above everything its first life used.
+        let back = shutter_transport::Time((300 + seed * 37 + 50 + seed * 20) * 1000);
+        let floor = shutter_snapshot::life::clock_floor(back);
+        assert!(
+            out.completed_ids
+                .iter()
+                .any(|id| id.initiator == NodeId(victim) && id.s >= floor),
+            "seed {seed}: no snapshot of the restarted node completed\n{sc}\naborts: {:?}",
+            out.aborts
+        );
+        for (id, aborts) in &out.aborts {
+            for (n, reason) in aborts {
+                assert!(
+                    !reason.missing.is_empty(),
+                    "{id} at {n}: {reason} names nobody"
+                );
+            }
+        }
+        // Everything initiated after the node is back (six snapshots) completes.
+        assert!(
+            out.completed >= 6,
+            "seed {seed}: snapshots after the crash did not complete\n{sc}\naborts: {:?}",
+            out.aborts
+        );
+        after += out.completed;
+    }
+    assert!(after >= 48);
+}
+
+#[test]
 fn same_scenario_same_outcome() {
     for seed in [3, 42, 157] {
         let sc = Scenario::random(seed);

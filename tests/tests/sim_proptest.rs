@@ -29,18 +29,18 @@ fn partition(nodes: usize) -> impl Strategy<Value = Partition> {
 }
 
 fn crash(nodes: usize) -> impl Strategy<Value = Crash> {
-    (0..nodes as u32, 100..500u64, 20..400u64, any::<bool>()).prop_map(
-        |(node, at_ms, down_ms, restart)| Crash {
+    (0..nodes as u32, 100..500u64, 20..400u64, 0..3u8).prop_map(|(node, at_ms, down_ms, kind)| {
+        Crash {
             node,
             at_ms,
             down_ms,
-            kind: if restart {
-                CrashKind::Restart
-            } else {
-                CrashKind::Pause
+            kind: match kind {
+                0 => CrashKind::Pause,
+                1 => CrashKind::Restart,
+                _ => CrashKind::Crash,
             },
-        },
-    )
+        }
+    })
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {

@@ -115,3 +115,52 @@ fn exchange_one_way_until_data(a: &mut Core, b: &mut Core, now: Time) -> usize {
     }
     delivered
 }
+
+/// Found once the simulator modelled real crashes (`CrashKind::Crash`: the bank, the
+/// engine with its vector clock and the transport are all lost, a new process comes
+/// back): `sim_swarm` seed 7 (`SHUTTER_SIM_SEED=7 SHUTTER_SIM_SEEDS=1 cargo test -p
+/// shutter-tests --test sim_swarm -- --nocapture`), six nodes with loss, duplication,
+/// corruption, a partition and a crash of n3.
+///
+/// A restarted process counted its own clock entry from 0 again, so its new events
+/// looked like old ones to every node that had seen its earlier life: completed
+/// snapshots had inconsistent cuts and channel states holding messages "never sent",
+/// two sends shared an identity, and an initiator's own check refused what it had
+/// assembled. Fixed in the engine: every life starts its entry at a floor derived from
+/// the wall clock (`shutter_snapshot::life`). The same run without floors must still
+/// fail, so this test keeps proving it exercises the bug.
+#[test]
+fn a_crashed_node_never_reuses_vector_time() {
+    use shutter_tests::sim::{Algorithm, CrashKind, Options, Scenario, run, run_with};
+
+    let sc = Scenario::random(7);
+    assert!(
+        sc.crashes.iter().any(|c| c.kind == CrashKind::Crash),
+        "seed 7 must still draw a real crash: {sc}"
+    );
+    let out = run(&sc, Algorithm::Mattern);
+    assert!(out.passed(), "{sc}: {:#?}", out.violations);
+    assert!(out.completed > 0, "{sc}: nothing completed");
+    assert_eq!(out.failed_checks, 0);
+
+    let without = run_with(
+        &sc,
+        Algorithm::Mattern,
+        Options {
+            clock_floors: false,
+        },
+    );
+    assert!(
+        !without.passed(),
+        "without clock floors the crash must break snapshots; the scenario no longer \
+         exercises the bug: {sc}"
+    );
+    assert!(
+        without
+            .violations
+            .iter()
+            .any(|v| v.contains("inconsistent cut")),
+        "{:#?}",
+        without.violations
+    );
+}

@@ -204,7 +204,10 @@ impl Engine {
             .iter()
             .copied()
             .filter(|id| {
-                !self.active.contains_key(id)
+                // A node joins its own snapshots only by initiating them: one it does not
+                // know was started by an earlier life of this node, before a crash.
+                id.initiator != self.cfg.me
+                    && !self.active.contains_key(id)
                     && !self.finished.contains(id)
                     && self.is_member(id.initiator)
             })

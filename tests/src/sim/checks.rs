@@ -11,7 +11,8 @@
 //! * at the end of a run ([`check_end`]): every initiated snapshot has exactly one outcome
 //!   at its initiator, none is both completed and aborted anywhere, abort reasons name
 //!   missing members; every message was delivered exactly once unless a transport
-//!   restart of its sender or receiver excuses its loss; money is conserved; engines and
+//!   restart of its sender or receiver excuses its loss; money is conserved (up to what
+//!   real crashes destroyed and their next lives opened with); engines and
 //!   transports hold no leftover state (memory bound).
 
 use std::collections::BTreeMap;
@@ -35,6 +36,9 @@ pub fn check_snapshot(oracle: &Oracle, snap: &GlobalSnapshot, nodes: &[NodeId]) 
         return v;
     }
     let mut marks = BTreeMap::new();
+    // The bank's total at this cut: the opening money, changed by every real crash a
+    // node went through before its cut (its money died, its next life opened afresh).
+    let mut total = nodes.len() as i128 * i128::from(super::node::INITIAL_BALANCE);
     for &n in nodes {
         let Some(cut) = oracle.cuts.get(&(id, n)) else {
             v.push(format!("snapshot {id}: {n} never took a local cut"));
@@ -51,6 +55,7 @@ pub fn check_snapshot(oracle: &Oracle, snap: &GlobalSnapshot, nodes: &[NodeId]) 
             ));
         }
         marks.insert(n, &cut.mark);
+        total += oracle.crash_money(n, cut.life);
     }
     // Ground-truth consistency: nothing received before a cut was sent after one.
     for (key, recs) in &oracle.deliveries {
@@ -93,7 +98,7 @@ pub fn check_snapshot(oracle: &Oracle, snap: &GlobalSnapshot, nodes: &[NodeId]) 
             expected.entry((key.from, sent.to)).or_default().push(*key);
         }
     }
-    let total = nodes.len() as u64 * super::node::INITIAL_BALANCE - lost_before_cut;
+    let total = u64::try_from(total - i128::from(lost_before_cut)).unwrap_or(0);
     if let Err(e) = verify::check_all(snap, &[&BankInvariant { total }]) {
         v.push(format!("snapshot {id}: verify: {e}"));
     }
@@ -160,13 +165,17 @@ pub struct NodeEnd {
 pub fn check_end(oracle: &Oracle, nodes: &[NodeEnd]) -> Vec<String> {
     let mut v = Vec::new();
     let members: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
-    for &id in oracle.initiated.keys() {
+    for (&id, &at) in &oracle.initiated {
         let done = oracle.completed.contains_key(&id);
         let aborted_by_initiator = oracle
             .aborted
             .get(&id)
             .is_some_and(|a| a.iter().any(|(n, _)| *n == id.initiator));
-        if done == aborted_by_initiator {
+        // An initiator that really crashed takes the snapshots it was collecting with it:
+        // no verdict at all is then the right outcome (the participants time out).
+        let died_collecting =
+            !done && !aborted_by_initiator && oracle.really_crashed_since(id.initiator, at);
+        if done == aborted_by_initiator && !died_collecting {
             v.push(format!(
                 "snapshot {id}: completed={done}, aborted at initiator={aborted_by_initiator}: \
                  must be exactly one"
@@ -206,10 +215,15 @@ pub fn check_end(oracle: &Oracle, nodes: &[NodeEnd]) -> Vec<String> {
         }
     }
     let balances: u64 = nodes.iter().map(|n| n.balance).sum();
-    let total = nodes.len() as u64 * super::node::INITIAL_BALANCE;
-    if balances + lost_money != total {
+    let opening = nodes.len() as i128 * i128::from(super::node::INITIAL_BALANCE);
+    let crashes: i128 = members
+        .iter()
+        .map(|&n| oracle.crash_money(n, u32::MAX))
+        .sum();
+    if i128::from(balances) + i128::from(lost_money) != opening + crashes {
         v.push(format!(
-            "money not conserved: balances {balances} + lost to restarts {lost_money} != {total}"
+            "money not conserved: balances {balances} + lost to restarts {lost_money} != \
+             opening {opening} + created/destroyed by crashes {crashes}"
         ));
     }
     for n in nodes {

@@ -61,6 +61,9 @@ pub struct Outcome {
     pub completed: u64,
     /// Snapshots aborted at their initiator.
     pub aborted: u64,
+    /// Of those, snapshots the initiator's own check refused (`AbortWhy::FailedCheck`;
+    /// each is also a violation).
+    pub failed_checks: u64,
     /// Scheduled initiations refused by the engine (too many running).
     pub initiations_refused: u64,
     /// Scheduled initiations skipped because the initiator was down.
@@ -95,15 +98,37 @@ impl Outcome {
 /// Default bound on simulation steps; a run needing more is reported as a livelock.
 pub const MAX_STEPS: u64 = 3_000_000;
 
+/// How the simulator builds nodes; [`Options::default`] is what production does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Start every life's own clock entry at its floor (`shutter_snapshot::life`). Off
+    /// only to show what the checks find when a crashed node reuses vector time, as
+    /// every node did before lives had floors.
+    pub clock_floors: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { clock_floors: true }
+    }
+}
+
 /// Runs `scenario` with `algorithm` to quiescence and checks it.
 pub fn run(scenario: &Scenario, algorithm: Algorithm) -> Outcome {
+    run_with(scenario, algorithm, Options::default())
+}
+
+/// [`run`] with non-default [`Options`].
+pub fn run_with(scenario: &Scenario, algorithm: Algorithm, opts: Options) -> Outcome {
     match algorithm {
-        Algorithm::Mattern => world::World::<mattern::Engine>::new(scenario, false).run(MAX_STEPS),
+        Algorithm::Mattern => {
+            world::World::<mattern::Engine>::new(scenario, false, opts).run(MAX_STEPS)
+        }
         Algorithm::ChandyLamportOrdered => {
-            world::World::<chandy_lamport::Engine>::new(scenario, true).run(MAX_STEPS)
+            world::World::<chandy_lamport::Engine>::new(scenario, true, opts).run(MAX_STEPS)
         }
         Algorithm::ChandyLamportUnordered => {
-            world::World::<chandy_lamport::Engine>::new(scenario, false).run(MAX_STEPS)
+            world::World::<chandy_lamport::Engine>::new(scenario, false, opts).run(MAX_STEPS)
         }
     }
 }

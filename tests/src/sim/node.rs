@@ -4,6 +4,8 @@
 //! The bank is wrapped in [`SimApp`], which counts its sends and deliveries and, every time
 //! the engine asks for the local state, remembers those counts: that is the ground truth
 //! of where the cut lies in the process's own history, independent of any vector clock.
+//! The counts are the observer's, not the application's: they run on across a real crash
+//! ([`SimNode::crash_restart`]), which rebuilds the bank, the engine and the transport.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
@@ -14,6 +16,7 @@ use serde::de::DeserializeOwned;
 use shutter_snapshot::SnapshotEngine;
 use shutter_snapshot::bank::{Bank, BankConfig, BankState};
 use shutter_snapshot::chandy_lamport;
+use shutter_snapshot::life;
 use shutter_snapshot::mattern::{self, EngineConfig};
 use shutter_snapshot::process::{Context, Node, Process};
 use shutter_transport::Time;
@@ -50,6 +53,12 @@ pub struct SimApp {
 impl SimApp {
     /// A bank node `me` seeded from `seed`.
     pub fn new(me: NodeId, seed: u64) -> SimApp {
+        Self::continuing(me, seed, 0, 0)
+    }
+
+    /// A fresh bank `me` (opening balance) whose observer counts continue from `sent`
+    /// and `delivered`: the next life of a crashed node.
+    pub fn continuing(me: NodeId, seed: u64, sent: u64, delivered: u64) -> SimApp {
         let cfg = BankConfig {
             seed,
             initial: INITIAL_BALANCE,
@@ -58,8 +67,8 @@ impl SimApp {
         };
         SimApp {
             bank: Bank::new(me, cfg),
-            sent: 0,
-            delivered: 0,
+            sent,
+            delivered,
             mark: RefCell::new(None),
         }
     }
@@ -161,6 +170,8 @@ pub enum Status {
     Paused(Time),
     /// Transport down until the given time; it restarts with a new incarnation.
     Down(Time),
+    /// Crashed (all memory lost) until the given time; it comes back as a new process.
+    Crashed(Time),
 }
 
 /// Transport settings of the simulation (short timers so runs stay short).
@@ -182,11 +193,16 @@ pub fn transport_config(me: NodeId, incarnation: u64, ordered: bool) -> Config {
     }
 }
 
-/// Snapshot engine settings of the simulation.
-pub fn engine_config(me: NodeId, nodes: Vec<NodeId>) -> EngineConfig {
+/// Snapshot engine settings of the simulation for a life started at `start` (virtual
+/// time; the first life starts at zero): the life number and the clock floor come from
+/// the start time as in the runtime (`shutter_snapshot::life`).
+/// Without `floors` every life's clock starts at zero, as before lives had floors.
+pub fn engine_config(me: NodeId, nodes: Vec<NodeId>, start: Time, floors: bool) -> EngineConfig {
     EngineConfig {
         timeout: Duration::from_millis(1500),
         max_active: 4,
+        life: start.as_micros() + 1,
+        clock_floor: if floors { life::clock_floor(start) } else { 0 },
         ..EngineConfig::new(me, nodes)
     }
 }
@@ -213,15 +229,20 @@ where
     pub max_backlog: usize,
     ordered: bool,
     peers: Vec<NodeId>,
+    nodes: Vec<NodeId>,
+    seed: u64,
+    floors: bool,
+    /// Real crashes so far (the number of this node's current life, from 0).
+    pub lives: u32,
 }
 
 impl<E: SimEngine> SimNode<E>
 where
     E::Control: Serialize + DeserializeOwned,
 {
-    /// Node `me` of `nodes`, transport incarnation 1.
-    pub fn new(me: NodeId, nodes: &[NodeId], seed: u64, ordered: bool) -> Self {
-        let engine = E::build(engine_config(me, nodes.to_vec()));
+    /// Node `me` of `nodes`, transport incarnation 1; `floors`: see [`engine_config`].
+    pub fn new(me: NodeId, nodes: &[NodeId], seed: u64, ordered: bool, floors: bool) -> Self {
+        let engine = E::build(engine_config(me, nodes.to_vec(), Time::ZERO, floors));
         let node = Node::new(SimApp::new(me, seed), engine, nodes);
         let peers: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != me).collect();
         SimNode {
@@ -234,7 +255,29 @@ where
             max_backlog: 0,
             ordered,
             peers,
+            nodes: nodes.to_vec(),
+            seed,
+            floors,
+            lives: 0,
         }
+    }
+
+    /// A real crash and restart at `now`: the bank, the engine (vector clock included),
+    /// the transport and the backlog are replaced by new ones, as a process started
+    /// again after `kill -9` would build them. Only the observer's counts carry over.
+    /// The caller starts the new process (`Node::start`).
+    pub fn crash_restart(&mut self, now: Time) {
+        self.lives += 1;
+        let (sent, delivered) = {
+            let app = self.node.process();
+            (app.sent(), app.delivered())
+        };
+        // A new process draws new transfers.
+        let seed = self.seed ^ u64::from(self.lives).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let app = SimApp::continuing(self.id, seed, sent, delivered);
+        let engine = E::build(engine_config(self.id, self.nodes.clone(), now, self.floors));
+        self.node = Node::new(app, engine, &self.nodes);
+        self.restart_transport();
     }
 
     fn fresh_core(me: NodeId, incarnation: u64, peers: &[NodeId], ordered: bool) -> Core {

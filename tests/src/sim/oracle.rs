@@ -56,6 +56,8 @@ pub struct CutRec {
     pub clock: VClock,
     /// Virtual time.
     pub at: Time,
+    /// The node's life at the cut: how many real crashes it had been through.
+    pub life: u32,
 }
 
 /// The log.
@@ -67,8 +69,15 @@ pub struct Oracle {
     pub deliveries: BTreeMap<MsgKey, Vec<Received>>,
     /// Every local cut, by snapshot and node.
     pub cuts: BTreeMap<(SnapshotId, NodeId), CutRec>,
-    /// Transport outages `(down, up)` per node.
+    /// Transport outages `(down, up)` per node (transport restarts and real crashes).
     pub restarts: BTreeMap<NodeId, Vec<(Time, Time)>>,
+    /// Real crashes per node, in order: `(when, balance the dead process held, opening
+    /// balance of the next life)`. The first is destroyed money, the second created.
+    pub crashes: BTreeMap<NodeId, Vec<(Time, u64, u64)>>,
+    /// Aborts emitted by a later life of a node than the one that took its cut (a new
+    /// process that joined a snapshot its dead predecessor had joined: its verdict is
+    /// about a part that is not the one the snapshot holds, so it decides nothing).
+    pub later_life_aborts: Vec<(SnapshotId, NodeId)>,
     /// Snapshots started, with the initiation time.
     pub initiated: BTreeMap<SnapshotId, Time>,
     /// Snapshots completed (at the initiator).
@@ -142,6 +151,33 @@ impl Oracle {
             self.violations
                 .push(format!("{key:?} delivered {count} times"));
         }
+    }
+
+    /// Logs a real crash of `node`, whose process held `held` and whose next life opens
+    /// with `fresh`.
+    pub fn crash(&mut self, node: NodeId, at: Time, held: u64, fresh: u64) {
+        self.crashes
+            .entry(node)
+            .or_default()
+            .push((at, held, fresh));
+    }
+
+    /// True if `node` crashed for real (all memory lost) at or after `t`.
+    pub fn really_crashed_since(&self, node: NodeId, t: Time) -> bool {
+        self.crashes
+            .get(&node)
+            .is_some_and(|c| c.iter().any(|&(at, _, _)| at >= t))
+    }
+
+    /// Money created minus money destroyed by the first `lives` real crashes of `node`
+    /// (all of them with `u32::MAX`).
+    pub fn crash_money(&self, node: NodeId, lives: u32) -> i128 {
+        self.crashes.get(&node).map_or(0, |c| {
+            c.iter()
+                .take(lives as usize)
+                .map(|&(_, held, fresh)| i128::from(fresh) - i128::from(held))
+                .sum()
+        })
     }
 
     /// Sends counted by the simulator for `node`.

@@ -22,6 +22,13 @@ pub enum CrashKind {
     /// (bank) and the snapshot engine keep their state, as a process whose network stack
     /// was reset would. Messages in flight at the crash may be lost for good.
     Restart,
+    /// A real crash (kill -9, power loss): everything in the node's memory is gone, the
+    /// bank, the snapshot engine with its vector clock, the transport and the backlog.
+    /// It comes back as a new process: a fresh bank with the opening balance (the money
+    /// it held is gone; the checks account for it), a new engine life and a new
+    /// transport incarnation. Nothing it needs is on disk (see
+    /// `shutter_snapshot::life`), so the disk may be lost with it.
+    Crash,
 }
 
 /// One crash of one node.
@@ -131,10 +138,10 @@ impl Scenario {
                     node: r.random_range(0..nodes as u32),
                     at_ms,
                     down_ms: r.random_range(20..=(traffic_ms - at_ms - 50).min(1500)),
-                    kind: if r.random_bool(0.5) {
-                        CrashKind::Pause
-                    } else {
-                        CrashKind::Restart
+                    kind: match r.random_range(0..3) {
+                        0 => CrashKind::Pause,
+                        1 => CrashKind::Restart,
+                        _ => CrashKind::Crash,
                     },
                 });
             }
@@ -205,6 +212,9 @@ impl Scenario {
         }
         if self.crashes.iter().any(|c| c.kind == CrashKind::Restart) {
             k.push("restart");
+        }
+        if self.crashes.iter().any(|c| c.kind == CrashKind::Crash) {
+            k.push("crash");
         }
         k
     }

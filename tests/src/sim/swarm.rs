@@ -39,6 +39,8 @@ pub struct Coverage {
     pub completed: u64,
     /// Aborted snapshots.
     pub aborted: u64,
+    /// Snapshots the initiator's own check refused (must stay 0).
+    pub failed_checks: u64,
     /// Channel messages checked against the oracle.
     pub recorded_messages: u64,
     /// Application messages sent.
@@ -65,6 +67,7 @@ impl Coverage {
         self.initiated += out.initiated;
         self.completed += out.completed;
         self.aborted += out.aborted;
+        self.failed_checks += out.failed_checks;
         self.recorded_messages += out.recorded_messages;
         self.app_messages += out.app_messages;
         self.datagrams += out.faults.datagrams;
@@ -92,12 +95,13 @@ impl fmt::Display for Coverage {
         write!(
             f,
             "seeds={} failed={} snapshots: initiated={} completed={} aborted={} \
-             channel-msgs-checked={} app-msgs={} datagrams={} crashes={} | faults:",
+             failed-checks={} channel-msgs-checked={} app-msgs={} datagrams={} crashes={} | faults:",
             self.seeds,
             self.failed.len(),
             self.initiated,
             self.completed,
             self.aborted,
+            self.failed_checks,
             self.recorded_messages,
             self.app_messages,
             self.datagrams,

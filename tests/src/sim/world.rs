@@ -9,17 +9,17 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shutter_snapshot::{Envelope, GlobalSnapshot, SnapshotEvent};
+use shutter_snapshot::{AbortWhy, Envelope, GlobalSnapshot, SnapshotEvent};
 use shutter_transport::Time;
 use shutter_transport::core::Event;
 use shutter_transport::faults::{Delivery, FaultPlan, Faults};
 use shutter_vclock::NodeId;
 
-use super::Outcome;
 use super::checks::{NodeEnd, check_end, check_snapshot};
-use super::node::{SimEngine, SimNode, Status};
+use super::node::{INITIAL_BALANCE, SimEngine, SimNode, Status};
 use super::oracle::{CutRec, MsgKey, Oracle};
 use super::scenario::{CrashKind, Scenario};
+use super::{Options, Outcome};
 
 /// Virtual time allowed after the traffic stops for everything to settle.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -59,11 +59,11 @@ impl<'a, E: SimEngine> World<'a, E>
 where
     E::Control: Serialize + DeserializeOwned,
 {
-    pub(super) fn new(sc: &'a Scenario, ordered: bool) -> Self {
+    pub(super) fn new(sc: &'a Scenario, ordered: bool, opts: Options) -> Self {
         let ids = sc.node_ids();
         let nodes = ids
             .iter()
-            .map(|&id| SimNode::new(id, &ids, sc.seed, ordered))
+            .map(|&id| SimNode::new(id, &ids, sc.seed, ordered, opts.clock_floors))
             .collect();
         let plan = FaultPlan {
             seed: sc.seed,
@@ -187,7 +187,9 @@ where
                         consider(Some(n.next_tick));
                     }
                 }
-                Status::Paused(until) | Status::Down(until) => consider(Some(until)),
+                Status::Paused(until) | Status::Down(until) | Status::Crashed(until) => {
+                    consider(Some(until))
+                }
             }
         }
         t
@@ -204,34 +206,51 @@ where
                 continue;
             }
             self.out.crashes += 1;
+            let id = self.nodes[i].id;
+            if kind != CrashKind::Pause {
+                self.oracle
+                    .restarts
+                    .entry(id)
+                    .or_default()
+                    .push((at, until));
+            }
             self.nodes[i].status = match kind {
                 CrashKind::Pause => Status::Paused(until),
-                CrashKind::Restart => {
-                    let id = self.nodes[i].id;
-                    self.oracle
-                        .restarts
-                        .entry(id)
-                        .or_default()
-                        .push((at, until));
-                    Status::Down(until)
+                CrashKind::Restart => Status::Down(until),
+                CrashKind::Crash => {
+                    // The money this process held dies with it; its next life opens
+                    // with a fresh balance.
+                    let held = self.nodes[i].node.process().balance();
+                    self.oracle.crash(id, at, held, INITIAL_BALANCE);
+                    Status::Crashed(until)
                 }
             };
         }
         for i in 0..self.nodes.len() {
             match self.nodes[i].status {
-                Status::Paused(t) | Status::Down(t) if t <= now => {
-                    if matches!(self.nodes[i].status, Status::Down(_)) {
-                        self.nodes[i].restart_transport();
-                        let me = self.nodes[i].id;
+                Status::Paused(t) | Status::Down(t) | Status::Crashed(t) if t <= now => {
+                    let me = self.nodes[i].id;
+                    match self.nodes[i].status {
+                        Status::Down(_) => {
+                            self.nodes[i].restart_transport();
+                            // Every session ended: tell each peer what it will never get.
+                            for &peer in &self.ids {
+                                if peer != me {
+                                    self.nodes[i].node.link_reset(now, peer);
+                                }
+                            }
+                        }
+                        Status::Crashed(_) => {
+                            // A new process: nothing of the old one's memory survives.
+                            self.nodes[i].crash_restart(now);
+                            self.nodes[i].node.start(now);
+                        }
+                        _ => {}
+                    }
+                    if !matches!(self.nodes[i].status, Status::Paused(_)) {
                         self.oracle
                             .in_transport
                             .retain(|(from, _, _), _| *from != me);
-                        // Every session ended: tell each peer what it will never get.
-                        for &peer in &self.ids {
-                            if peer != me {
-                                self.nodes[i].node.link_reset(now, peer);
-                            }
-                        }
                     }
                     let n = &mut self.nodes[i];
                     n.status = Status::Up;
@@ -416,11 +435,24 @@ where
                     };
                     // Like the runtime: hurry what is in flight once channels wait on it.
                     self.nodes[i].core.expedite(now);
-                    let rec = CutRec { mark, clock, at };
-                    if self.oracle.cuts.insert((id, me), rec).is_some() {
-                        self.out
+                    let rec = CutRec {
+                        mark,
+                        clock,
+                        at,
+                        life: self.nodes[i].lives,
+                    };
+                    match self.oracle.cuts.get(&(id, me)) {
+                        None => {
+                            self.oracle.cuts.insert((id, me), rec);
+                        }
+                        // A new process cannot know its dead predecessor joined: its cut
+                        // is refused by the initiator (which aborts on the restart unless
+                        // the first cut's report is in). The first cut stays the record.
+                        Some(first) if first.life < rec.life => {}
+                        Some(_) => self
+                            .out
                             .violations
-                            .push(format!("snapshot {id}: {me} took two local cuts"));
+                            .push(format!("snapshot {id}: {me} took two local cuts")),
                     }
                 }
                 SnapshotEvent::Completed(snap) => {
@@ -436,6 +468,24 @@ where
                 SnapshotEvent::Aborted { id, reason } => {
                     if id.initiator == me {
                         self.out.aborted += 1;
+                        // The engine's own check refused what it assembled: with lives
+                        // that never reuse vector time this must never happen.
+                        if reason.why == AbortWhy::FailedCheck {
+                            self.out.failed_checks += 1;
+                            self.out.violations.push(format!(
+                                "snapshot {id}: the initiator's check refused it ({reason})"
+                            ));
+                        }
+                    }
+                    let life = self.nodes[i].lives;
+                    if self
+                        .oracle
+                        .cuts
+                        .get(&(id, me))
+                        .is_some_and(|c| c.life < life)
+                    {
+                        self.oracle.later_life_aborts.push((id, me));
+                        continue;
                     }
                     self.oracle
                         .aborted
