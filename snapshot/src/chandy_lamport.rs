@@ -170,6 +170,9 @@ impl Engine {
             cut: p.cut.clone(),
             cut_at: p.cut_at,
             channels: std::mem::take(&mut p.closed).into_iter().collect(),
+            // Chandy-Lamport has no lives: it does not survive restarts.
+            life: 0,
+            seen: Vec::new(),
         };
         if id.initiator == self.cfg.me {
             self.on_report(now, self.cfg.me, report);
@@ -201,14 +204,7 @@ impl Engine {
                 self.events
                     .push_back(SnapshotEvent::Completed(Box::new(snap)));
             }
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "assembled snapshot failed its check; aborting");
-                let reason = AbortReason {
-                    missing: e.nodes(),
-                    why: AbortWhy::FailedCheck,
-                };
-                self.announce_abort(id, reason, None);
-            }
+            Err(reason) => self.announce_abort(id, reason, None),
         }
     }
 

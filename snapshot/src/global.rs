@@ -78,6 +78,9 @@ pub enum AbortWhy {
     Unreachable(NodeId),
     /// Recorded channel state exceeded the configured byte limit.
     ChannelStateTooLarge,
+    /// This node crashed and came back as a new process while the snapshot ran: the
+    /// parts of its two lives cannot make one cut.
+    Restarted(NodeId),
     /// The assembled snapshot failed the initiator's check
     /// ([`crate::verify::check_structure`]) and was not reported complete; the reason's
     /// `missing` names the nodes the failed check names. Never expected: counted, so a
@@ -91,6 +94,7 @@ impl fmt::Display for AbortWhy {
             AbortWhy::Timeout => f.write_str("timed out"),
             AbortWhy::Unreachable(n) => write!(f, "{n} unreachable"),
             AbortWhy::ChannelStateTooLarge => f.write_str("channel state too large"),
+            AbortWhy::Restarted(n) => write!(f, "{n} restarted during the snapshot"),
             AbortWhy::FailedCheck => f.write_str("failed its consistency check"),
         }
     }

@@ -76,6 +76,15 @@ pub struct LocalReport {
     pub cut_at: Time,
     /// Channel states of the incoming channels, by sender; empty channels may be omitted.
     pub channels: Vec<(NodeId, Vec<RecordedMessage>)>,
+    /// The reporting engine's life (0 from engines without lives): must be the life
+    /// whose row of counts the initiator holds.
+    pub life: u64,
+    /// `(sender, newest life of it this node had received from)` when it reported. A
+    /// life newer than the one that took the sender's cut means the sender crashed
+    /// during the snapshot and its new process, which knows nothing of the snapshot,
+    /// reached this node: its messages look pre-cut and would be recorded or delivered
+    /// before the cut, so the initiator aborts.
+    pub seen: Vec<(NodeId, u64)>,
 }
 
 /// One entry of a participant's column: `(sender, sender's engine life, pre-cut

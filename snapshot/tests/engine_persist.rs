@@ -90,8 +90,8 @@ fn damaged_files_give_specific_errors() {
     assert!(matches!(
         e,
         PersistError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     ));
     // Trailing garbage.

@@ -203,10 +203,36 @@ impl FromIterator<(NodeId, u64)> for VClock {
     }
 }
 
+/// Wire form: an empty sequence for the zero clock; otherwise a sequence of `1 + len`
+/// varints, a *base* (the smallest non-zero entry minus one) followed by every entry as
+/// `entry - base`, or 0 for a zero entry.
+///
+/// Why the base: a node's own entry starts each life at a floor derived from the wall
+/// clock (see `shutter_snapshot::life`), so live entries sit near `2^55` and take 8
+/// bytes each as plain varints. Nodes started around the same time have floors close to
+/// each other, so the offsets above the smallest take 1-4 bytes; the base costs one
+/// varint per clock. A clock of small counters pays one byte for its base of 0.
 impl Serialize for VClock {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // A sequence of u64: postcard writes a varint length then one varint per entry.
-        self.entries.serialize(s)
+        use serde::ser::SerializeSeq;
+        if self.entries.is_empty() {
+            return s.serialize_seq(Some(0))?.end();
+        }
+        // Not empty and trimmed, so a non-zero entry exists.
+        let base = self
+            .entries
+            .iter()
+            .copied()
+            .filter(|&v| v > 0)
+            .min()
+            .unwrap_or(1)
+            - 1;
+        let mut seq = s.serialize_seq(Some(self.entries.len() + 1))?;
+        seq.serialize_element(&base)?;
+        for &v in &self.entries {
+            seq.serialize_element(&if v == 0 { 0 } else { v - base })?;
+        }
+        seq.end()
     }
 }
 
@@ -216,18 +242,27 @@ impl<'de> Deserialize<'de> for VClock {
         impl<'de> Visitor<'de> for V {
             type Value = VClock;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a sequence of at most {MAX_NODES} counters")
+                write!(f, "a base and at most {MAX_NODES} counter offsets")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VClock, A::Error> {
                 let hint = seq.size_hint().unwrap_or(0);
-                if hint > MAX_NODES {
+                if hint > MAX_NODES + 1 {
                     return Err(serde::de::Error::invalid_length(hint, &self));
                 }
-                let mut entries = Vec::with_capacity(hint);
-                while let Some(v) = seq.next_element::<u64>()? {
+                let Some(base) = seq.next_element::<u64>()? else {
+                    return Ok(VClock::new());
+                };
+                let mut entries = Vec::with_capacity(hint.saturating_sub(1));
+                while let Some(off) = seq.next_element::<u64>()? {
                     if entries.len() == MAX_NODES {
-                        return Err(serde::de::Error::invalid_length(MAX_NODES + 1, &self));
+                        return Err(serde::de::Error::invalid_length(MAX_NODES + 2, &self));
                     }
+                    let v = match off {
+                        0 => 0,
+                        off => base
+                            .checked_add(off)
+                            .ok_or_else(|| serde::de::Error::custom("clock entry overflows u64"))?,
+                    };
                     entries.push(v);
                 }
                 Ok(VClock::from_entries(entries))

@@ -111,23 +111,40 @@ proptest! {
 }
 
 #[test]
-fn postcard_uses_varints() {
+fn postcard_uses_varints_above_a_base() {
     let c = VClock::from_entries(vec![1, 0, 127, 128]);
     let bytes = postcard::to_allocvec(&c).unwrap();
-    // length 4, then 1, 0, 127 in one byte each and 128 in two.
-    assert_eq!(bytes, vec![4, 1, 0, 127, 0x80, 0x01]);
+    // length 5, base 0, then 1, 0, 127 in one byte each and 128 in two.
+    assert_eq!(bytes, vec![5, 0, 1, 0, 127, 0x80, 0x01]);
+    assert_eq!(postcard::to_allocvec(&VClock::new()).unwrap(), vec![0]);
+    // Entries near a life's floor (wall-clock us x 16, ~2^55) of nodes started within a
+    // second of each other: one 8-byte base, then small offsets instead of 8 bytes each.
+    let floor = 28_800_000_000_000_000u64;
+    let c = VClock::from_entries((0..32).map(|i| floor + i * 1_000_003 + 40).collect());
+    let bytes = postcard::to_allocvec(&c).unwrap();
+    assert!(bytes.len() <= 1 + 8 + 32 * 4, "{} bytes", bytes.len());
+    assert_eq!(postcard::from_bytes::<VClock>(&bytes).unwrap(), c);
+}
+
+#[test]
+fn an_offset_that_overflows_is_an_error() {
+    let mut bytes = vec![2];
+    bytes.extend([0xff; 9]);
+    bytes.push(0x01); // base u64::MAX
+    bytes.push(1); // offset 1: overflows
+    assert!(postcard::from_bytes::<VClock>(&bytes).is_err());
 }
 
 #[test]
 fn oversized_clock_is_rejected() {
     let mut bytes = Vec::new();
-    // varint length MAX_NODES + 1 followed by that many zero entries.
-    let mut n = (shutter_vclock::MAX_NODES + 1) as u64;
+    // varint length MAX_NODES + 2 (a base and one entry too many), then zeros.
+    let mut n = (shutter_vclock::MAX_NODES + 2) as u64;
     while n >= 0x80 {
         bytes.push((n as u8) | 0x80);
         n >>= 7;
     }
     bytes.push(n as u8);
-    bytes.resize(bytes.len() + shutter_vclock::MAX_NODES + 1, 0);
+    bytes.resize(bytes.len() + shutter_vclock::MAX_NODES + 2, 0);
     assert!(postcard::from_bytes::<VClock>(&bytes).is_err());
 }

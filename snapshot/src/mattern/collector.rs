@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use shutter_transport::Time;
 use shutter_vclock::NodeId;
 
-use crate::global::{GlobalSnapshot, Timings};
-use crate::verify::{self, Inconsistency};
+use crate::global::{AbortReason, AbortWhy, GlobalSnapshot, Timings};
+use crate::verify;
 use crate::wire::{ExpectedCount, LocalReport, SnapshotId};
 
 /// What the initiator gathers.
@@ -70,22 +70,70 @@ impl Collector {
             .collect()
     }
 
-    /// Builds the global snapshot and checks it ([`verify::check_structure`]); call
-    /// only when every node reported. An error means the snapshot must not be reported
-    /// complete.
+    /// Builds the global snapshot and checks it; call only when every node reported.
+    /// An error is the reason to abort instead of reporting it complete:
     ///
-    /// Channel sizes are not checked against the rows of counts: a channel may rightly
-    /// hold a pre-cut message of a sender's *previous* life (in flight when it crashed,
+    /// * [`AbortWhy::Restarted`]: a node's part comes from a life that started after the
+    ///   snapshot did (its dead predecessor may have joined and received post-cut
+    ///   messages: a second cut of the same node), its report comes from another life
+    ///   than its row of counts, or some node had received from a life of a sender newer
+    ///   than the one that took the sender's cut (a process that crashed during the
+    ///   snapshot and came back knowing nothing of it: its messages look pre-cut).
+    ///   Expected around crashes.
+    /// * [`AbortWhy::FailedCheck`]: [`verify::check_structure`] failed. Never expected.
+    ///
+    /// Channel sizes are not checked against the rows: a channel may rightly hold a
+    /// pre-cut message of a sender's *previous* life (in flight when it crashed,
     /// delivered after the receiver's cut), which its current life's row does not count.
     pub(crate) fn finish(
         self,
         id: SnapshotId,
         nodes: &[NodeId],
         now: Time,
-    ) -> Result<GlobalSnapshot, Inconsistency> {
+    ) -> Result<GlobalSnapshot, AbortReason> {
+        // Chandy-Lamport collects no rows and has no lives.
+        if !self.rows.is_empty() {
+            self.check_lives()?;
+        }
         let snap = self.assemble(id, nodes, now);
-        verify::check_structure(&snap)?;
+        verify::check_structure(&snap).map_err(|e| {
+            tracing::error!(%id, error = %e, "assembled snapshot failed its check; aborting");
+            AbortReason {
+                missing: e.nodes(),
+                why: AbortWhy::FailedCheck,
+            }
+        })?;
         Ok(snap)
+    }
+
+    /// Every part of the snapshot belongs to the life that took the node's cut.
+    fn check_lives(&self) -> Result<(), AbortReason> {
+        let restarted = |n: NodeId| AbortReason {
+            missing: vec![n],
+            why: AbortWhy::Restarted(n),
+        };
+        // Lives are numbered by the wall-clock microsecond they started at.
+        if let Some((&node, _)) = self
+            .rows
+            .iter()
+            .find(|(_, (life, _))| *life > self.started.as_micros())
+        {
+            return Err(restarted(node));
+        }
+        for (&node, report) in &self.reports {
+            let Some(&(life, _)) = self.rows.get(&node) else {
+                continue;
+            };
+            if report.life != life {
+                return Err(restarted(node));
+            }
+            for &(sender, seen) in &report.seen {
+                if self.rows.get(&sender).is_some_and(|(l, _)| seen > *l) {
+                    return Err(restarted(sender));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn assemble(self, id: SnapshotId, nodes: &[NodeId], now: Time) -> GlobalSnapshot {

@@ -64,6 +64,11 @@ impl Inbound {
         }
     }
 
+    /// The newest sender life seen (0 before the first message).
+    pub(crate) fn life(&self) -> u64 {
+        self.life
+    }
+
     /// True if every number `1..=n` of sender life `life` is resolved.
     pub(crate) fn resolved_through(&self, life: u64, n: u64) -> bool {
         n == 0 || (self.life == life && self.upto >= n)

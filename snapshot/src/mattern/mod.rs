@@ -70,9 +70,11 @@ pub struct EngineConfig {
     pub remember_finished: usize,
     /// Most bytes of recorded channel payload per snapshot on this node.
     pub max_channel_bytes: usize,
-    /// This engine's life: must grow every time a node's engine is created anew (a
-    /// process restart or a restore), because sequence numbers restart with it. The
-    /// runtime uses a clock-based value; a single run may keep the default 1.
+    /// This engine's life: the wall-clock microsecond it started at (made unique per
+    /// node, see `shutter_snapshot::life`). It must grow every time a node's engine is
+    /// created anew (a process restart or a restore), because sequence numbers restart
+    /// with it, and an initiator refuses parts from lives that started after its
+    /// snapshot did. A single run that starts at time 0 may keep the default 0.
     pub life: u64,
     /// This node's own clock entry starts at least here. It must exceed every value of
     /// that entry that any earlier life of this node used, so that vector times and
@@ -94,7 +96,7 @@ impl EngineConfig {
             max_active: 16,
             remember_finished: 4096,
             max_channel_bytes: 64 << 20,
-            life: 1,
+            life: 0,
             clock_floor: 0,
         }
     }
@@ -321,7 +323,7 @@ impl Engine {
         if p.reported || !p.channels_closed(&self.inbound) {
             return;
         }
-        let report = p.take_report();
+        let report = p.take_report(self.cfg.life, &self.inbound);
         if id.initiator == self.me() {
             self.on_report(now, self.me(), report);
         } else {
@@ -357,14 +359,7 @@ impl Engine {
                 self.events
                     .push_back(SnapshotEvent::Completed(Box::new(snap)));
             }
-            Err(e) => {
-                tracing::error!(%id, error = %e, "assembled snapshot failed its check; aborting");
-                let reason = AbortReason {
-                    missing: e.nodes(),
-                    why: AbortWhy::FailedCheck,
-                };
-                self.announce_abort(id, reason, None);
-            }
+            Err(reason) => self.announce_abort(id, reason, None),
         }
     }
 

@@ -63,8 +63,13 @@ impl Participant {
             });
     }
 
-    /// Moves state and channels out into a report; only the id and flags stay behind.
-    pub(crate) fn take_report(&mut self) -> LocalReport {
+    /// Moves state and channels out into a report of engine life `life`, with the
+    /// sender lives `inbound` has seen; only the id and flags stay behind.
+    pub(crate) fn take_report(
+        &mut self,
+        life: u64,
+        inbound: &BTreeMap<NodeId, Inbound>,
+    ) -> LocalReport {
         self.reported = true;
         self.channel_bytes = 0;
         LocalReport {
@@ -73,6 +78,8 @@ impl Participant {
             cut: self.cut.clone(),
             cut_at: self.cut_at,
             channels: std::mem::take(&mut self.channels).into_iter().collect(),
+            life,
+            seen: inbound.iter().map(|(n, ib)| (*n, ib.life())).collect(),
         }
     }
 }

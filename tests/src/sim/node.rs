@@ -201,7 +201,7 @@ pub fn engine_config(me: NodeId, nodes: Vec<NodeId>, start: Time, floors: bool) 
     EngineConfig {
         timeout: Duration::from_millis(1500),
         max_active: 4,
-        life: start.as_micros() + 1,
+        life: start.as_micros(),
         clock_floor: if floors { life::clock_floor(start) } else { 0 },
         ..EngineConfig::new(me, nodes)
     }

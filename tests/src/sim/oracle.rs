@@ -67,17 +67,18 @@ pub struct Oracle {
     pub sends: BTreeMap<MsgKey, SentMsg>,
     /// Every delivery of each message (more than one is a bug).
     pub deliveries: BTreeMap<MsgKey, Vec<Received>>,
-    /// Every local cut, by snapshot and node.
-    pub cuts: BTreeMap<(SnapshotId, NodeId), CutRec>,
+    /// Every local cut, by snapshot and node: one per life of the node at most (a new
+    /// process cannot know its dead predecessor joined, and may join again).
+    pub cuts: BTreeMap<(SnapshotId, NodeId), Vec<CutRec>>,
     /// Transport outages `(down, up)` per node (transport restarts and real crashes).
     pub restarts: BTreeMap<NodeId, Vec<(Time, Time)>>,
     /// Real crashes per node, in order: `(when, balance the dead process held, opening
     /// balance of the next life)`. The first is destroyed money, the second created.
     pub crashes: BTreeMap<NodeId, Vec<(Time, u64, u64)>>,
-    /// Aborts emitted by a later life of a node than the one that took its cut (a new
-    /// process that joined a snapshot its dead predecessor had joined: its verdict is
-    /// about a part that is not the one the snapshot holds, so it decides nothing).
-    pub later_life_aborts: Vec<(SnapshotId, NodeId)>,
+    /// The life of a node in which it emitted its (last) abort of a snapshot.
+    pub abort_lives: BTreeMap<(SnapshotId, NodeId), u32>,
+    /// For completed snapshots, the life of each node whose cut the snapshot holds.
+    pub used_lives: BTreeMap<(SnapshotId, NodeId), u32>,
     /// Snapshots started, with the initiation time.
     pub initiated: BTreeMap<SnapshotId, Time>,
     /// Snapshots completed (at the initiator).
@@ -178,6 +179,13 @@ impl Oracle {
                 .map(|&(_, held, fresh)| i128::from(fresh) - i128::from(held))
                 .sum()
         })
+    }
+
+    /// The cut of `node` in snapshot `id` whose clock is `clock` (the one a report used).
+    pub fn cut_with_clock(&self, id: SnapshotId, node: NodeId, clock: &VClock) -> Option<&CutRec> {
+        self.cuts
+            .get(&(id, node))
+            .and_then(|v| v.iter().find(|c| c.clock == *clock))
     }
 
     /// Sends counted by the simulator for `node`.

@@ -441,18 +441,15 @@ where
                         at,
                         life: self.nodes[i].lives,
                     };
-                    match self.oracle.cuts.get(&(id, me)) {
-                        None => {
-                            self.oracle.cuts.insert((id, me), rec);
-                        }
-                        // A new process cannot know its dead predecessor joined: its cut
-                        // is refused by the initiator (which aborts on the restart unless
-                        // the first cut's report is in). The first cut stays the record.
-                        Some(first) if first.life < rec.life => {}
-                        Some(_) => self
-                            .out
+                    // A new process cannot know its dead predecessor joined, and may
+                    // cut again; within one life a second cut is a bug.
+                    let cuts = self.oracle.cuts.entry((id, me)).or_default();
+                    if cuts.iter().any(|c| c.life == rec.life) {
+                        self.out
                             .violations
-                            .push(format!("snapshot {id}: {me} took two local cuts")),
+                            .push(format!("snapshot {id}: {me} took two local cuts"));
+                    } else {
+                        cuts.push(rec);
                     }
                 }
                 SnapshotEvent::Completed(snap) => {
@@ -462,6 +459,11 @@ where
                         self.out
                             .violations
                             .push(format!("snapshot {} completed twice", snap.id));
+                    }
+                    for (&n, clock) in &snap.cuts {
+                        if let Some(c) = self.oracle.cut_with_clock(snap.id, n, clock) {
+                            self.oracle.used_lives.insert((snap.id, n), c.life);
+                        }
                     }
                     self.completed.push(*snap);
                 }
@@ -477,16 +479,9 @@ where
                             ));
                         }
                     }
-                    let life = self.nodes[i].lives;
-                    if self
-                        .oracle
-                        .cuts
-                        .get(&(id, me))
-                        .is_some_and(|c| c.life < life)
-                    {
-                        self.oracle.later_life_aborts.push((id, me));
-                        continue;
-                    }
+                    self.oracle
+                        .abort_lives
+                        .insert((id, me), self.nodes[i].lives);
                     self.oracle
                         .aborted
                         .entry(id)
