@@ -1,9 +1,12 @@
-//! The datagram wire format of the reliable transport (hand-written, varints, CRC32C).
+//! The datagram wire format of the reliable transport (hand-written, varints, and
+//! either an AEAD tag or a CRC32C).
 //!
 //! ```text
-//! datagram := magic "SHT" | version u8 | sender varint | sender_incarnation varint
+//! sealed   := magic "SHT" | 2 u8 | key_id u8 | header | AEAD(frame*) | tag [16]
+//! plain    := magic "SHT" | 1 u8 | header | frame* | crc32c u32 little-endian
+//!                                                    (over every byte before it)
+//! header   := sender varint | sender_incarnation varint
 //!             | dest_incarnation varint (0 = unknown) | packet_number varint
-//!             | frame* | crc32c u32 little-endian (over every byte before it)
 //! frame    := 0x01 DATA  message_id | index | count | total_len | sent_at | len | payload
 //!           | 0x02 ACK   ack_delay_us | largest | first_range | extra_ranges
 //!                        | (gap | range_len){extra_ranges}
@@ -23,12 +26,17 @@ use thiserror::Error;
 
 /// First bytes of every datagram.
 pub const MAGIC: [u8; 3] = *b"SHT";
-/// Wire format version; datagrams of any other version are dropped.
+/// Wire format version of plain (CRC-checked) datagrams.
 pub const VERSION: u8 = 1;
+/// Wire format version of sealed (authenticated, encrypted) datagrams; see
+/// [`crate::auth`]. Everything after the clear header is ciphertext, then the tag.
+pub const VERSION_SEALED: u8 = 2;
 /// Length of the trailing CRC32C.
 pub const CRC_LEN: usize = 4;
-/// Upper bound on the encoded header length (magic, version, four varints).
-pub const MAX_HEADER_LEN: usize = MAGIC.len() + 1 + 5 + 10 + 10 + 10;
+/// Upper bound on the encoded header length (magic, version, key id, four varints).
+pub const MAX_HEADER_LEN: usize = MAGIC.len() + 1 + 1 + 5 + 10 + 10 + 10;
+/// Upper bound on what follows the frames (the AEAD tag; a CRC is shorter).
+pub const MAX_TRAILER_LEN: usize = crate::auth::TAG_LEN;
 /// Upper bound on a DATA frame's encoding minus its payload.
 pub const MAX_DATA_OVERHEAD: usize = 1 + 10 + 5 + 5 + 5 + 10 + 5;
 /// Smallest datagram that still holds a header and the checksum.
@@ -56,6 +64,9 @@ pub enum DecodeError {
     /// The checksum matched but the contents do not parse.
     #[error("malformed datagram: {0}")]
     Malformed(&'static str),
+    /// A plain datagram where sealed ones are required, or the reverse.
+    #[error("datagram is {0}")]
+    WrongProtection(&'static str),
 }
 
 /// The fixed part of every datagram.
@@ -134,23 +145,55 @@ pub struct Writer {
     buf: Vec<u8>,
     limit: usize,
     frames: usize,
+    header_len: usize,
 }
 
 impl Writer {
-    /// Starts a datagram of at most `max_len` bytes (checksum included).
+    /// Starts a plain datagram of at most `max_len` bytes (checksum included).
     pub fn new(header: &Header, max_len: usize) -> Writer {
+        Self::start(header, None, max_len)
+    }
+
+    /// Starts a sealed datagram of at most `max_len` bytes (tag included) for key
+    /// `key_id`; finish it with [`Writer::into_sealable`] and seal the frames.
+    pub fn sealed(header: &Header, key_id: u8, max_len: usize) -> Writer {
+        Self::start(header, Some(key_id), max_len)
+    }
+
+    fn start(header: &Header, key_id: Option<u8>, max_len: usize) -> Writer {
         let mut buf = Vec::with_capacity(max_len.min(64 * 1024));
         buf.extend_from_slice(&MAGIC);
-        buf.push(VERSION);
+        match key_id {
+            Some(id) => buf.extend_from_slice(&[VERSION_SEALED, id]),
+            None => buf.push(VERSION),
+        }
         put_varint(&mut buf, header.sender.0.into());
         put_varint(&mut buf, header.sender_incarnation);
         put_varint(&mut buf, header.dest_incarnation);
         put_varint(&mut buf, header.packet_number);
+        let trailer = if key_id.is_some() {
+            crate::auth::TAG_LEN
+        } else {
+            CRC_LEN
+        };
         Writer {
             buf,
-            limit: max_len.saturating_sub(CRC_LEN),
+            limit: max_len.saturating_sub(trailer),
             frames: 0,
+            header_len: 0,
         }
+        .mark_header()
+    }
+
+    fn mark_header(mut self) -> Writer {
+        self.header_len = self.buf.len();
+        self
+    }
+
+    /// The bytes written and the length of the clear header before the frames: encrypt
+    /// `bytes[header_len..]` with `bytes[..header_len]` as associated data, append the tag.
+    pub fn into_sealable(self) -> (Vec<u8>, usize) {
+        (self.buf, self.header_len)
     }
 
     /// Bytes still available for frames.
@@ -245,14 +288,19 @@ impl Writer {
 
 /// Checks and parses one datagram.
 pub fn decode(bytes: &[u8]) -> Result<(Header, Vec<Frame<'_>>), DecodeError> {
-    if bytes.len() < MIN_DATAGRAM_LEN {
+    if bytes.len() <= MAGIC.len() {
         return Err(DecodeError::TooShort);
     }
     if bytes[..MAGIC.len()] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
-    if bytes[MAGIC.len()] != VERSION {
-        return Err(DecodeError::BadVersion(bytes[MAGIC.len()]));
+    match bytes[MAGIC.len()] {
+        VERSION => {}
+        VERSION_SEALED => return Err(DecodeError::WrongProtection("sealed, not plain")),
+        v => return Err(DecodeError::BadVersion(v)),
+    }
+    if bytes.len() < MIN_DATAGRAM_LEN {
+        return Err(DecodeError::TooShort);
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
     let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
@@ -262,18 +310,40 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Vec<Frame<'_>>), DecodeError> {
     let mut r = Reader {
         buf: &body[MAGIC.len() + 1..],
     };
-    let sender = u32::try_from(r.varint()?).map_err(|_| DecodeError::Malformed("sender"))?;
-    let header = Header {
-        sender: NodeId(sender),
-        sender_incarnation: r.varint()?,
-        dest_incarnation: r.varint()?,
-        packet_number: r.varint()?,
-    };
-    let mut frames = Vec::new();
-    while !r.buf.is_empty() {
-        frames.push(r.frame()?);
+    let header = r.header()?;
+    Ok((header, r.frames()?))
+}
+
+/// Parses the clear part of a sealed datagram: `(header, key id, header length)`. The
+/// caller authenticates and decrypts the rest ([`crate::auth`]) and parses the plaintext
+/// with [`decode_frames`]. A plain datagram is [`DecodeError::WrongProtection`].
+pub fn decode_sealed_header(bytes: &[u8]) -> Result<(Header, u8, usize), DecodeError> {
+    if bytes.len() <= MAGIC.len() {
+        return Err(DecodeError::TooShort);
     }
-    Ok((header, frames))
+    if bytes[..MAGIC.len()] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    match bytes[MAGIC.len()] {
+        VERSION_SEALED => {}
+        VERSION => return Err(DecodeError::WrongProtection("plain, not sealed")),
+        v => return Err(DecodeError::BadVersion(v)),
+    }
+    if bytes.len() < MAGIC.len() + 2 + 4 + crate::auth::TAG_LEN {
+        return Err(DecodeError::TooShort);
+    }
+    let key_id = bytes[MAGIC.len() + 1];
+    let body = &bytes[..bytes.len() - crate::auth::TAG_LEN];
+    let mut r = Reader {
+        buf: &body[MAGIC.len() + 2..],
+    };
+    let header = r.header()?;
+    Ok((header, key_id, body.len() - r.buf.len()))
+}
+
+/// Parses the frames of a datagram's (decrypted) body.
+pub fn decode_frames(body: &[u8]) -> Result<Vec<Frame<'_>>, DecodeError> {
+    Reader { buf: body }.frames()
 }
 
 struct Reader<'a> {
@@ -304,6 +374,24 @@ impl<'a> Reader<'a> {
             }
         }
         Err(DecodeError::Malformed("varint too long"))
+    }
+
+    fn header(&mut self) -> Result<Header, DecodeError> {
+        let sender = u32::try_from(self.varint()?).map_err(|_| DecodeError::Malformed("sender"))?;
+        Ok(Header {
+            sender: NodeId(sender),
+            sender_incarnation: self.varint()?,
+            dest_incarnation: self.varint()?,
+            packet_number: self.varint()?,
+        })
+    }
+
+    fn frames(&mut self) -> Result<Vec<Frame<'a>>, DecodeError> {
+        let mut frames = Vec::new();
+        while !self.buf.is_empty() {
+            frames.push(self.frame()?);
+        }
+        Ok(frames)
     }
 
     fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {

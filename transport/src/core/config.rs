@@ -5,7 +5,8 @@ use std::time::Duration;
 use shutter_vclock::NodeId;
 use thiserror::Error;
 
-use crate::wire::{CRC_LEN, MAX_DATA_OVERHEAD, MAX_HEADER_LEN};
+use crate::auth::Auth;
+use crate::wire::{MAX_DATA_OVERHEAD, MAX_HEADER_LEN, MAX_TRAILER_LEN};
 
 /// Bytes of a datagram reserved for an ACK frame (lower ranges are dropped to fit) and a
 /// PING, so that a full-size fragment always fits next to them.
@@ -71,6 +72,9 @@ pub struct Config {
     pub ordered: bool,
     /// Seed of all randomness (the core currently makes no random choices).
     pub seed: u64,
+    /// Whether datagrams are sealed (authenticated and encrypted) with a cluster key
+    /// ring, or plain. Default plain: see [`Auth::Insecure`].
+    pub auth: Auth,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             max_reassembly_bytes: 64 << 20,
             ordered: false,
             seed: 0,
+            auth: Auth::Insecure,
         }
     }
 }
@@ -157,7 +162,7 @@ impl Config {
     /// Largest fragment payload: a full fragment fits beside the header, an ACK frame
     /// within its budget, a PING and the checksum.
     pub(crate) fn max_fragment(&self) -> usize {
-        self.max_datagram - MAX_HEADER_LEN - CRC_LEN - ACK_BUDGET - 1 - MAX_DATA_OVERHEAD
+        self.max_datagram - MAX_HEADER_LEN - MAX_TRAILER_LEN - ACK_BUDGET - 1 - MAX_DATA_OVERHEAD
     }
 }
 

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use shutter_vclock::NodeId;
 use thiserror::Error;
 
+use crate::auth::{Auth, Sealer};
 use crate::time::Time;
 use crate::wire::{self, AckFrame, DecodeError, Frame, Header, Writer};
 
@@ -149,12 +150,20 @@ pub struct Core {
     stats: Stats,
     /// Round-robin start for `poll_transmit`, so no peer starves the others.
     next_peer: u32,
+    /// Seals and opens datagrams (`None`: plain mode).
+    sealer: Option<Sealer>,
+    /// Plaintext of the datagram being processed (reused).
+    scratch: Vec<u8>,
 }
 
 impl Core {
     /// Creates a core after validating `config`.
     pub fn new(config: Config) -> Result<Core, ConfigError> {
         config.validate()?;
+        let sealer = match &config.auth {
+            Auth::Insecure => None,
+            Auth::Keys(ring) => Some(Sealer::new(ring.clone())),
+        };
         Ok(Core {
             max_fragment: config.max_fragment(),
             config,
@@ -162,6 +171,8 @@ impl Core {
             events: VecDeque::new(),
             stats: Stats::default(),
             next_peer: 0,
+            sealer,
+            scratch: Vec::new(),
         })
     }
 
@@ -293,20 +304,87 @@ impl Core {
     pub fn handle_datagram(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
+        if self.sealer.is_some() {
+            return self.handle_sealed(now, from, bytes);
+        }
         let (header, frames) = match wire::decode(bytes) {
             Ok(d) => d,
             Err(DecodeError::BadChecksum) => return self.stats.corrupt_dropped += 1,
+            Err(DecodeError::WrongProtection(_)) => {
+                return self.stats.wrong_protection_dropped += 1;
+            }
             Err(_) => return self.stats.malformed_dropped += 1,
         };
+        if !self.admit_header(from, &header) {
+            return;
+        }
+        self.handle_frames(now, from, &header, &frames);
+    }
+
+    /// Sealed mode: nothing but the clear header is looked at before the datagram is
+    /// authenticated, and nothing about the peer changes before it is (nor for a replay).
+    fn handle_sealed(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
+        let (header, key_id, header_len) = match wire::decode_sealed_header(bytes) {
+            Ok(h) => h,
+            Err(DecodeError::WrongProtection(_)) => {
+                return self.stats.wrong_protection_dropped += 1;
+            }
+            Err(_) => return self.stats.malformed_dropped += 1,
+        };
+        if !self.admit_header(from, &header) {
+            return;
+        }
+        let dir = (
+            key_id,
+            header.sender,
+            self.config.local,
+            header.sender_incarnation,
+        );
+        let mut plain = std::mem::take(&mut self.scratch);
+        let sealer = self.sealer.as_mut().expect("sealed mode");
+        if !sealer.open(dir, header.packet_number, bytes, header_len, &mut plain) {
+            self.scratch = plain;
+            return self.stats.auth_failed_dropped += 1;
+        }
+        let p = self.peers.get_mut(&from).expect("admitted");
+        if header.sender_incarnation > p.replay_incarnation {
+            p.replay = Default::default();
+            p.replay_incarnation = header.sender_incarnation;
+        }
+        if header.sender_incarnation == p.replay_incarnation
+            && !p.replay.accept(header.packet_number)
+        {
+            self.scratch = plain;
+            return self.stats.replayed_dropped += 1;
+        }
+        match wire::decode_frames(&plain) {
+            Ok(frames) => self.handle_frames(now, from, &header, &frames),
+            // Authentic but unparsable: a peer with another protocol version or a bug.
+            Err(_) => self.stats.malformed_dropped += 1,
+        }
+        self.scratch = plain;
+    }
+
+    /// Checks of the header alone that touch no state; counts and refuses what fails.
+    fn admit_header(&mut self, from: NodeId, header: &Header) -> bool {
         if header.sender != from {
-            return self.stats.sender_mismatch_dropped += 1;
+            self.stats.sender_mismatch_dropped += 1;
+            return false;
         }
         if from == self.config.local || !self.peers.contains_key(&from) {
-            return self.stats.unknown_peer_dropped += 1;
+            self.stats.unknown_peer_dropped += 1;
+            return false;
         }
         if header.sender_incarnation == 0 {
-            return self.stats.malformed_dropped += 1;
+            self.stats.malformed_dropped += 1;
+            return false;
         }
+        true
+    }
+
+    /// A datagram that passed every check of its protection: incarnations, duplicates,
+    /// then its frames.
+    fn handle_frames(&mut self, now: Time, from: NodeId, header: &Header, frames: &[Frame<'_>]) {
         let known = self.peers[&from].incarnation;
         if header.sender_incarnation < known {
             return self.stats.stale_incarnation_dropped += 1;
@@ -333,14 +411,14 @@ impl Core {
             // the retransmission will name this life. Costs one round trip on first contact.
             p.announce = true;
             self.stats.refused_packets += 1;
-            for frame in &frames {
+            for frame in frames {
                 if let Frame::Ack(ack) = frame {
                     self.on_ack(now, from, ack);
                 }
             }
             return;
         }
-        self.process_frames(now, from, &header, &frames);
+        self.process_frames(now, from, header, frames);
     }
 
     fn process_frames(&mut self, now: Time, from: NodeId, header: &Header, frames: &[Frame<'_>]) {
@@ -536,7 +614,10 @@ impl Core {
             dest_incarnation: p.incarnation,
             packet_number: pn,
         };
-        let mut w = Writer::new(&header, cfg.max_datagram);
+        let mut w = match &self.sealer {
+            Some(s) => Writer::sealed(&header, s.send_id(), cfg.max_datagram),
+            None => Writer::new(&header, cfg.max_datagram),
+        };
         // An ACK-only packet that repeats many ranges elicits an ACK itself, so that we
         // learn the peer saw them and can stop repeating them (see `AckTracker`).
         let prune = ack_due
@@ -585,7 +666,15 @@ impl Core {
         } else {
             stats.ack_only_sent += 1;
         }
-        Some(w.finish())
+        Some(match self.sealer.as_mut() {
+            Some(s) => {
+                let (mut buf, header_len) = w.into_sealable();
+                let dir = (s.send_id(), cfg.local, to, cfg.incarnation);
+                s.seal(dir, pn, &mut buf, header_len);
+                buf
+            }
+            None => w.finish(),
+        })
     }
 
     /// The earliest time [`Core::handle_timeout`] has work to do.

@@ -3,6 +3,7 @@
 //! Timers are not stored: each is derived from state ([`Peer::deadlines`]), so they can
 //! never go stale; the core's next deadline is the minimum over peers and timers.
 
+use crate::auth::ReplayWindow;
 use crate::time::Time;
 
 use super::ack::AckTracker;
@@ -48,6 +49,10 @@ pub(crate) struct Peer {
     pub(crate) monitor: bool,
     /// The peer addressed an older incarnation of ours: tell it our current one.
     pub(crate) announce: bool,
+    /// Authenticated packet numbers of the peer's incarnation `replay_incarnation`
+    /// (sealed mode only).
+    pub(crate) replay: ReplayWindow,
+    pub(crate) replay_incarnation: u64,
 }
 
 impl Peer {
@@ -63,6 +68,8 @@ impl Peer {
             unreachable: false,
             monitor: false,
             announce: false,
+            replay: ReplayWindow::default(),
+            replay_incarnation: 0,
         }
     }
 

@@ -55,8 +55,16 @@ pub struct Stats {
     pub duplicates_dropped: u64,
     /// Whole datagrams received twice (same packet number) and dropped.
     pub duplicate_packets: u64,
-    /// Datagrams failing the CRC32C.
+    /// Datagrams failing the CRC32C (plain mode).
     pub corrupt_dropped: u64,
+    /// Sealed datagrams failing authentication: forged, damaged, or sealed with a key
+    /// this node does not hold.
+    pub auth_failed_dropped: u64,
+    /// Authenticated datagrams whose packet number was already seen or is older than
+    /// the replay window: replays, and network duplicates (indistinguishable).
+    pub replayed_dropped: u64,
+    /// Plain datagrams reaching a sealed node, or sealed ones reaching a plain node.
+    pub wrong_protection_dropped: u64,
     /// Datagrams with bad magic, version or structure, or violating the protocol.
     pub malformed_dropped: u64,
     /// Datagrams from nodes not added with `add_peer`.
@@ -104,6 +112,9 @@ impl Default for Stats {
             duplicates_dropped: 0,
             duplicate_packets: 0,
             corrupt_dropped: 0,
+            auth_failed_dropped: 0,
+            replayed_dropped: 0,
+            wrong_protection_dropped: 0,
             malformed_dropped: 0,
             unknown_peer_dropped: 0,
             sender_mismatch_dropped: 0,
