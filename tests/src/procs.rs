@@ -229,10 +229,15 @@ pub fn free_port() -> u16 {
     panic!("no loopback port free for both UDP and TCP");
 }
 
-/// Writes a peers file: one `[[nodes]]` entry per `(udp, admin)` pair (ids 0..), then
-/// `extra` verbatim (e.g. a `[faults]` table).
+/// Writes a peers file: `key_file` naming a fresh random cluster key written beside it
+/// (`cluster.key`), one `[[nodes]]` entry per `(udp, admin)` pair (ids 0..), then `extra`
+/// verbatim (e.g. a `[faults]` table).
 pub fn write_peers(path: &Path, nodes: &[(SocketAddr, SocketAddr)], extra: &str) {
-    let mut s = String::new();
+    // A fresh cluster key beside the peers file: the nodes run secured.
+    let key = path.with_file_name("cluster.key");
+    let ring = shutter_transport::KeyRing::random().expect("random key");
+    std::fs::write(&key, ring.to_text()).expect("write key file");
+    let mut s = String::from("key_file = \"cluster.key\"\n\n");
     for (i, (addr, admin)) in nodes.iter().enumerate() {
         let _ = writeln!(
             s,

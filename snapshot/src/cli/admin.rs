@@ -8,13 +8,28 @@
 //!
 //! `SNAPSHOT` makes the node initiate a snapshot and answers once the snapshot completes
 //! or aborts (or the timeout passes). The node's address for this is the peers file's
-//! `admin` entry, by default its UDP `addr` over TCP. Bind it to loopback or a trusted
-//! network only: the channel has no authentication.
+//! `admin` entry, by default loopback with the port of its UDP `addr`.
+//!
+//! # Authentication
+//!
+//! The node opens every connection with a greeting, `SHUTTER-ADMIN 1 <nonce>` (32 hex
+//! digits, fresh per connection) or `SHUTTER-ADMIN 1 open` for a node run with
+//! `--insecure`. Before its request line the client sends `AUTH <key id> <mac>`, the mac
+//! being HMAC-SHA256 under a key derived from the cluster key (label `shutter admin v1`)
+//! over the nonce and the request line: so only holders of the cluster key are served,
+//! a captured exchange cannot be replayed (the nonce changes) and the request cannot be
+//! altered. A refused client gets `ERROR authentication failed` and nothing else; the
+//! node counts it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use shutter_transport::auth::{Auth, KeyRing};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +44,48 @@ const MAX_SNAPSHOT: u64 = 1 << 30;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a `SNAPSHOT` request may ask to wait.
 const MAX_WAIT: Duration = Duration::from_secs(600);
+/// First word of the node's greeting.
+const GREETING: &str = "SHUTTER-ADMIN 1";
+/// HKDF label of the admin key.
+const ADMIN_LABEL: &[u8] = b"shutter admin v1";
+
+/// `HMAC-SHA256(admin key of `key_id`, nonce || request line)`, or `None` if the ring has
+/// no such key.
+fn mac(ring: &KeyRing, key_id: u8, nonce: &str, request_line: &str) -> Option<Hmac<Sha256>> {
+    let key = ring.derive(key_id, ADMIN_LABEL)?;
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
+    m.update(nonce.as_bytes());
+    m.update(b"\n");
+    m.update(request_line.as_bytes());
+    Some(m)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.len() > 128 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Checks an `AUTH <id> <mac>` line for `request_line` under `nonce`.
+fn authentic(ring: &KeyRing, nonce: &str, auth_line: &str, request_line: &str) -> bool {
+    let mut w = auth_line.split_whitespace();
+    let (Some("AUTH"), Some(id), Some(tag), None) = (w.next(), w.next(), w.next(), w.next()) else {
+        return false;
+    };
+    let (Ok(id), Some(tag)) = (id.parse::<u8>(), unhex(tag)) else {
+        return false;
+    };
+    // Constant-time comparison.
+    mac(ring, id, nonce, request_line).is_some_and(|m| m.verify_slice(&tag).is_ok())
+}
 
 /// A request to a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,27 +212,81 @@ pub struct AdminRequest {
 }
 
 /// Accepts connections forever (until the task is aborted), forwarding each request to
-/// `to_node`. Connections are handled on their own tasks, each bounded in time.
-pub async fn serve(listener: TcpListener, to_node: mpsc::Sender<AdminRequest>) {
+/// `to_node`. Connections are handled on their own tasks, each bounded in time. With
+/// `Auth::Keys` every request must be authenticated; refusals are counted in `refused`.
+pub async fn serve(
+    listener: TcpListener,
+    to_node: mpsc::Sender<AdminRequest>,
+    auth: Auth,
+    refused: Arc<AtomicU64>,
+) {
+    let auth = Arc::new(auth);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Transient accept errors (e.g. out of descriptors): back off briefly.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        tokio::spawn(handle(stream, to_node.clone()));
+        tokio::spawn(handle(
+            stream,
+            to_node.clone(),
+            auth.clone(),
+            refused.clone(),
+        ));
     }
 }
 
-async fn handle(stream: TcpStream, to_node: mpsc::Sender<AdminRequest>) {
-    let (read, mut write) = stream.into_split();
+/// Reads one line of at most `MAX_REQUEST` bytes, within the request timeout.
+async fn read_request_line(reader: &mut (impl AsyncBufReadExt + Unpin)) -> Result<String, Reply> {
     let mut line = String::new();
-    let mut reader = BufReader::new(read).take(MAX_REQUEST);
-    let read_line = reader.read_line(&mut line);
-    let reply = match tokio::time::timeout(REQUEST_TIMEOUT, read_line).await {
-        Err(_) => Reply::Error("no request within 5 s".into()),
-        Ok(Err(e)) => Reply::Error(format!("bad request: {e}")),
-        Ok(Ok(_)) => match Request::parse(line.trim_end()) {
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => Err(Reply::Error("no request within 5 s".into())),
+        Ok(Err(e)) => Err(Reply::Error(format!("bad request: {e}"))),
+        Ok(Ok(_)) => Ok(line.trim_end().to_owned()),
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    to_node: mpsc::Sender<AdminRequest>,
+    auth: Arc<Auth>,
+    refused: Arc<AtomicU64>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read).take(2 * MAX_REQUEST);
+    let nonce = match auth.as_ref() {
+        Auth::Keys(_) => {
+            let mut n = [0u8; 16];
+            if getrandom::fill(&mut n).is_err() {
+                return;
+            }
+            hex(&n)
+        }
+        Auth::Insecure => "open".to_owned(),
+    };
+    if write
+        .write_all(format!("{GREETING} {nonce}\n").as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let line = async {
+        let first = read_request_line(&mut reader).await?;
+        let Auth::Keys(ring) = auth.as_ref() else {
+            return Ok(first);
+        };
+        let request = read_request_line(&mut reader).await?;
+        if authentic(ring, &nonce, &first, &request) {
+            Ok(request)
+        } else {
+            refused.fetch_add(1, Ordering::Relaxed);
+            Err(Reply::Error("authentication failed".into()))
+        }
+    };
+    let reply = match line.await {
+        Err(reply) => reply,
+        Ok(line) => match Request::parse(&line) {
             Err(e) => Reply::Error(e),
             Ok(request) => {
                 let wait = match &request {
@@ -202,13 +313,43 @@ async fn handle(stream: TcpStream, to_node: mpsc::Sender<AdminRequest>) {
     let _ = tokio::time::timeout(Duration::from_secs(30), reply.write(&mut write)).await;
 }
 
-/// Sends `request` to the node at `addr` and waits at most `timeout` for the reply.
-pub async fn request(addr: SocketAddr, request: &Request, timeout: Duration) -> Result<Reply> {
+/// Sends `request` to the node at `addr`, authenticated with `auth`'s send key, and
+/// waits at most `timeout` for the reply.
+pub async fn request(
+    addr: SocketAddr,
+    request: &Request,
+    timeout: Duration,
+    auth: &Auth,
+) -> Result<Reply> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("cannot connect to the admin channel at {addr}"))?;
-        stream.write_all(request.to_line().as_bytes()).await?;
+        let mut greeting = String::new();
+        BufReader::new(&mut stream)
+            .take(MAX_REQUEST)
+            .read_line(&mut greeting)
+            .await?;
+        let nonce = greeting
+            .trim_end()
+            .strip_prefix(GREETING)
+            .map(str::trim)
+            .with_context(|| format!("{addr} is not a shutter admin channel: {greeting:?}"))?;
+        let line = request.to_line();
+        let mut out = String::new();
+        match (nonce, auth) {
+            ("open", _) => {}
+            (_, Auth::Insecure) => bail!(
+                "{addr} requires authentication: give --key-file (or key_file in the peers file)"
+            ),
+            (nonce, Auth::Keys(ring)) => {
+                let id = ring.send_id();
+                let m = mac(ring, id, nonce, line.trim_end()).expect("the send key is in the ring");
+                out = format!("AUTH {id} {}\n", hex(&m.finalize().into_bytes()));
+            }
+        }
+        out.push_str(&line);
+        stream.write_all(out.as_bytes()).await?;
         stream.flush().await?;
         Reply::read(stream).await
     };
@@ -243,14 +384,10 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn serves_requests_through_the_node_loop() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, mut rx) = mpsc::channel(4);
-        let server = tokio::spawn(serve(listener, tx));
-        let node = tokio::spawn(async move {
-            for _ in 0..2 {
+    /// A node loop answering `n` requests.
+    fn node_loop(mut rx: mpsc::Receiver<AdminRequest>, n: usize) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            for _ in 0..n {
                 let req: AdminRequest = rx.recv().await.unwrap();
                 let reply = match req.request {
                     Request::Status => Reply::Status("{\"id\":0}".into()),
@@ -258,14 +395,85 @@ mod tests {
                 };
                 req.reply.send(reply).unwrap();
             }
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn serves_authenticated_requests_through_the_node_loop() {
+        let ring = KeyRing::single(3, [9; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let refused = Arc::new(AtomicU64::new(0));
+        let server = tokio::spawn(serve(
+            listener,
+            tx,
+            Auth::Keys(ring.clone()),
+            refused.clone(),
+        ));
+        let node = node_loop(rx, 2);
         let t = Duration::from_secs(5);
-        let r = request(addr, &Request::Status, t).await.unwrap();
+        let auth = Auth::Keys(ring);
+        let r = request(addr, &Request::Status, t, &auth).await.unwrap();
         assert_eq!(r, Reply::Status("{\"id\":0}".into()));
-        let r = request(addr, &Request::Snapshot { timeout: t }, t)
+        let r = request(addr, &Request::Snapshot { timeout: t }, t, &auth)
             .await
             .unwrap();
         assert_eq!(r, Reply::Snapshot(vec![1, 2, 3, b'\n', 5]));
+        node.await.unwrap();
+
+        // Without the key, with another key, or replaying a captured AUTH line under a new
+        // nonce: refused, nothing revealed, counted.
+        let e = request(addr, &Request::Status, t, &Auth::Insecure)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("requires authentication"), "{e:#}");
+        let other = Auth::Keys(KeyRing::single(3, [8; 32]));
+        let r = request(addr, &Request::Status, t, &other).await.unwrap();
+        assert_eq!(r, Reply::Error("authentication failed".into()));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut greeting = String::new();
+        BufReader::new(&mut stream)
+            .read_line(&mut greeting)
+            .await
+            .unwrap();
+        let nonce = greeting.trim_end().rsplit(' ').next().unwrap().to_owned();
+        let m = mac(&KeyRing::single(3, [9; 32]), 3, "another nonce", "STATUS").unwrap();
+        let forged = format!("AUTH 3 {}\nSTATUS\n", hex(&m.finalize().into_bytes()));
+        assert_ne!(nonce, "another nonce");
+        stream.write_all(forged.as_bytes()).await.unwrap();
+        let r = Reply::read(stream).await.unwrap();
+        assert_eq!(r, Reply::Error("authentication failed".into()));
+        // A request altered after signing is refused too.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut greeting = String::new();
+        BufReader::new(&mut stream)
+            .read_line(&mut greeting)
+            .await
+            .unwrap();
+        let nonce = greeting.trim_end().rsplit(' ').next().unwrap().to_owned();
+        let m = mac(&KeyRing::single(3, [9; 32]), 3, &nonce, "STATUS").unwrap();
+        let altered = format!("AUTH 3 {}\nSNAPSHOT 100\n", hex(&m.finalize().into_bytes()));
+        stream.write_all(altered.as_bytes()).await.unwrap();
+        let r = Reply::read(stream).await.unwrap();
+        assert_eq!(r, Reply::Error("authentication failed".into()));
+        // The keyless client hung up after the greeting: also an unauthenticated attempt.
+        assert_eq!(refused.load(Ordering::Relaxed), 4);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_insecure_node_serves_anyone() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let server = tokio::spawn(serve(listener, tx, Auth::Insecure, Arc::default()));
+        let node = node_loop(rx, 1);
+        let t = Duration::from_secs(5);
+        let r = request(addr, &Request::Status, t, &Auth::Insecure)
+            .await
+            .unwrap();
+        assert_eq!(r, Reply::Status("{\"id\":0}".into()));
         node.await.unwrap();
         server.abort();
     }

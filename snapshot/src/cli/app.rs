@@ -31,6 +31,8 @@ pub struct Shared {
     pub duplicates: AtomicU64,
     /// Messages delivered without a tag (not sent by this wrapper).
     pub untagged: AtomicU64,
+    /// Admin connections refused for failed authentication.
+    pub admin_refused: std::sync::Arc<AtomicU64>,
 }
 
 /// Which tags of one sender incarnation were delivered: everything below `low`, plus `above`.

@@ -34,6 +34,31 @@ pub enum Command {
     /// Print the summary of a report directory (its report.json), a report.json, or the
     /// percentiles of an .hlog interval log.
     Report(ReportArgs),
+    /// Write a new random cluster key file (name it in the peers file as `key_file`).
+    Keygen(KeygenArgs),
+}
+
+/// Where the cluster key comes from (`node`, `snapshot`, `status`).
+#[derive(Clone, Debug, Default, Args)]
+pub struct KeyArgs {
+    /// The cluster key file (default: the peers file's `key_file`). Every datagram and
+    /// admin request is authenticated with it.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Run without authentication or encryption (plain datagrams, open admin channel).
+    #[arg(long, conflicts_with = "key_file")]
+    pub insecure: bool,
+}
+
+/// `shutter keygen`.
+#[derive(Clone, Debug, Args)]
+pub struct KeygenArgs {
+    /// The key file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Which snapshot algorithm the nodes run.
@@ -145,6 +170,10 @@ pub struct DemoArgs {
     /// Write the JSON summary to this file (`-` for stdout, which then carries only JSON).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Plain datagrams (by default the demo seals every datagram with a random key it
+    /// makes for the run); for measuring what the encryption costs.
+    #[arg(long)]
+    pub insecure: bool,
     /// No progress bar or progress lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -163,7 +192,7 @@ pub struct NodeArgs {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// TCP admin address to bind (default: this node's `admin` in the peers file, else
-    /// its `addr`: TCP and UDP ports are separate).
+    /// 127.0.0.1 with the port of its `addr`: TCP and UDP ports are separate).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// Resume from this snapshot file instead of the opening balance.
@@ -187,6 +216,9 @@ pub struct NodeArgs {
     /// Bank tick: every tick the node sends a random transfer with probability 1/2.
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     pub tick: Duration,
+    /// The cluster key.
+    #[command(flatten)]
+    pub key: KeyArgs,
 }
 
 /// `shutter snapshot`.
@@ -207,6 +239,9 @@ pub struct SnapshotArgs {
     /// The bank's total money, to check conservation (default: nodes x 1000).
     #[arg(long)]
     pub total: Option<u64>,
+    /// The cluster key.
+    #[command(flatten)]
+    pub key: KeyArgs,
 }
 
 /// `shutter status`.
@@ -224,6 +259,9 @@ pub struct StatusArgs {
     /// Print one JSON object per node instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// The cluster key.
+    #[command(flatten)]
+    pub key: KeyArgs,
 }
 
 /// `shutter inspect`.

@@ -35,6 +35,7 @@ use crate::runtime::{LocalCluster, NodeConfig, NodeEvent, NodeStats};
 use crate::verify::{check_invariant, check_structure};
 use crate::wire::SnapshotId;
 use crate::{AbortWhy, GlobalSnapshot};
+use shutter_transport::auth::{Auth, KeyRing};
 
 /// Snapshots taken when neither `--snapshots` nor `--duration` is given.
 pub const DEFAULT_SNAPSHOTS: u64 = 20;
@@ -234,11 +235,18 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     };
     let expected_total = u64::from(n) * bank.initial;
     let shared = Arc::new(Shared::default());
-    let base = NodeConfig {
+    let mut base = NodeConfig {
         faults: Some(plan),
         ..args
             .algorithm
             .node_config(args.snapshot_timeout, args.tick, args.seed)
+    };
+    // Zero setup and still secure: a fresh cluster key for this run only.
+    base.transport.auth = if args.insecure {
+        eprintln!("WARNING: --insecure: the demo's datagrams are plain (not authenticated)");
+        Auth::Insecure
+    } else {
+        Auth::Keys(KeyRing::random().context("making the demo's cluster key")?)
     };
     let started_wall = SystemTime::now();
     let mut cluster = LocalCluster::start(n as usize, base, |id| {
@@ -507,10 +515,16 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
         datagrams_dropped_by_faults: sum(&|s| {
             s.transport.faults.dropped_loss + s.transport.faults.dropped_partition
         }),
+        // Sealed, a network duplicate of a datagram is indistinguishable from a replay.
         transport_duplicates_dropped: sum(&|s| {
-            s.transport.core.duplicates_dropped + s.transport.core.duplicate_packets
+            s.transport.core.duplicates_dropped
+                + s.transport.core.duplicate_packets
+                + s.transport.core.replayed_dropped
         }),
-        corrupt_dropped: sum(&|s| s.transport.core.corrupt_dropped),
+        // Sealed, a corrupted datagram fails authentication instead of the CRC.
+        corrupt_dropped: sum(&|s| {
+            s.transport.core.corrupt_dropped + s.transport.core.auth_failed_dropped
+        }),
         malformed_envelopes: sum(&|s| s.malformed_envelopes),
         latency_note: "snapshot: initiation to completion at the initiator, snapshots started \
                        on a fixed schedule; delivery: sender's stamp at first transmission to \

@@ -18,6 +18,7 @@ pub mod args;
 pub mod demo;
 pub mod faults;
 pub mod inspect;
+pub mod key;
 pub mod node;
 pub mod peers;
 pub mod report;
@@ -86,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
         Command::Report(a) => report::run(&a),
+        Command::Keygen(a) => key::keygen(&a),
         command => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -97,7 +99,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Node(a) => node::run(a).await,
                     Command::Snapshot(a) => snapshot::run(a).await,
                     Command::Status(a) => status::run(a).await,
-                    Command::Inspect(_) | Command::Report(_) => unreachable!("handled above"),
+                    Command::Inspect(_) | Command::Report(_) | Command::Keygen(_) => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }

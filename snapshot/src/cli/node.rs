@@ -22,6 +22,7 @@ use crate::bank::{Bank, BankConfig, BankState};
 use crate::cli::admin::{self, AdminRequest, Reply, Request};
 use crate::cli::app::{Shared, TaggedBank};
 use crate::cli::args::NodeArgs;
+use crate::cli::key;
 use crate::cli::peers::PeersFile;
 use crate::cli::usage;
 use crate::persist;
@@ -50,6 +51,63 @@ pub struct NodeStatus {
     /// Snapshots initiated here that failed the check before completion (must be 0).
     #[serde(default)]
     pub snapshots_failed_check: u64,
+    /// What was dropped, by reason.
+    #[serde(default)]
+    pub dropped: Dropped,
+}
+
+/// Datagrams, messages and admin requests refused, by reason (all counters only grow).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Dropped {
+    /// Sealed datagrams failing authentication (forged, damaged, wrong key).
+    pub auth_failed: u64,
+    /// Authenticated datagrams seen before (replays, network duplicates).
+    pub replayed: u64,
+    /// Plain datagrams at a sealed node, or the reverse.
+    pub wrong_protection: u64,
+    /// Plain datagrams failing the CRC32C.
+    pub corrupt: u64,
+    /// Datagrams or envelopes that do not parse, or break the protocol.
+    pub malformed: u64,
+    /// Datagrams from a node outside the membership, or from an address other than the
+    /// sender's.
+    pub unknown_peer: u64,
+    /// Datagrams of an older life of a peer, or for an older life of this node.
+    pub stale_incarnation: u64,
+    /// Admin connections that failed authentication.
+    pub admin_refused: u64,
+}
+
+impl Dropped {
+    /// The counters of `stats` and the admin channel's refusals.
+    pub fn from_stats(stats: &crate::runtime::NodeStats, admin_refused: u64) -> Dropped {
+        let c = &stats.transport.core;
+        Dropped {
+            auth_failed: c.auth_failed_dropped,
+            replayed: c.replayed_dropped,
+            wrong_protection: c.wrong_protection_dropped,
+            corrupt: c.corrupt_dropped,
+            malformed: c.malformed_dropped + stats.malformed_envelopes,
+            unknown_peer: c.unknown_peer_dropped
+                + c.sender_mismatch_dropped
+                + stats.non_member_dropped
+                + stats.transport.driver.unknown_source_dropped,
+            stale_incarnation: c.stale_incarnation_dropped,
+            admin_refused,
+        }
+    }
+
+    /// Sum over every reason.
+    pub fn total(&self) -> u64 {
+        self.auth_failed
+            + self.replayed
+            + self.wrong_protection
+            + self.corrupt
+            + self.malformed
+            + self.unknown_peer
+            + self.stale_incarnation
+            + self.admin_refused
+    }
 }
 
 async fn status(node: &NodeHandle, shared: &Shared) -> Result<NodeStatus> {
@@ -65,6 +123,7 @@ async fn status(node: &NodeHandle, shared: &Shared) -> Result<NodeStatus> {
         snapshots_completed: stats.snapshots.completed(),
         snapshots_aborted: stats.snapshots.aborted(),
         snapshots_failed_check: stats.snapshots.failed_checks(),
+        dropped: Dropped::from_stats(&stats, shared.admin_refused.load(Ordering::Relaxed)),
     })
 }
 
@@ -88,7 +147,8 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     if args.tick.is_zero() || args.snapshot_timeout.is_zero() {
         return Err(usage("--tick and --snapshot-timeout must be positive"));
     }
-    let cfg = NodeConfig {
+    let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
+    let mut cfg = NodeConfig {
         id,
         listen,
         peers: peers.members(),
@@ -97,6 +157,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
             .algorithm
             .node_config(args.snapshot_timeout, args.tick, args.seed)
     };
+    cfg.transport.auth = auth.clone();
     let shared = Arc::new(Shared::default());
     let bank = BankConfig {
         seed: args.seed,
@@ -132,7 +193,12 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     std::io::stdout().flush()?;
 
     let (tx, mut requests) = mpsc::channel::<AdminRequest>(16);
-    let server = tokio::spawn(admin::serve(listener, tx));
+    let server = tokio::spawn(admin::serve(
+        listener,
+        tx,
+        auth,
+        shared.admin_refused.clone(),
+    ));
     let mut pending: BTreeMap<SnapshotId, oneshot::Sender<Reply>> = BTreeMap::new();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     // Ctrl-C stops the node also when `--duration` is set.

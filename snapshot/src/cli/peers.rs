@@ -2,6 +2,8 @@
 //! injection and snapshot settings, in TOML.
 //!
 //! ```toml
+//! key_file = "cluster.key" # the cluster key (`shutter keygen --out cluster.key`)
+//!
 //! [[nodes]]
 //! id = 0
 //! addr = "127.0.0.1:7000"
@@ -20,7 +22,7 @@
 //! semantic mistakes such as a duplicate id).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -36,7 +38,8 @@ pub struct PeerEntry {
     /// UDP address the node listens on.
     pub addr: SocketAddr,
     /// TCP address of the node's admin channel (`shutter snapshot` talks to it). Default:
-    /// the same address as `addr`, over TCP (TCP and UDP ports are separate).
+    /// loopback (127.0.0.1) with the port of `addr`, over TCP (TCP and UDP ports are
+    /// separate), so only local clients reach it unless configured otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<SocketAddr>,
 }
@@ -51,6 +54,10 @@ pub struct PeersFile {
     /// Faults every node applies to its outgoing datagrams.
     #[serde(default)]
     pub faults: Option<FaultPlan>,
+    /// The cluster key file (relative paths are relative to the peers file); see
+    /// `shutter keygen`. Must come before the `[[nodes]]` tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// What is wrong with a peers file.
@@ -147,7 +154,9 @@ impl PeersFile {
                     n.id.0, n.addr
                 )));
             }
-            let admin = n.admin.unwrap_or(n.addr);
+            // Defaults (loopback, the node's UDP port) cannot collide: UDP addresses are
+            // unique, and nodes on other hosts have their own loopback.
+            let Some(admin) = n.admin else { continue };
             if admin.port() == 0 {
                 return Err(invalid(format!(
                     "nodes[{i}] (id {}): admin address {admin} needs a port",
@@ -175,12 +184,12 @@ impl PeersFile {
         self.nodes.iter().find(|n| n.id == id).map(|n| n.addr)
     }
 
-    /// TCP admin address of node `id` (its `admin`, else its `addr`).
+    /// TCP admin address of node `id` (its `admin`, else loopback with the port of its `addr`).
     pub fn admin_of(&self, id: NodeId) -> Option<SocketAddr> {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .map(|n| n.admin.unwrap_or(n.addr))
+        self.nodes.iter().find(|n| n.id == id).map(|n| {
+            n.admin
+                .unwrap_or_else(|| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), n.addr.port()))
+        })
     }
 
     /// All `(id, addr)` pairs sorted by id.
@@ -264,6 +273,7 @@ loss = { model = "bernoulli", p = 0.2 }
                 admin: Some("127.0.0.1:10".parse().unwrap()),
             }],
             faults: None,
+            key_file: Some("cluster.key".into()),
         };
         assert_eq!(parse(&f.to_toml()).unwrap(), f);
     }

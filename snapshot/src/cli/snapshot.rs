@@ -11,6 +11,7 @@ use shutter_vclock::NodeId;
 use crate::cli::admin::{self, Reply, Request};
 use crate::cli::args::SnapshotArgs;
 use crate::cli::inspect;
+use crate::cli::key;
 use crate::cli::peers::PeersFile;
 use crate::cli::usage;
 use crate::persist;
@@ -18,6 +19,7 @@ use crate::persist;
 /// `shutter snapshot`.
 pub async fn run(args: SnapshotArgs) -> Result<ExitCode> {
     let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
+
     let via = match args.via {
         Some(v) => NodeId(v),
         None => peers.members()[0].0,
@@ -29,12 +31,14 @@ pub async fn run(args: SnapshotArgs) -> Result<ExitCode> {
             via.0
         )));
     };
+    let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
     let reply = admin::request(
         addr,
         &Request::Snapshot {
             timeout: args.timeout,
         },
         args.timeout + std::time::Duration::from_secs(2),
+        &auth,
     )
     .await
     .with_context(|| format!("asking {via} for a snapshot"))?;

@@ -12,15 +12,17 @@ use shutter_vclock::NodeId;
 
 use crate::cli::admin::{self, Reply, Request};
 use crate::cli::args::StatusArgs;
+use crate::cli::key;
 use crate::cli::node::NodeStatus;
 use crate::cli::peers::PeersFile;
 use crate::cli::usage;
+use shutter_transport::Auth;
 
 /// One node's answer, or why there is none.
 type Answer = (NodeId, std::result::Result<NodeStatus, String>);
 
-async fn ask(id: NodeId, addr: std::net::SocketAddr, timeout: Duration) -> Answer {
-    let reply = admin::request(addr, &Request::Status, timeout).await;
+async fn ask(id: NodeId, addr: std::net::SocketAddr, timeout: Duration, auth: Auth) -> Answer {
+    let reply = admin::request(addr, &Request::Status, timeout, &auth).await;
     let status = match reply {
         Ok(Reply::Status(json)) => {
             serde_json::from_str(&json).map_err(|e| format!("unreadable status: {e}"))
@@ -50,10 +52,11 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
             args.via.unwrap_or_default()
         )));
     }
+    let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
     // All at once: N dead nodes cost one timeout, not N.
     let tasks: Vec<_> = targets
         .into_iter()
-        .map(|(id, addr)| tokio::spawn(ask(id, addr, args.timeout)))
+        .map(|(id, addr)| tokio::spawn(ask(id, addr, args.timeout, auth.clone())))
         .collect();
     let mut answers: Vec<Answer> = Vec::with_capacity(tasks.len());
     for t in tasks {

@@ -79,7 +79,7 @@ pub struct Summary {
     pub datagrams_dropped_by_faults: u64,
     /// Duplicate datagrams or fragments the transports discarded.
     pub transport_duplicates_dropped: u64,
-    /// Corrupted datagrams the transports caught by checksum.
+    /// Corrupted datagrams the transports caught (by the AEAD tag, or the CRC32C when plain).
     pub corrupt_dropped: u64,
     /// Envelopes the runtimes could not decode.
     pub malformed_envelopes: u64,

@@ -156,9 +156,13 @@ pub fn check_xml(text: &str) -> Result<String, String> {
     root.ok_or_else(|| "no element".to_string())
 }
 
-/// Writes a peers file for `(id, port)` pairs on 127.0.0.1 (admin = same port over TCP).
+/// Writes a peers file for `(id, port)` pairs on 127.0.0.1 (admin = same port over TCP),
+/// with a fresh cluster key in `cluster.key` beside it: the nodes run secured.
 pub fn write_peers(path: &Path, ports: &[u16]) {
-    let mut text = String::new();
+    let key = path.with_file_name("cluster.key");
+    let ring = shutter_transport::KeyRing::random().unwrap();
+    std::fs::write(&key, ring.to_text()).unwrap();
+    let mut text = String::from("key_file = \"cluster.key\"\n\n");
     for (i, p) in ports.iter().enumerate() {
         text.push_str(&format!(
             "[[nodes]]\nid = {i}\naddr = \"127.0.0.1:{p}\"\n\n"
