@@ -20,6 +20,7 @@ use shutter_snapshot::life;
 use shutter_snapshot::mattern::{self, EngineConfig};
 use shutter_snapshot::process::{Context, Node, Process};
 use shutter_transport::Time;
+use shutter_transport::auth::{Auth, KeyRing};
 use shutter_transport::core::{Config, Core, MessageId};
 use shutter_vclock::NodeId;
 
@@ -174,9 +175,11 @@ pub enum Status {
     Crashed(Time),
 }
 
-/// Transport settings of the simulation (short timers so runs stay short).
+/// Transport settings of the simulation (short timers so runs stay short). Datagrams
+/// are sealed as in production, with a cluster key fixed for the simulation.
 pub fn transport_config(me: NodeId, incarnation: u64, ordered: bool) -> Config {
     Config {
+        auth: Auth::Keys(KeyRing::single(1, *b"shutter simulator cluster key 01")),
         local: me,
         incarnation,
         ordered,
