@@ -18,7 +18,7 @@ use clap::Parser;
 use serde_json::json;
 use shutter_transport::driver::{Endpoint, EndpointConfig, EndpointStats};
 use shutter_transport::faults::{FaultPlan, LinkFaults, LossModel};
-use shutter_transport::{Config, Event};
+use shutter_transport::{Auth, Config, Event, KeyRing};
 use shutter_vclock::NodeId;
 
 /// Measure reliable delivery between two endpoints over faulty loopback UDP.
@@ -63,6 +63,9 @@ struct Args {
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Seal every datagram (ChaCha20-Poly1305 with a random key) instead of plain CRC.
+    #[arg(long)]
+    sealed: bool,
 }
 
 /// What node 1 saw and node 0 got acknowledged.
@@ -112,6 +115,11 @@ async fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         bandwidth_bytes_per_sec: None,
     };
     let (a, b) = (NodeId(0), NodeId(1));
+    let auth = if args.sealed {
+        Auth::Keys(KeyRing::random()?)
+    } else {
+        Auth::Insecure
+    };
     let endpoint = |node: NodeId| {
         let mut cfg = EndpointConfig::new(
             Config {
@@ -119,6 +127,7 @@ async fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
                 max_in_flight: args.window,
                 dedup_window: (args.window as u64).max(Config::default().dedup_window),
                 seed: args.seed,
+                auth: auth.clone(),
                 ..Config::default()
             },
             "127.0.0.1:0".parse().expect("literal address"),
@@ -229,6 +238,7 @@ fn report(
         "size": args.size.max(8),
         "loss": args.loss, "dup": args.dup, "reorder": args.reorder, "corrupt": args.corrupt,
         "seed": args.seed,
+        "sealed": args.sealed,
         "finished": finished,
         "sent": sent,
         "acked": tally.acked,
@@ -237,7 +247,9 @@ fn report(
         "duplicates_delivered": duplicates,
         "missing": args.messages.saturating_sub(unique),
         "retransmits": ping.core.retransmits + pong.core.retransmits,
-        "corrupt_dropped": ping.core.corrupt_dropped + pong.core.corrupt_dropped,
+        // Sealed, corruption fails the AEAD tag instead of the CRC.
+        "corrupt_dropped": ping.core.corrupt_dropped + pong.core.corrupt_dropped
+            + ping.core.auth_failed_dropped + pong.core.auth_failed_dropped,
         // Bit flips in the magic or version fail before the checksum is looked at.
         "malformed_dropped": ping.core.malformed_dropped + pong.core.malformed_dropped,
         "duplicate_packets_dropped": ping.core.duplicate_packets + pong.core.duplicate_packets,

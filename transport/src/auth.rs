@@ -1,9 +1,12 @@
 //! Authenticated encryption of datagrams: the cluster key ring, per-direction keys and the
 //! replay window.
 //!
-//! Every datagram of a secured cluster is sealed with ChaCha20-Poly1305 (RustCrypto's
-//! `chacha20poly1305`: pure Rust, constant time, no C toolchain needed, the AEAD WireGuard
-//! uses, fast on CPUs without AES instructions). The key of one direction is derived with
+//! Every datagram of a secured cluster is sealed with AES-256-GCM from `ring` (the crypto
+//! of rustls and quinn; assembly using AES-NI and carry-less multiplication). Measured on
+//! these machines, sealing one 1100-byte datagram: ring AES-256-GCM 0.73 us, ring
+//! ChaCha20-Poly1305 2.14 us, RustCrypto `aes-gcm` 2.85 us, RustCrypto
+//! `chacha20poly1305` 8.68 us; with the last, `pingpong` lost 40% of its message rate.
+//! The key of one direction is derived with
 //! HKDF-SHA256 from the cluster secret and `(sender, receiver, sender incarnation)`, so
 //! each direction of each life of a node has its own key; the nonce is the packet number,
 //! which a sender never reuses within a life towards one peer. Nonces therefore never
@@ -22,10 +25,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
-use hkdf::Hkdf;
-use sha2::Sha256;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf::{HKDF_SHA256, Salt};
+use ring::rand::{SecureRandom, SystemRandom};
 use shutter_vclock::NodeId;
 use thiserror::Error;
 
@@ -107,7 +109,7 @@ impl KeyRing {
     /// A ring of one fresh random key (id 1) from the operating system's random source.
     pub fn random() -> Result<KeyRing, KeyError> {
         let mut secret = [0u8; KEY_LEN];
-        getrandom::fill(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
+        random_bytes(&mut secret)?;
         Ok(KeyRing::single(1, secret))
     }
 
@@ -194,12 +196,20 @@ impl KeyRing {
     /// derived with HKDF-SHA256 from key `id`; `None` if the ring has no such key.
     pub fn derive(&self, id: u8, label: &[u8]) -> Option<[u8; KEY_LEN]> {
         let secret = self.secret(id)?;
-        let hk = Hkdf::<Sha256>::new(Some(b"shutter v1"), secret);
+        let prk = Salt::new(HKDF_SHA256, b"shutter v1").extract(secret);
         let mut out = [0u8; KEY_LEN];
-        hk.expand(label, &mut out)
+        prk.expand(&[label], HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out))
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         Some(out)
     }
+}
+
+/// Fills `out` from the operating system's random source.
+pub fn random_bytes(out: &mut [u8]) -> Result<(), KeyError> {
+    SystemRandom::new()
+        .fill(out)
+        .map_err(|_| KeyError::Random("the system random source failed".into()))
 }
 
 fn parse_hex(s: &str) -> Option<[u8; KEY_LEN]> {
@@ -236,7 +246,7 @@ type DirectionKey = (u8, NodeId, NodeId, u64);
 /// costs an HKDF; a cluster of N nodes uses about 2N of them per life).
 pub(crate) struct Sealer {
     ring: KeyRing,
-    ciphers: HashMap<DirectionKey, ChaCha20Poly1305>,
+    ciphers: HashMap<DirectionKey, LessSafeKey>,
 }
 
 impl fmt::Debug for Sealer {
@@ -265,7 +275,7 @@ impl Sealer {
         self.ring.send
     }
 
-    fn cipher(&mut self, dir: DirectionKey) -> Option<&ChaCha20Poly1305> {
+    fn cipher(&mut self, dir: DirectionKey) -> Option<&LessSafeKey> {
         if !self.ciphers.contains_key(&dir) {
             let (id, sender, receiver, incarnation) = dir;
             let mut info = [0u8; 4 + 4 + 4 + 8];
@@ -277,8 +287,8 @@ impl Sealer {
             if self.ciphers.len() >= MAX_CIPHERS {
                 self.ciphers.clear();
             }
-            self.ciphers
-                .insert(dir, ChaCha20Poly1305::new((&key).into()));
+            let key = UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte AES-256 key");
+            self.ciphers.insert(dir, LessSafeKey::new(key));
         }
         self.ciphers.get(&dir)
     }
@@ -297,9 +307,9 @@ impl Sealer {
             .expect("the send key id is always in the ring");
         let (aad, body) = buf.split_at_mut(header_len);
         let tag = cipher
-            .encrypt_in_place_detached(&nonce(packet_number), aad, body)
-            .expect("a datagram is far below ChaCha20-Poly1305's length limit");
-        buf.extend_from_slice(&tag);
+            .seal_in_place_separate_tag(nonce(packet_number), Aad::from(&*aad), body)
+            .expect("a datagram is far below AES-GCM's length limit");
+        buf.extend_from_slice(tag.as_ref());
     }
 
     /// Checks and decrypts a sealed datagram into `out` (cleared first); false if the key
@@ -318,20 +328,23 @@ impl Sealer {
         let Some(cipher) = self.cipher(dir) else {
             return false;
         };
-        let (aad, rest) = datagram.split_at(header_len);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let (aad, sealed) = datagram.split_at(header_len);
         out.clear();
-        out.extend_from_slice(body);
-        cipher
-            .decrypt_in_place_detached(&nonce(packet_number), aad, out, Tag::from_slice(tag))
-            .is_ok()
+        out.extend_from_slice(sealed);
+        let ok = cipher
+            .open_in_place(nonce(packet_number), Aad::from(aad), out)
+            .is_ok();
+        // On success the plaintext is the front of `out`; drop the tag.
+        out.truncate(sealed.len() - TAG_LEN);
+        ok
     }
 }
 
+/// The 96-bit nonce of a packet number (unique per key: see the module docs).
 fn nonce(packet_number: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&packet_number.to_le_bytes());
-    n.into()
+    Nonce::assume_unique_for_key(n)
 }
 
 /// Words of the replay bitmap: 2048 bits, as WireGuard.

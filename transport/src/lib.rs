@@ -5,7 +5,7 @@
 //! * [`wire`]: the datagram format (magic, version, sender and incarnations, DATA / ACK /
 //!   PING frames, AEAD tag or CRC32C). Anything that fails to decode is dropped and
 //!   counted.
-//! * [`auth`]: the cluster key ring, ChaCha20-Poly1305 sealing with per-direction keys,
+//! * [`auth`]: the cluster key ring, AES-256-GCM sealing with per-direction keys,
 //!   and the replay window: a secured core drops unsealed, forged, wrong-key and replayed
 //!   datagrams before they touch any per-peer state.
 //! * [`core`]: the sans-IO protocol ([`Core`]): exactly-once, unordered (optionally

@@ -27,9 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use shutter_transport::auth::{Auth, KeyRing};
+use ring::hmac;
+use shutter_transport::auth::{Auth, KeyRing, random_bytes};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -49,15 +48,22 @@ const GREETING: &str = "SHUTTER-ADMIN 1";
 /// HKDF label of the admin key.
 const ADMIN_LABEL: &[u8] = b"shutter admin v1";
 
-/// `HMAC-SHA256(admin key of `key_id`, nonce || request line)`, or `None` if the ring has
-/// no such key.
-fn mac(ring: &KeyRing, key_id: u8, nonce: &str, request_line: &str) -> Option<Hmac<Sha256>> {
-    let key = ring.derive(key_id, ADMIN_LABEL)?;
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
-    m.update(nonce.as_bytes());
-    m.update(b"\n");
-    m.update(request_line.as_bytes());
-    Some(m)
+/// The admin key of `key_id` and the message a MAC covers, or `None` if the ring has no
+/// such key.
+fn mac_input(
+    keys: &KeyRing,
+    key_id: u8,
+    nonce: &str,
+    request_line: &str,
+) -> Option<(hmac::Key, Vec<u8>)> {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &keys.derive(key_id, ADMIN_LABEL)?);
+    Some((key, format!("{nonce}\n{request_line}").into_bytes()))
+}
+
+/// `HMAC-SHA256(admin key of key_id, nonce "\n" request line)`.
+fn mac(keys: &KeyRing, key_id: u8, nonce: &str, request_line: &str) -> Option<Vec<u8>> {
+    let (key, msg) = mac_input(keys, key_id, nonce, request_line)?;
+    Some(hmac::sign(&key, &msg).as_ref().to_vec())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -84,7 +90,8 @@ fn authentic(ring: &KeyRing, nonce: &str, auth_line: &str, request_line: &str) -
         return false;
     };
     // Constant-time comparison.
-    mac(ring, id, nonce, request_line).is_some_and(|m| m.verify_slice(&tag).is_ok())
+    mac_input(ring, id, nonce, request_line)
+        .is_some_and(|(key, msg)| hmac::verify(&key, &msg, &tag).is_ok())
 }
 
 /// A request to a node.
@@ -257,7 +264,7 @@ async fn handle(
     let nonce = match auth.as_ref() {
         Auth::Keys(_) => {
             let mut n = [0u8; 16];
-            if getrandom::fill(&mut n).is_err() {
+            if random_bytes(&mut n).is_err() {
                 return;
             }
             hex(&n)
@@ -345,7 +352,7 @@ pub async fn request(
             (nonce, Auth::Keys(ring)) => {
                 let id = ring.send_id();
                 let m = mac(ring, id, nonce, line.trim_end()).expect("the send key is in the ring");
-                out = format!("AUTH {id} {}\n", hex(&m.finalize().into_bytes()));
+                out = format!("AUTH {id} {}\n", hex(&m));
             }
         }
         out.push_str(&line);
@@ -439,7 +446,7 @@ mod tests {
             .unwrap();
         let nonce = greeting.trim_end().rsplit(' ').next().unwrap().to_owned();
         let m = mac(&KeyRing::single(3, [9; 32]), 3, "another nonce", "STATUS").unwrap();
-        let forged = format!("AUTH 3 {}\nSTATUS\n", hex(&m.finalize().into_bytes()));
+        let forged = format!("AUTH 3 {}\nSTATUS\n", hex(&m));
         assert_ne!(nonce, "another nonce");
         stream.write_all(forged.as_bytes()).await.unwrap();
         let r = Reply::read(stream).await.unwrap();
@@ -453,7 +460,7 @@ mod tests {
             .unwrap();
         let nonce = greeting.trim_end().rsplit(' ').next().unwrap().to_owned();
         let m = mac(&KeyRing::single(3, [9; 32]), 3, &nonce, "STATUS").unwrap();
-        let altered = format!("AUTH 3 {}\nSNAPSHOT 100\n", hex(&m.finalize().into_bytes()));
+        let altered = format!("AUTH 3 {}\nSNAPSHOT 100\n", hex(&m));
         stream.write_all(altered.as_bytes()).await.unwrap();
         let r = Reply::read(stream).await.unwrap();
         assert_eq!(r, Reply::Error("authentication failed".into()));
