@@ -8,7 +8,11 @@
 //! [`procs`] starts real `shutter` processes (the test binary re-executed as the CLI) and
 //! [`netns`] builds a namespace lab with kernel-level random drop; the
 //! `cluster_processes` test uses both.
+//!
+//! [`spoof`] sniffs and forges UDP datagrams with raw sockets (root only), for the
+//! `cluster_attack` test.
 
 pub mod netns;
 pub mod procs;
 pub mod sim;
+pub mod spoof;
