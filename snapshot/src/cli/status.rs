@@ -1,7 +1,8 @@
 //! `shutter status`: asks every node of a running cluster (or the one named by `--via`)
 //! for its status over the admin channel, all at once, and prints one row per node:
-//! balance, transfers sent and delivered, duplicates (must be 0), retransmissions, and
-//! the snapshots it initiated. A node that does not answer gets a row saying why.
+//! balance, transfers sent and delivered, duplicates (must be 0), retransmissions, the
+//! snapshots it initiated, and everything it dropped (by reason with `--json`). A node
+//! that does not answer gets a row saying why.
 //! Exit code 1 if any node did not answer.
 
 use std::process::ExitCode;
@@ -75,13 +76,13 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
         }
     } else {
         println!(
-            "{:>5} {:>9} {:>9} {:>10} {:>5} {:>8} {:>10} {:>8}",
-            "node", "balance", "sent", "delivered", "dup", "retx", "snaps ok", "aborted"
+            "{:>5} {:>9} {:>9} {:>10} {:>5} {:>8} {:>10} {:>8} {:>8}",
+            "node", "balance", "sent", "delivered", "dup", "retx", "snaps ok", "aborted", "dropped"
         );
         for (id, a) in &answers {
             match a {
                 Ok(s) => println!(
-                    "{:>5} {:>9} {:>9} {:>10} {:>5} {:>8} {:>10} {:>8}",
+                    "{:>5} {:>9} {:>9} {:>10} {:>5} {:>8} {:>10} {:>8} {:>8}",
                     id.to_string(),
                     s.balance,
                     s.messages_sent,
@@ -89,7 +90,8 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
                     s.duplicates_delivered,
                     s.retransmits,
                     s.snapshots_completed,
-                    s.snapshots_aborted
+                    s.snapshots_aborted,
+                    s.dropped.total()
                 ),
                 Err(e) => {
                     all = false;
