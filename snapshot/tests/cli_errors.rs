@@ -37,6 +37,12 @@ fn bad_flags_are_usage_errors() {
     );
     fails(&["demo", "--dup", "x"], 2, &["--dup", "not a number"]);
     fails(&["demo", "--interval", "2h"], 2, &["unknown unit"]);
+    // A bare number used to mean milliseconds: `--duration 15` ran 15 ms and passed.
+    fails(
+        &["demo", "--duration", "15"],
+        2,
+        &["--duration", "needs a unit: 15s or 15ms"],
+    );
     fails(
         &["demo", "--partition", "1s..2s:0,1"],
         2,
@@ -128,4 +134,30 @@ fn bad_files_are_runtime_errors() {
         &["nope"],
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_demo_that_completes_no_snapshot_fails() {
+    // The only snapshot starts inside a partition and aborts: nothing was proven.
+    let out = run(
+        &[
+            "demo",
+            "--nodes",
+            "2",
+            "--snapshots",
+            "1",
+            "--quiet",
+            "--snapshot-timeout",
+            "300ms",
+            "--partition",
+            "0s..1s:0|1",
+        ],
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("no snapshot completed") && stdout.contains("result: FAIL"),
+        "{stdout}"
+    );
 }

@@ -284,7 +284,8 @@ pub struct ReportArgs {
     pub path: PathBuf,
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m` (a bare number is milliseconds).
+/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m`. A bare number is an error: `--duration
+/// 15` used to run for 15 ms and report PASS with no snapshot taken.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
@@ -295,7 +296,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration (examples: 500ms, 2s, 1.5s)"))?;
     let scale = match unit.trim() {
-        "" | "ms" => 1e-3,
+        "" => {
+            return Err(format!(
+                "{text:?} needs a unit: {num}s or {num}ms (also us and m)"
+            ));
+        }
+        "ms" => 1e-3,
         "us" | "µs" => 1e-6,
         "s" => 1.0,
         "m" | "min" => 60.0,
@@ -333,7 +339,8 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("40"), Ok(Duration::from_millis(40)));
+        let e = parse_duration("15").unwrap_err();
+        assert!(e.contains("needs a unit: 15s or 15ms"), "{e}");
         assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("2h").unwrap_err().contains("unknown unit"));

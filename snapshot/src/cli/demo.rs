@@ -424,6 +424,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             "final balances add up to {final_total}, expected {expected_total}"
         ));
     }
+    if out.completed == 0 {
+        out.fail("no snapshot completed: the run proves nothing".to_string());
+    }
     summary.failures = out.failures.clone();
     summary.judge();
 

@@ -102,7 +102,9 @@ pub struct Summary {
 impl Summary {
     /// Sets `passed` from the counters and returns it.
     pub fn judge(&mut self) -> bool {
-        self.passed = self.snapshots_consistent == self.snapshots_completed
+        // A run that completed no snapshot proved nothing.
+        self.passed = self.snapshots_completed > 0
+            && self.snapshots_consistent == self.snapshots_completed
             && self.invariant_violations == 0
             && self.snapshots_failed_check == 0
             && self.duplicates_delivered == 0
