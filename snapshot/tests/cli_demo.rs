@@ -203,3 +203,65 @@ fn partition_aborts_snapshots_but_never_reports_an_inconsistent_one() {
     );
     assert_eq!(v["faults"]["partitions"].as_array().unwrap().len(), 1);
 }
+
+/// SIGTERM (what `kill`, systemd and container runtimes send) mid-run: the demo starts no
+/// more snapshots, finishes the running ones, prints the summary of what ran, writes its
+/// JSON and exits 130. It used to die with nothing written.
+#[test]
+fn sigterm_keeps_the_results_of_what_ran() {
+    let dir = cli_support::temp_dir("demo-sigterm");
+    let json = dir.join("summary.json");
+    let mut child = cli_support::shutter()
+        .args([
+            "demo",
+            "--nodes",
+            "3",
+            "--duration",
+            "60s",
+            "--interval",
+            "100ms",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the demo did not stop within 40 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = cli_support::text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("snapshots started"),
+        "no summary:\n{stdout}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(
+        summary["snapshots_completed"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["snapshots_completed"].as_u64().unwrap(),
+        summary["snapshots_consistent"].as_u64().unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

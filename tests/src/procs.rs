@@ -163,9 +163,17 @@ impl NodeProcess {
     /// Stops the node like Ctrl-C would (SIGINT) and returns the status JSON of its final
     /// `node nK stopped: {...}` line; panics if it does not stop within `limit`.
     pub fn stop(&mut self, limit: Duration) -> String {
+        self.stop_with("INT", limit)
+    }
+
+    /// [`NodeProcess::stop`] with another signal (`"TERM"`: what systemd and container
+    /// runtimes send).
+    pub fn stop_with(&mut self, signal: &str, limit: Duration) -> String {
         let pid = self.child.id().to_string();
         // `ip netns exec` execs the node, so the pid is the node's own.
-        let sent = Command::new("kill").args(["-INT", &pid]).status();
+        let sent = Command::new("kill")
+            .args([format!("-{signal}").as_str(), &pid])
+            .status();
         assert!(
             sent.is_ok_and(|s| s.success()),
             "cannot send SIGINT to {pid}"

@@ -293,6 +293,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     // Set once no more snapshots will be started: then wait for the pending ones.
     let mut starting_done: Option<Instant> = None;
     let grace = args.snapshot_timeout + Duration::from_secs(5);
+    // Ctrl-C or SIGTERM: start no more snapshots, let the running ones finish (a second
+    // signal stops waiting), then drain, summarize and write the reports as usual.
+    let mut interrupted = false;
+    let stop = crate::cli::stop_requested();
+    tokio::pin!(stop);
 
     loop {
         if let Some(done) = starting_done {
@@ -301,6 +306,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             }
         }
         tokio::select! {
+            _ = &mut stop => {
+                if interrupted {
+                    break;
+                }
+                interrupted = true;
+                progress.line(|| "interrupted: no more snapshots; finishing the running ones".into());
+                starting_done = Some(Instant::now());
+                stop.set(crate::cli::stop_requested());
+            }
             _ = initiate.tick(), if starting_done.is_none() => {
                 let now = Instant::now();
                 if stop_at.is_some_and(|s| now >= s) {
@@ -458,7 +472,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     }
     std::io::stdout().flush()?;
-    Ok(if summary.passed {
+    Ok(if interrupted {
+        eprintln!("interrupted: the summary covers what ran");
+        ExitCode::from(130)
+    } else if summary.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -201,13 +201,9 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     ));
     let mut pending: BTreeMap<SnapshotId, oneshot::Sender<Reply>> = BTreeMap::new();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    // Ctrl-C stops the node also when `--duration` is set.
+    // Ctrl-C or SIGTERM stops the node (with its final line), also when `--duration` is set.
     let stop = async {
-        let interrupted = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
+        let interrupted = crate::cli::stop_requested();
         match deadline {
             Some(at) => {
                 tokio::select! {
