@@ -161,3 +161,52 @@ fn a_demo_that_completes_no_snapshot_fails() {
         "{stdout}"
     );
 }
+
+#[test]
+fn each_cause_is_said_once() {
+    // The io error used to be printed twice: "...: No such file (os error 2): No such
+    // file (os error 2)".
+    let out = run(
+        &["status", "--peers", "/nonexistent/peers.toml", "--insecure"],
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+    assert!(stderr.contains("/nonexistent/peers.toml"), "{stderr}");
+}
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    // `shutter report DIR | head -1`: the reader leaves before the table is written. It
+    // used to print "error: Broken pipe" and exit 1.
+    let dir = temp_dir("closed-pipe");
+    let out = run(
+        &[
+            "demo",
+            "--nodes",
+            "2",
+            "--snapshots",
+            "2",
+            "--interval",
+            "100ms",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let mut child = cli_support::shutter()
+        .args(["report", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -67,10 +67,22 @@ where
         // clap prints help/version to stdout (exit 0) and errors to stderr (exit 2).
         Err(e) => e.exit(),
     };
+    // `RUST_LOG=debug shutter node ...` shows the engines' and transport's logs on
+    // stderr, timestamped; warnings only by default. A second init (tests re-executing
+    // themselves) is a no-op.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     match run(cli) {
         Ok(code) => code,
+        // `shutter ... | head`: the reader left; nothing to report.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             if e.downcast_ref::<UsageError>().is_some()
                 || e.chain().any(|c| c.downcast_ref::<UsageError>().is_some())
             {
@@ -80,6 +92,31 @@ where
             }
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes, each said once: a cause whose text its parent's message
+/// already contains (`cannot read X: No such file (os error 2)` wrapping the io error)
+/// is not repeated.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Runs one parsed command on a fresh tokio runtime.
