@@ -22,7 +22,7 @@
 //! semantic mistakes such as a duplicate id).
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -35,13 +35,49 @@ use shutter_vclock::{MAX_NODES, NodeId};
 pub struct PeerEntry {
     /// Node id (its index in every vector clock).
     pub id: NodeId,
-    /// UDP address the node listens on.
+    /// UDP address the node listens on: `IP:PORT`, or `HOST:PORT` resolved when the file
+    /// is read (IPv4 preferred), so DNS names (containers, a Kubernetes headless
+    /// service) work.
+    #[serde(deserialize_with = "host_port")]
     pub addr: SocketAddr,
     /// TCP address of the node's admin channel (`shutter snapshot` talks to it). Default:
     /// loopback (127.0.0.1) with the port of `addr`, over TCP (TCP and UDP ports are
     /// separate), so only local clients reach it unless configured otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_host_port"
+    )]
     pub admin: Option<SocketAddr>,
+}
+
+/// Resolves `IP:PORT` or `HOST:PORT` (first IPv4 address, else the first address).
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err(format!("{s:?} needs a port (HOST:PORT or IP:PORT)"));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+fn host_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    resolve(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_host_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    host_port(d).map(Some)
 }
 
 /// A parsed and validated peers file.
@@ -234,6 +270,19 @@ loss = { model = "bernoulli", p = 0.2 }
         assert_eq!(f.addr_of(NodeId(1)).unwrap().port(), 7001);
         assert_eq!(f.admin_of(NodeId(1)), f.addr_of(NodeId(1)));
         assert_eq!(f.faults.unwrap().seed, 3);
+    }
+
+    #[test]
+    fn host_names_are_resolved() {
+        // `localhost:7100` used to be refused ("invalid socket address syntax").
+        let f = parse("[[nodes]]\nid = 0\naddr = \"localhost:7100\"\nadmin = \"localhost:8100\"\n")
+            .unwrap();
+        let a = f.addr_of(NodeId(0)).unwrap();
+        assert!(a.ip().is_loopback() && a.port() == 7100, "{a}");
+        assert_eq!(f.admin_of(NodeId(0)).unwrap().port(), 8100);
+        let e = parse("[[nodes]]\nid = 0\naddr = \"localhost\"\n").unwrap_err();
+        assert!(e.to_string().contains("needs a port"), "{e}");
+        assert!(e.to_string().contains("line 3"), "{e}");
     }
 
     #[test]
