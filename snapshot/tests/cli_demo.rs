@@ -137,6 +137,22 @@ fn demo_under_faults_is_consistent_and_writes_a_well_formed_report() {
         stdout.contains("ok    money conserved (total 4000)"),
         "{stdout}"
     );
+    // Several files at once (what `inspect snaps/*.snap` expands to): each printed and
+    // checked under its name.
+    let copy = out_dir.join("copy.snap");
+    std::fs::copy(&last, &copy).unwrap();
+    let out = run(
+        &["inspect", last.to_str().unwrap(), copy.to_str().unwrap()],
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.matches("ok    cut consistency").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(stdout.contains("copy.snap =="), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -267,8 +267,9 @@ pub struct StatusArgs {
 /// `shutter inspect`.
 #[derive(Clone, Debug, Args)]
 pub struct InspectArgs {
-    /// A snapshot file (written by `shutter snapshot` or `shutter demo --out`).
-    pub file: PathBuf,
+    /// Snapshot files (written by `shutter snapshot` or `shutter demo --out`).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
     /// The bank's total money, to check conservation (default: nodes x 1000).
     #[arg(long)]
     pub total: Option<u64>,

@@ -1,6 +1,6 @@
-//! `shutter inspect FILE`: prints a saved snapshot (id, timings, per-node bank balances,
-//! cut clocks, channel messages) and verifies it (cut consistency, channel states, money
-//! conserved). Exit code 1 if a check fails.
+//! `shutter inspect FILE...`: prints saved snapshots (id, timings, per-node bank
+//! balances, cut clocks, channel messages) and verifies each (cut consistency, channel
+//! states, money conserved). Exit code 1 if a check fails for any of them.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,10 +15,21 @@ use crate::verify::{check_channels, check_classification, check_cut_consistency,
 
 /// `shutter inspect`.
 pub fn run(args: &InspectArgs) -> Result<ExitCode> {
-    let snap = persist::load(&args.file)
-        .with_context(|| format!("cannot load snapshot {}", args.file.display()))?;
     let mut out = std::io::stdout().lock();
-    let ok = print(&snap, args.total, args.messages, &mut out)?;
+    let mut ok = true;
+    for (i, file) in args.files.iter().enumerate() {
+        let snap = persist::load(file)
+            .with_context(|| format!("cannot load snapshot {}", file.display()))?;
+        if args.files.len() > 1 {
+            writeln!(
+                out,
+                "{}== {} ==",
+                if i > 0 { "\n" } else { "" },
+                file.display()
+            )?;
+        }
+        ok &= print(&snap, args.total, args.messages, &mut out)?;
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
