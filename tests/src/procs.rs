@@ -263,3 +263,44 @@ pub fn saved_path(stdout: &str) -> Option<PathBuf> {
         .find_map(|l| l.strip_prefix("saved "))
         .map(PathBuf::from)
 }
+
+/// The `main` of a harness-less multi-process test binary: runs as the `shutter` CLI when
+/// re-executed as a child ([`child_main`]), else runs the `cases` whose names contain a
+/// command-line filter (all without one), each caught on panic, and prints libtest-like
+/// lines.
+pub fn test_main(cases: &[(&str, fn())]) -> ExitCode {
+    if let Some(code) = child_main() {
+        return code;
+    }
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<_> = cases
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
+        .collect();
+    println!("\nrunning {} tests", selected.len());
+    let mut failed = Vec::new();
+    for (name, case) in selected {
+        println!("test {name} ...");
+        let started = Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)) {
+            Ok(()) => println!(
+                "test {name} ... ok ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        println!("\ntest result: ok\n");
+        ExitCode::SUCCESS
+    } else {
+        println!("\ntest result: FAILED: {failed:?}\n");
+        ExitCode::FAILURE
+    }
+}

@@ -30,11 +30,10 @@
 //! apply to differs from run to run.
 //!
 //! `harness = false`: this binary is also the `shutter` executable of its child
-//! processes (`shutter_tests::procs::child_main`), so `main` is ours.
+//! processes (`shutter_tests::procs::test_main`), so `main` is ours.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +46,7 @@ use shutter_snapshot::bank::BankInvariant;
 use shutter_snapshot::cli::node::{Dropped, NodeStatus};
 use shutter_snapshot::{persist, verify};
 use shutter_tests::procs::{
-    Launcher, NodeProcess, child_main, free_port, saved_path, temp_dir, text, write_peers,
+    Launcher, NodeProcess, free_port, saved_path, temp_dir, test_main, text, write_peers,
 };
 use shutter_tests::spoof::{self, Sniffer, Spoofer, is_permission_denied};
 use shutter_transport::auth::{Auth, KeyRing, TAG_LEN};
@@ -938,39 +937,5 @@ fn loopback_attack() {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = child_main() {
-        return code;
-    }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let cases: [(&str, fn()); 1] = [("loopback_attack", loopback_attack)];
-    let selected: Vec<_> = cases
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
-        .collect();
-    println!("\nrunning {} tests", selected.len());
-    let mut failed = Vec::new();
-    for (name, case) in selected {
-        println!("test {name} ...");
-        let started = Instant::now();
-        match std::panic::catch_unwind(AssertUnwindSafe(case)) {
-            Ok(()) => println!(
-                "test {name} ... ok ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    if failed.is_empty() {
-        println!("\ntest result: ok\n");
-        ExitCode::SUCCESS
-    } else {
-        println!("\ntest result: FAILED: {failed:?}\n");
-        ExitCode::FAILURE
-    }
+    test_main(&[("loopback_attack", loopback_attack)])
 }

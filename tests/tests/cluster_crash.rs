@@ -26,11 +26,10 @@
 //! more or fewer rounds. Processes are real, so timing still varies between replays.
 //!
 //! `harness = false`: this binary is also the `shutter` executable of its child
-//! processes (`shutter_tests::procs::child_main`), so `main` is ours.
+//! processes (`shutter_tests::procs::test_main`), so `main` is ours.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Output};
 use std::thread::JoinHandle;
@@ -40,7 +39,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shutter_snapshot::{persist, verify};
 use shutter_tests::procs::{
-    Launcher, NodeProcess, child_main, free_port, saved_path, temp_dir, text, write_peers,
+    Launcher, NodeProcess, free_port, saved_path, temp_dir, test_main, text, write_peers,
 };
 
 /// Nodes in the cluster.
@@ -668,39 +667,5 @@ fn crash_restart_rounds() {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = child_main() {
-        return code;
-    }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let cases: [(&str, fn()); 1] = [("crash_restart_rounds", crash_restart_rounds)];
-    let selected: Vec<_> = cases
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
-        .collect();
-    println!("\nrunning {} tests", selected.len());
-    let mut failed = Vec::new();
-    for (name, case) in selected {
-        println!("test {name} ...");
-        let started = Instant::now();
-        match std::panic::catch_unwind(AssertUnwindSafe(case)) {
-            Ok(()) => println!(
-                "test {name} ... ok ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    if failed.is_empty() {
-        println!("\ntest result: ok\n");
-        ExitCode::SUCCESS
-    } else {
-        println!("\ntest result: FAILED: {failed:?}\n");
-        ExitCode::FAILURE
-    }
+    test_main(&[("crash_restart_rounds", crash_restart_rounds)])
 }
