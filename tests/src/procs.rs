@@ -237,6 +237,17 @@ pub fn free_port() -> u16 {
     panic!("no loopback port free for both UDP and TCP");
 }
 
+/// `(udp, admin)` addresses on 127.0.0.1 for `n` nodes, every port free right now.
+pub fn loopback_addrs(n: usize) -> Vec<(SocketAddr, SocketAddr)> {
+    (0..n)
+        .map(|_| {
+            let udp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            (udp, admin)
+        })
+        .collect()
+}
+
 /// Writes a peers file: `key_file` naming a fresh random cluster key written beside it
 /// (`cluster.key`), one `[[nodes]]` entry per `(udp, admin)` pair (ids 0..), then `extra`
 /// verbatim (e.g. a `[faults]` table).

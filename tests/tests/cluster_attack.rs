@@ -33,7 +33,6 @@
 //! processes (`shutter_tests::procs::test_main`), so `main` is ours.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +45,7 @@ use shutter_snapshot::bank::BankInvariant;
 use shutter_snapshot::cli::node::{Dropped, NodeStatus};
 use shutter_snapshot::{persist, verify};
 use shutter_tests::procs::{
-    Launcher, NodeProcess, free_port, saved_path, temp_dir, test_main, text, write_peers,
+    Launcher, NodeProcess, loopback_addrs, saved_path, temp_dir, test_main, text, write_peers,
 };
 use shutter_tests::spoof::{self, Sniffer, Spoofer, is_permission_denied};
 use shutter_transport::auth::{Auth, KeyRing, TAG_LEN};
@@ -619,13 +618,7 @@ fn loopback_attack() {
     // 1. A secured cluster on a clean network.
     let dir = temp_dir("attack");
     let peers = dir.join("peers.toml");
-    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..NODES)
-        .map(|_| {
-            let udp = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            (udp, admin)
-        })
-        .collect();
+    let addrs = loopback_addrs(NODES);
     write_peers(&peers, &addrs, "");
     let (n0_udp, n1_udp) = (addrs[0].0, addrs[1].0);
     let host = Launcher::host();

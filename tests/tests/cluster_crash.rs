@@ -29,7 +29,6 @@
 //! processes (`shutter_tests::procs::test_main`), so `main` is ours.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Output};
 use std::thread::JoinHandle;
@@ -39,7 +38,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shutter_snapshot::{persist, verify};
 use shutter_tests::procs::{
-    Launcher, NodeProcess, free_port, saved_path, temp_dir, test_main, text, write_peers,
+    Launcher, NodeProcess, loopback_addrs, saved_path, temp_dir, test_main, text, write_peers,
 };
 
 /// Nodes in the cluster.
@@ -355,13 +354,7 @@ struct Cluster {
 impl Cluster {
     fn start(dir: &Path, fault_seed: u64) -> Cluster {
         let peers = dir.join("peers.toml");
-        let addrs: Vec<(SocketAddr, SocketAddr)> = (0..NODES)
-            .map(|_| {
-                let udp = SocketAddr::from(([127, 0, 0, 1], free_port()));
-                let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-                (udp, admin)
-            })
-            .collect();
+        let addrs = loopback_addrs(NODES);
         write_peers(
             &peers,
             &addrs,

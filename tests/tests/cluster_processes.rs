@@ -25,7 +25,7 @@ use shutter_snapshot::bank::BankInvariant;
 use shutter_snapshot::{persist, verify};
 use shutter_tests::netns::Lab;
 use shutter_tests::procs::{
-    Launcher, NodeProcess, free_port, saved_path, temp_dir, test_main, text, write_peers,
+    Launcher, NodeProcess, loopback_addrs, saved_path, temp_dir, test_main, text, write_peers,
 };
 
 /// Nodes per cluster.
@@ -177,13 +177,7 @@ fn stop_and_check(nodes: &mut [NodeProcess]) -> u64 {
 fn loopback_processes_with_faults() {
     let dir = temp_dir("loopback");
     let peers = dir.join("peers.toml");
-    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..NODES)
-        .map(|_| {
-            let udp = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            (udp, admin)
-        })
-        .collect();
+    let addrs = loopback_addrs(NODES);
     write_peers(
         &peers,
         &addrs,
