@@ -206,25 +206,24 @@ impl Summary {
         )?;
         row(out, "  corrupt discarded", self.corrupt_dropped.to_string())?;
         writeln!(out)?;
+        // The percentile list `wrk2 --latency` prints, one column per histogram.
+        let (s, d) = (&self.snapshot_latency_us, &self.delivery_latency_us);
         writeln!(
             out,
-            "  {:<20} {:>7} {:>10} {:>10} {:>10} {:>10}",
-            "latency (ms)", "count", "p50", "p90", "p99", "max"
+            "  {:<20} {:>12} {:>12}",
+            "latency (ms)", "snapshot", "delivery"
         )?;
-        for (name, p) in [
-            ("snapshot", &self.snapshot_latency_us),
-            ("delivery", &self.delivery_latency_us),
+        writeln!(out, "    {:<18} {:>12} {:>12}", "count", s.count, d.count)?;
+        for (label, f) in [
+            ("50%", (|p| p.p50) as fn(&Percentiles) -> u64),
+            ("75%", |p| p.p75),
+            ("90%", |p| p.p90),
+            ("99%", |p| p.p99),
+            ("99.9%", |p| p.p999),
+            ("99.99%", |p| p.p9999),
+            ("max", |p| p.max),
         ] {
-            writeln!(
-                out,
-                "  {:<20} {:>7} {:>10} {:>10} {:>10} {:>10}",
-                name,
-                p.count,
-                ms(p.p50),
-                ms(p.p90),
-                ms(p.p99),
-                ms(p.max)
-            )?;
+            writeln!(out, "    {label:<18} {:>12} {:>12}", ms(f(s)), ms(f(d)))?;
         }
         writeln!(out)?;
         for failure in &self.failures {

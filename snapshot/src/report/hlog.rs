@@ -1,5 +1,20 @@
 //! HdrHistogram interval logs (`.hlog`): one compressed V2 histogram per interval, the
-//! format HdrHistogram's Java tools (HistogramLogAnalyzer, LogProcessor) read.
+//! format HdrHistogram's Java tools (HistogramLogAnalyzer, HistogramLogProcessor) read.
+//!
+//! A log starts like the ones Java's `HistogramLogWriter` writes (comment, format version,
+//! start time, base time, legend):
+//!
+//! ```text
+//! #shutter latency log; values in microseconds
+//! #[Histogram log format version 1.3]
+//! #[StartTime: 1700000000.000 (seconds since epoch), Tue Nov 14 22:13:20 UTC 2023]
+//! #[BaseTime: 1700000000.000 (seconds since epoch)]
+//! "StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"
+//! Tag=delivery,0.000,1.003,54527.000,HISTFAAAAOp4nC2O...
+//! ```
+//!
+//! Interval start timestamps are seconds since the BaseTime (the run's start), as the
+//! BaseTime line says; `Interval_Max` is in microseconds like the histograms.
 
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
@@ -27,15 +42,32 @@ impl IntervalLog {
         self.intervals.push((offset, length, tag.to_string(), h));
     }
 
-    /// Writes the log.
+    /// Writes the log: the standard header lines (see the module documentation), then one
+    /// line per interval. Without a [`start`](Self::start) the StartTime and BaseTime lines
+    /// are left out (interval timestamps then count from the epoch, as the format says).
     pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
-        let mut ser = V2DeflateSerializer::new();
-        let mut b = IntervalLogWriterBuilder::new();
-        b.add_comment("shutter latency log; values in microseconds");
-        if let Some(s) = self.start {
-            b.with_start_time(s);
+        // The hdrhistogram crate's builder writes comments and a StartTime line without the
+        // date, but neither the format version nor the legend; write the header ourselves
+        // the way Java's HistogramLogWriter does, then let the crate write the intervals.
+        writeln!(out, "#shutter latency log; values in microseconds")?;
+        writeln!(out, "#[Histogram log format version {LOG_FORMAT_VERSION}]")?;
+        if let Some(start) = self.start {
+            let since_epoch = start
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            // Milliseconds, as Java logs them.
+            let millis = since_epoch.as_millis() as u64;
+            let secs = format!("{}.{:03}", millis / 1000, millis % 1000);
+            writeln!(
+                out,
+                "#[StartTime: {secs} (seconds since epoch), {}]",
+                java_date_utc(millis / 1000)
+            )?;
+            writeln!(out, "#[BaseTime: {secs} (seconds since epoch)]")?;
         }
-        let mut w = b.begin_log_with(out, &mut ser)?;
+        writeln!(out, "{LEGEND}")?;
+        let mut ser = V2DeflateSerializer::new();
+        let mut w = IntervalLogWriterBuilder::new().begin_log_with(out, &mut ser)?;
         for (offset, length, tag, h) in &self.intervals {
             let tag = Tag::new(tag).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("bad tag {tag:?}"))
@@ -45,6 +77,42 @@ impl IntervalLog {
         }
         Ok(())
     }
+}
+
+/// The log format version the header names (that of HdrHistogram 2.1.x's writer).
+pub(crate) const LOG_FORMAT_VERSION: &str = "1.3";
+
+/// The CSV legend line Java's `HistogramLogWriter::outputLegend` writes before the intervals.
+pub(crate) const LEGEND: &str =
+    "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"";
+
+/// `secs` since the epoch as Java's `Date::toString` prints it in UTC, e.g.
+/// `Tue Nov 14 22:13:20 UTC 2023`.
+fn java_date_utc(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm), for days >= 0.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{} {} {day:02} {:02}:{:02}:{:02} UTC {year}",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Reads the histograms of an interval log back: `(tag, histogram)` per interval.
@@ -97,7 +165,21 @@ mod tests {
         let mut out = Vec::new();
         log.write(&mut out).unwrap();
         let text = String::from_utf8(out.clone()).unwrap();
-        assert!(text.contains("#[StartTime: 1700000000.000"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..5],
+            [
+                "#shutter latency log; values in microseconds",
+                "#[Histogram log format version 1.3]",
+                "#[StartTime: 1700000000.000 (seconds since epoch), Tue Nov 14 22:13:20 UTC 2023]",
+                "#[BaseTime: 1700000000.000 (seconds since epoch)]",
+                "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"",
+            ]
+        );
+        assert!(
+            lines[5].starts_with("Tag=delivery,0.000,1.000,100.000,"),
+            "{text}"
+        );
         // Compressed V2 payloads start with the deflate cookie 0x1c849304 -> base64 "HISTF".
         assert!(text.contains(",HISTF"), "{text}");
         let back = read_hlog(&out).unwrap();
@@ -105,5 +187,25 @@ mod tests {
         assert_eq!(back[2].0, "delivery");
         assert_eq!(back[2].1.max(), log.intervals[2].3.max());
         assert_eq!(back[1].1.len(), 100);
+    }
+
+    #[test]
+    fn dates_print_like_java() {
+        assert_eq!(java_date_utc(0), "Thu Jan 01 00:00:00 UTC 1970");
+        assert_eq!(java_date_utc(951_825_599), "Tue Feb 29 11:59:59 UTC 2000");
+        assert_eq!(java_date_utc(1_796_141_327), "Tue Dec 01 16:08:47 UTC 2026");
+        assert_eq!(java_date_utc(4_102_444_800), "Fri Jan 01 00:00:00 UTC 2100");
+    }
+
+    #[test]
+    fn log_without_start_time_still_has_version_and_legend() {
+        let mut log = IntervalLog::default();
+        log.push(Duration::ZERO, Duration::from_secs(1), "x", new_histogram());
+        let mut out = Vec::new();
+        log.write(&mut out).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(!text.contains("#[StartTime"), "{text}");
+        assert_eq!(text.lines().nth(2), Some(LEGEND));
+        assert_eq!(read_hlog(&out).unwrap().len(), 1);
     }
 }

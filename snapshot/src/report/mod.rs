@@ -12,7 +12,7 @@ mod hlog;
 #[cfg(feature = "cli")]
 mod svg;
 
-pub use hgrm::{HgrmRow, parse_hgrm, write_hgrm};
+pub use hgrm::{HgrmRow, PercentileStep, parse_hgrm, percentile_steps, write_hgrm};
 pub use hlog::{IntervalLog, read_hlog};
 #[cfg(feature = "cli")]
 pub use svg::write_percentile_svg;
@@ -36,7 +36,12 @@ pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Histogram<u64>>) -> Histogr
     total
 }
 
-/// Percentile summary of a histogram, as it appears in JSON reports.
+/// Percentile summary of a histogram, as it appears in JSON reports and the terminal table
+/// (the levels `wrk2 --latency` prints: 50, 75, 90, 99, 99.9, 99.99 and 100%).
+///
+/// Each percentile is HdrHistogram's `getValueAtPercentile`: the highest value equivalent
+/// to the bucket where the cumulative count first reaches `p` x total, so p50, p75 and p90
+/// equal the `.hgrm` rows at 0.5, 0.75 and 0.9.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Percentiles {
     /// Number of recorded values.
@@ -45,13 +50,20 @@ pub struct Percentiles {
     pub min: u64,
     /// Median (µs).
     pub p50: u64,
+    /// 75th percentile (µs).
+    #[serde(default)]
+    pub p75: u64,
     /// 90th percentile (µs).
     pub p90: u64,
     /// 99th percentile (µs).
     pub p99: u64,
     /// 99.9th percentile (µs).
     pub p999: u64,
-    /// Largest value (µs).
+    /// 99.99th percentile (µs).
+    #[serde(default)]
+    pub p9999: u64,
+    /// Largest value (µs; the highest value equivalent to the largest recorded one, like
+    /// the `.hgrm`'s last row and `Max`, as [`Histogram::max`] returns it).
     pub max: u64,
     /// Mean (µs).
     pub mean: f64,
@@ -66,14 +78,80 @@ impl Percentiles {
         Self {
             count: h.len(),
             min: h.min(),
-            p50: h.value_at_quantile(0.50),
-            p90: h.value_at_quantile(0.90),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
+            p50: value_at_percentile(h, 50.0),
+            p75: value_at_percentile(h, 75.0),
+            p90: value_at_percentile(h, 90.0),
+            p99: value_at_percentile(h, 99.0),
+            p999: value_at_percentile(h, 99.9),
+            p9999: value_at_percentile(h, 99.99),
             max: h.max(),
-            mean: h.mean(),
+            mean: mean(h),
         }
     }
+}
+
+/// HdrHistogram's `getValueAtPercentile(percentile)` (0..=100), computed the way the Java
+/// reference does: the count to reach is `ceil(nextDown(percentile) x total / 100)` (at
+/// least 1); the result is the highest value equivalent to the bucket reaching it (the
+/// lowest, for percentile 0). 0 for an empty histogram.
+///
+/// For the levels in [`Percentiles`] this agrees with the hdrhistogram crate's
+/// `value_at_quantile` (checked up to a million values), but not for every level: of the
+/// values 1..=100, `value_at_quantile(0.07)` is 8 (`0.07 x 100` is `7.000000000000001` in
+/// floating point), Java's `getValueAtPercentile(7)` and this function return 7.
+pub fn value_at_percentile(h: &Histogram<u64>, percentile: f64) -> u64 {
+    let next_down = if percentile > 0.0 {
+        f64::from_bits(percentile.to_bits() - 1)
+    } else {
+        percentile
+    };
+    let requested = next_down.clamp(0.0, 100.0);
+    let count_at = ((requested * h.len() as f64 / 100.0).ceil() as u64).max(1);
+    let mut total = 0u64;
+    for v in h.iter_recorded() {
+        total += v.count_at_value();
+        if total >= count_at {
+            let value = v.value_iterated_to();
+            return if percentile == 0.0 {
+                h.lowest_equivalent(value)
+            } else {
+                value
+            };
+        }
+    }
+    0
+}
+
+/// The mean as HdrHistogram's `getMean` computes it: the sum of each bucket's median
+/// equivalent value times its count, divided once by the total. The hdrhistogram crate's
+/// `mean` divides every term instead, which differs in the last bits (never in the printed
+/// three decimals of the reference fixtures, but it could at a rounding boundary).
+pub fn mean(h: &Histogram<u64>) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = h
+        .iter_recorded()
+        .map(|v| h.median_equivalent(v.value_iterated_to()) as f64 * v.count_at_value() as f64)
+        .sum();
+    total / h.len() as f64
+}
+
+/// The standard deviation as HdrHistogram's `getStdDeviation` computes it (around
+/// [`mean`]).
+pub fn std_deviation(h: &Histogram<u64>) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    let mean = mean(h);
+    let total: f64 = h
+        .iter_recorded()
+        .map(|v| {
+            let d = h.median_equivalent(v.value_iterated_to()) as f64 - mean;
+            d * d * v.count_at_value() as f64
+        })
+        .sum();
+    (total / h.len() as f64).sqrt()
 }
 
 /// One histogram bucket in the JSON report: `count` values at most `le` µs (and above the
@@ -141,6 +219,29 @@ mod tests {
             "median of the merged data, not of medians: {p:?}"
         );
         assert!(p.p90 >= 9_990);
+    }
+
+    #[test]
+    fn percentiles_are_javas_get_value_at_percentile() {
+        let mut h = new_histogram();
+        for v in 1..=1000 {
+            h.record(v).unwrap();
+        }
+        let p = Percentiles::of(&h);
+        assert_eq!(
+            (p.p50, p.p75, p.p90, p.p99, p.p999, p.p9999, p.max),
+            (500, 750, 900, 990, 999, 1000, 1000)
+        );
+        assert_eq!(value_at_percentile(&h, 0.0), 1);
+        let mut hundred = new_histogram();
+        for v in 1..=100 {
+            hundred.record(v).unwrap();
+        }
+        assert_eq!(hundred.value_at_quantile(0.07), 8, "the crate's rounding");
+        assert_eq!(value_at_percentile(&hundred, 7.0), 7);
+        assert_eq!(value_at_percentile(&new_histogram(), 50.0), 0);
+        assert_eq!(mean(&h), 500.5);
+        assert!((std_deviation(&h) - 288.6749).abs() < 1e-3);
     }
 
     #[test]

@@ -60,20 +60,12 @@ pub fn write_percentile_svg(
     root.present().map_err(|e| err(&e))
 }
 
-/// Points `(nines, ms)` of a histogram's percentile curve.
+/// Points `(nines, ms)` of a histogram's percentile curve: the `.hgrm` rows below 100%.
 fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
-    if h.is_empty() {
-        return Vec::new();
-    }
-    h.iter_quantiles(5)
-        .filter(|v| v.quantile_iterated_to() < 1.0)
-        .map(|v| {
-            let q = v.quantile_iterated_to();
-            (
-                -(1.0 - q).log10(),
-                h.highest_equivalent(v.value_iterated_to()) as f64 / 1000.0,
-            )
-        })
+    super::percentile_steps(h, 5)
+        .into_iter()
+        .filter(|s| s.level < 100.0)
+        .map(|s| (-(1.0 - s.level / 100.0).log10(), s.value as f64 / 1000.0))
         .collect()
 }
 
