@@ -123,7 +123,7 @@ pub fn decode(bytes: &[u8]) -> Result<GlobalSnapshot, PersistError> {
     let have = body.len() as u64;
     if have < len {
         return Err(PersistError::Truncated {
-            expected: HEADER_LEN as u64 + len,
+            expected: (HEADER_LEN as u64).saturating_add(len),
             found: n as u64,
         });
     }

@@ -179,3 +179,19 @@ proptest! {
         let _ = persist::decode(&f);
     }
 }
+
+/// Found by the `snapshot_file` fuzz target (tests/fuzz/regressions/snapshot_file): a
+/// header claiming a body of `u64::MAX` bytes overflowed while reporting the truncation.
+#[test]
+fn a_huge_claimed_length_is_a_truncation_not_a_panic() {
+    let mut f = MAGIC.to_vec();
+    f.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    f.extend_from_slice(&u64::MAX.to_le_bytes());
+    f.extend_from_slice(&[0; 4]);
+    assert_eq!(f.len(), HEADER_LEN);
+    let e = persist::decode(&f).unwrap_err();
+    assert!(
+        matches!(e, PersistError::Truncated { expected: u64::MAX, found } if found == HEADER_LEN as u64),
+        "{e}"
+    );
+}

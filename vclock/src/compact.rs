@@ -221,7 +221,7 @@ impl Decoder {
         }
         let clock = self.reconstruct(seq, c)?;
         self.mark_received(seq);
-        if seq + self.cfg.window > self.lowest_missing {
+        if seq.saturating_add(self.cfg.window) > self.lowest_missing {
             self.stored.insert(seq, clock.clone());
         }
         self.prune();

@@ -153,3 +153,29 @@ fn steady_state_is_much_smaller_than_dense() {
     assert!(compact * 50 < dense, "compact {compact} dense {dense}");
     assert_eq!(dec.decode(1, &m).unwrap(), c);
 }
+
+/// Found by the `compact_decoder` fuzz target (tests/fuzz/regressions/compact_decoder):
+/// `seq + window` overflowed for a sequence number near `u64::MAX` (a panic in debug
+/// builds, a wrong retention decision in release).
+#[test]
+fn a_sequence_number_near_the_top_does_not_overflow() {
+    use shutter_vclock::compact::{CompactClock, CompactConfig, Decoder, Entries};
+    let mut d = Decoder::new(CompactConfig::default());
+    let c = CompactClock {
+        base_back: 0,
+        entries: Entries::Dense(vec![]),
+    };
+    assert_eq!(d.decode(u64::MAX, &c), Ok(shutter_vclock::VClock::new()));
+    assert!(
+        d.decode(u64::MAX, &c).is_ok(),
+        "a duplicate decodes the same"
+    );
+    let c = CompactClock {
+        base_back: 3,
+        entries: Entries::Dense(vec![1]),
+    };
+    assert!(
+        d.decode(u64::MAX - 1, &c).is_err(),
+        "unknown baseline, no guess"
+    );
+}
