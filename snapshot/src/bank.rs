@@ -161,20 +161,23 @@ impl Invariant for BankInvariant {
     }
 
     fn check(&self, snap: &GlobalSnapshot) -> Result<(), String> {
-        let mut balances = 0u64;
+        // u128: a damaged or hostile snapshot file may hold sums beyond u64.
+        let mut balances = 0u128;
         for (node, bytes) in &snap.states {
             let s: BankState = postcard::from_bytes(bytes)
                 .map_err(|e| format!("state of {node} is not a bank state: {e}"))?;
-            balances += s.balance;
+            balances += u128::from(s.balance);
         }
-        let mut in_flight = 0u64;
+        let mut in_flight = 0u128;
         for ((from, to), msgs) in &snap.channels {
             for m in msgs {
-                in_flight += decode_transfer(&m.payload)
-                    .ok_or_else(|| format!("channel {from}->{to} holds a non-transfer"))?;
+                in_flight += u128::from(
+                    decode_transfer(&m.payload)
+                        .ok_or_else(|| format!("channel {from}->{to} holds a non-transfer"))?,
+                );
             }
         }
-        if balances + in_flight == self.total {
+        if balances + in_flight == u128::from(self.total) {
             Ok(())
         } else {
             Err(format!(

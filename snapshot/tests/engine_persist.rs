@@ -195,3 +195,44 @@ fn a_huge_claimed_length_is_a_truncation_not_a_panic() {
         "{e}"
     );
 }
+
+/// Found by the `snapshot_inspect` fuzz target (tests/fuzz/regressions/snapshot_inspect):
+/// balances and transfers near `u64::MAX` in a loaded file overflowed the money sums of
+/// `shutter inspect` and of the bank invariant.
+#[test]
+fn money_sums_of_a_hostile_file_do_not_overflow() {
+    use shutter_snapshot::bank::{BankInvariant, BankState, encode_transfer};
+    use shutter_snapshot::verify::check_invariant;
+    use shutter_snapshot::{GlobalSnapshot, RecordedMessage, SnapshotId, Timings};
+    use shutter_vclock::{NodeId, VClock};
+    let state = |balance| postcard::to_allocvec(&BankState { balance }).unwrap();
+    let mut snap = GlobalSnapshot {
+        id: SnapshotId {
+            initiator: NodeId(0),
+            s: 1,
+        },
+        states: [(NodeId(0), state(u64::MAX)), (NodeId(1), state(u64::MAX))]
+            .into_iter()
+            .collect(),
+        cuts: [
+            (NodeId(0), VClock::from_entries(vec![1])),
+            (NodeId(1), VClock::new()),
+        ]
+        .into_iter()
+        .collect(),
+        channels: Default::default(),
+        timings: Timings::default(),
+        control_messages: 0,
+    };
+    let huge = RecordedMessage {
+        ts: VClock::new(),
+        payload: encode_transfer(u64::MAX),
+    };
+    snap.channels
+        .insert((NodeId(1), NodeId(0)), vec![huge.clone(), huge]);
+    let e = check_invariant(&snap, &BankInvariant { total: 2_000 }).unwrap_err();
+    assert!(e.to_string().contains("!= total 2000"), "{e}");
+    let mut out = Vec::new();
+    let ok = shutter_snapshot::cli::inspect::print(&snap, None, 8, &mut out).unwrap();
+    assert!(!ok, "the money check fails");
+}

@@ -288,16 +288,17 @@ impl Decoder {
             return;
         }
         self.above.insert(seq);
+        // Saturating: a hostile peer may number up to u64::MAX.
         while self.above.remove(&self.lowest_missing) {
-            self.lowest_missing += 1;
+            self.lowest_missing = self.lowest_missing.saturating_add(1);
         }
         if self.above.len() > self.cfg.max_retained {
             // A hole that never fills: give up on it so memory stays bounded. Messages in
             // the hole may later fail to decode (UnknownBase), never decode wrongly.
             if let Some(first) = self.above.pop_first() {
-                self.lowest_missing = first + 1;
+                self.lowest_missing = first.saturating_add(1);
                 while self.above.remove(&self.lowest_missing) {
-                    self.lowest_missing += 1;
+                    self.lowest_missing = self.lowest_missing.saturating_add(1);
                 }
             }
         }

@@ -92,11 +92,12 @@ pub fn print(
         "  {:<6} {:>10}  {:<14} cut clock",
         "node", "balance", "cut at (+ms)"
     )?;
-    let mut balances = 0u64;
+    // u128: a damaged or hostile file may hold sums beyond u64.
+    let mut balances = 0u128;
     for (node, bytes) in &snap.states {
         let balance = match postcard::from_bytes::<BankState>(bytes) {
             Ok(s) => {
-                balances += s.balance;
+                balances += u128::from(s.balance);
                 s.balance.to_string()
             }
             Err(_) => format!("<{} bytes, not a bank state>", bytes.len()),
@@ -126,7 +127,7 @@ pub fn print(
         )?;
     }
     writeln!(out, "\nchannels (non-empty):")?;
-    let mut in_flight = 0u64;
+    let mut in_flight = 0u128;
     let mut any = false;
     for ((from, to), msgs) in &snap.channels {
         if msgs.is_empty() {
@@ -134,7 +135,7 @@ pub fn print(
         }
         any = true;
         let amounts: Vec<Option<u64>> = msgs.iter().map(|m| decode_transfer(&m.payload)).collect();
-        let sum: u64 = amounts.iter().flatten().sum();
+        let sum: u128 = amounts.iter().flatten().map(|&a| u128::from(a)).sum();
         in_flight += sum;
         writeln!(
             out,

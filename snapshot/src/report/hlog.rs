@@ -125,6 +125,7 @@ pub fn read_hlog(bytes: &[u8]) -> Result<Vec<(String, Histogram<u64>)>, String> 
                 let raw = BASE64
                     .decode(i.encoded_histogram())
                     .map_err(|e| format!("interval log base64: {e}"))?;
+                check_v2_header(&raw)?;
                 let h: Histogram<u64> = de
                     .deserialize(&mut &raw[..])
                     .map_err(|e| format!("interval log histogram: {e:?}"))?;
@@ -139,9 +140,71 @@ pub fn read_hlog(bytes: &[u8]) -> Result<Vec<(String, Histogram<u64>)>, String> 
     Ok(out)
 }
 
+/// Largest histogram payload accepted from a file.
+const MAX_PAYLOAD: u32 = 16 << 20;
+/// Most counts a histogram read from a file may need (64 MiB of `u64`).
+const MAX_COUNTS: usize = 8 << 20;
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9314;
+
+/// Refuses a V2 histogram whose header declares more than it is allowed to make the
+/// reader allocate: `hdrhistogram`'s deserializer allocates the declared payload length
+/// and the counts array of the declared bounds before reading any of it (found by the
+/// `hlog` fuzz target: a 109-byte line made `shutter report` allocate 2.9 GB).
+fn check_v2_header(raw: &[u8]) -> Result<(), String> {
+    use std::io::Read as _;
+    let bad = |what: &str| Err(format!("interval log histogram: {what}"));
+    if raw.len() < 8 {
+        return bad("too short");
+    }
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let header: Vec<u8> = match be32(raw) {
+        V2_COOKIE => raw.to_vec(),
+        V2_COMPRESSED_COOKIE => {
+            let mut inner = Vec::new();
+            flate2::read::ZlibDecoder::new(&raw[8..])
+                .take(40)
+                .read_to_end(&mut inner)
+                .map_err(|e| format!("interval log histogram: {e}"))?;
+            inner
+        }
+        _ => return bad("not a V2 histogram"),
+    };
+    if header.len() < 40 || be32(&header) != V2_COOKIE {
+        return bad("truncated V2 header");
+    }
+    if be32(&header[4..]) > MAX_PAYLOAD {
+        return bad("declared payload larger than 16 MiB");
+    }
+    let digits = u8::try_from(be32(&header[12..])).map_err(|_| "bad precision".to_string())?;
+    let low = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
+    let high = u64::from_be_bytes(header[24..32].try_into().expect("8 bytes"));
+    if digits > 5 || low == 0 || high < 2 * low {
+        return bad("bounds or precision out of range");
+    }
+    // Counts needed: one bucket of 2^(bits for 2 x 10^digits) sub-buckets (half used
+    // after the first) per doubling from `low` to `high`.
+    let sub_buckets = (2 * 10u64.pow(u32::from(digits))).next_power_of_two() as usize;
+    let doublings = (64 - (high / low).leading_zeros()) as usize + 1;
+    if doublings * sub_buckets > 2 * MAX_COUNTS {
+        return bad("declared range and precision need too much memory");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `hlog` fuzz target (tests/fuzz/regressions/hlog/payload-len-oom): this
+    /// 109-byte log made the reader allocate 2.9 GB. Now a clear error, before any
+    /// allocation.
+    #[test]
+    fn a_histogram_declaring_a_huge_payload_is_refused() {
+        let log = "#\nTag=snt,1.000,1.00,00,HISTFAAAAEV4nAE6AMX/HISTE7AAABIAAAAAAAAAAwAAAAAAAAABEAAAANaTpAA/8AAAAAAAAN8DAtaTCXM=\n";
+        let e = read_hlog(log.as_bytes()).unwrap_err();
+        assert!(e.contains("declared"), "{e}");
+    }
     use crate::report::new_histogram;
 
     #[test]
