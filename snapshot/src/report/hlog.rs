@@ -179,7 +179,7 @@ fn check_v2_header(raw: &[u8]) -> Result<(), String> {
     let digits = u8::try_from(be32(&header[12..])).map_err(|_| "bad precision".to_string())?;
     let low = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
     let high = u64::from_be_bytes(header[24..32].try_into().expect("8 bytes"));
-    if digits > 5 || low == 0 || high < 2 * low {
+    if digits > 5 || low == 0 || low.checked_mul(2).is_none_or(|l2| high < l2) {
         return bad("bounds or precision out of range");
     }
     // Counts needed: one bucket of 2^(bits for 2 x 10^digits) sub-buckets (half used
@@ -199,6 +199,16 @@ mod tests {
     /// Found by the `hlog` fuzz target (tests/fuzz/regressions/hlog/payload-len-oom): this
     /// 109-byte log made the reader allocate 2.9 GB. Now a clear error, before any
     /// allocation.
+    /// Found by the `hlog` fuzz target (tests/fuzz/regressions/hlog/low-times-two-overflow):
+    /// a lowest value of 2^63 overflowed the bounds check itself.
+    #[test]
+    fn a_lowest_value_at_the_top_is_refused_without_overflow() {
+        let log =
+            "Tag=x,0.000,1.000,1.000,HISTEwAAAAAAAAAAAAAAA4AAAAAAAAAA//////////8/8AAAAAAAAA==\n";
+        let e = read_hlog(log.as_bytes()).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+    }
+
     #[test]
     fn a_histogram_declaring_a_huge_payload_is_refused() {
         let log = "#\nTag=snt,1.000,1.00,00,HISTFAAAAEV4nAE6AMX/HISTE7AAABIAAAAAAAAAAwAAAAAAAAABEAAAANaTpAA/8AAAAAAAAN8DAtaTCXM=\n";
