@@ -193,11 +193,13 @@ impl Reply {
                 if len > MAX_SNAPSHOT {
                     bail!("snapshot of {len} bytes is larger than the {MAX_SNAPSHOT}-byte limit");
                 }
-                let mut bytes = vec![0u8; len as usize];
-                reader
-                    .read_exact(&mut bytes)
-                    .await
-                    .context("the node closed the connection in the middle of the snapshot")?;
+                // Grow with what arrives: replies are not authenticated, so an announced
+                // length must not make the client allocate before any byte is there.
+                let mut bytes = Vec::with_capacity(len.min(1 << 20) as usize);
+                (&mut reader).take(len).read_to_end(&mut bytes).await?;
+                if bytes.len() as u64 != len {
+                    bail!("the node closed the connection in the middle of the snapshot");
+                }
                 Reply::Snapshot(bytes)
             }
             "ABORTED" => Reply::Aborted(rest.to_string()),
