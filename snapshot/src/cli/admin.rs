@@ -322,6 +322,20 @@ async fn handle(
     let _ = tokio::time::timeout(Duration::from_secs(30), reply.write(&mut write)).await;
 }
 
+/// Reads the node's greeting line and returns its nonce (`open` for an insecure node).
+async fn read_greeting(stream: &mut TcpStream, addr: SocketAddr) -> Result<String> {
+    let mut greeting = String::new();
+    BufReader::new(stream)
+        .take(MAX_REQUEST)
+        .read_line(&mut greeting)
+        .await?;
+    greeting
+        .trim_end()
+        .strip_prefix(GREETING)
+        .map(|n| n.trim().to_owned())
+        .with_context(|| format!("{addr} is not a shutter admin channel: {greeting:?}"))
+}
+
 /// Sends `request` to the node at `addr`, authenticated with `auth`'s send key, and
 /// waits at most `timeout` for the reply.
 pub async fn request(
@@ -334,16 +348,8 @@ pub async fn request(
         let mut stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("cannot connect to the admin channel at {addr}"))?;
-        let mut greeting = String::new();
-        BufReader::new(&mut stream)
-            .take(MAX_REQUEST)
-            .read_line(&mut greeting)
-            .await?;
-        let nonce = greeting
-            .trim_end()
-            .strip_prefix(GREETING)
-            .map(str::trim)
-            .with_context(|| format!("{addr} is not a shutter admin channel: {greeting:?}"))?;
+        let nonce = read_greeting(&mut stream, addr).await?;
+        let nonce = nonce.as_str();
         let line = request.to_line();
         let mut out = String::new();
         match (nonce, auth) {
@@ -441,12 +447,7 @@ mod tests {
         let r = request(addr, &Request::Status, t, &other).await.unwrap();
         assert_eq!(r, Reply::Error("authentication failed".into()));
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut greeting = String::new();
-        BufReader::new(&mut stream)
-            .read_line(&mut greeting)
-            .await
-            .unwrap();
-        let nonce = greeting.trim_end().rsplit(' ').next().unwrap().to_owned();
+        let nonce = read_greeting(&mut stream, addr).await.unwrap();
         let m = mac(&KeyRing::single(3, [9; 32]), 3, "another nonce", "STATUS").unwrap();
         let forged = format!("AUTH 3 {}\nSTATUS\n", hex(&m));
         assert_ne!(nonce, "another nonce");
@@ -455,12 +456,7 @@ mod tests {
         assert_eq!(r, Reply::Error("authentication failed".into()));
         // A request altered after signing is refused too.
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut greeting = String::new();
-        BufReader::new(&mut stream)
-            .read_line(&mut greeting)
-            .await
-            .unwrap();
-        let nonce = greeting.trim_end().rsplit(' ').next().unwrap().to_owned();
+        let nonce = read_greeting(&mut stream, addr).await.unwrap();
         let m = mac(&KeyRing::single(3, [9; 32]), 3, &nonce, "STATUS").unwrap();
         let altered = format!("AUTH 3 {}\nSNAPSHOT 100\n", hex(&m));
         stream.write_all(altered.as_bytes()).await.unwrap();
