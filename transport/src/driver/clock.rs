@@ -1,4 +1,4 @@
-//! The driver's clock: wall-clock start plus monotonic elapsed time.
+//! The hosts' clock: wall-clock start plus monotonic elapsed time.
 //!
 //! Reading `SystemTime` once and then only a monotonic `Instant` gives [`Time`] stamps that
 //! never go backwards within a process (NTP steps cannot reorder timers) and are still
@@ -13,14 +13,14 @@ use crate::time::Time;
 
 /// Converts between protocol [`Time`] and tokio instants.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
+pub struct Clock {
     base: Time,
     start: Instant,
 }
 
 impl Clock {
     /// A clock starting now.
-    pub(crate) fn start() -> Clock {
+    pub fn start() -> Clock {
         Clock {
             base: Time::wall_clock_now(),
             start: Instant::now(),
@@ -28,17 +28,17 @@ impl Clock {
     }
 
     /// The current protocol time.
-    pub(crate) fn now(&self) -> Time {
+    pub fn now(&self) -> Time {
         self.base + self.start.elapsed()
     }
 
     /// The time the clock started (the fault epoch of the endpoint).
-    pub(crate) fn base(&self) -> Time {
+    pub fn base(&self) -> Time {
         self.base
     }
 
     /// The tokio instant at which protocol time reaches `t`.
-    pub(crate) fn instant(&self, t: Time) -> Instant {
+    pub fn instant(&self, t: Time) -> Instant {
         // Far-future deadlines are clamped: `Instant + Duration` overflows past ~centuries.
         let d = (t - self.base).min(Duration::from_secs(86_400 * 365));
         self.start + d

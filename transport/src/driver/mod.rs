@@ -1,16 +1,21 @@
 //! The tokio driver: one UDP socket and one [`Core`] per node, over real sockets.
 //!
-//! [`Endpoint::bind`] creates the socket (socket2: 4 MiB buffers requested,
-//! `SO_REUSEADDR`, nonblocking; IPv4 or IPv6) and spawns one task that owns the socket, the
-//! core and the optional fault injector. That task is a thin loop over three inputs:
-//! datagrams from the socket, the earliest timer (the core's or a delayed outgoing
-//! datagram's), and commands from the [`Endpoint`] handle. After every input it drains the
-//! core (`poll_transmit` until `None`, then `poll_event`) as the core's docs require.
+//! Two layers:
 //!
-//! With a [`FaultPlan`] the loop passes every outgoing datagram through [`Faults`]: lost
-//! copies are never sent, delayed copies wait in a timer queue, duplicated ones are sent
-//! twice. Faults are applied on the sending side only, so a plan on both endpoints of a
-//! pair covers both directions.
+//! * [`UdpIo`]: the socket side of one node (socket2: 4 MiB buffers requested, no
+//!   `SO_REUSEADDR`, nonblocking; IPv4 or IPv6), its peer address table and the optional
+//!   fault injector. Any tokio loop around a sans-IO core uses it: the [`Endpoint`] task
+//!   below, and the snapshot runtime's node task around a whole node stack.
+//! * [`Endpoint::bind`] spawns one task that owns a `UdpIo` and a bare [`Core`]: a thin
+//!   loop over three inputs (datagrams from the socket, the earliest timer: the core's or
+//!   a delayed outgoing datagram's, and requests from the [`Endpoint`] handle). After
+//!   every input it drains the core (`poll_transmit` until `None`, then `poll_event`) as
+//!   the core's docs require.
+//!
+//! With a [`FaultPlan`] every outgoing datagram passes through [`Faults`]: lost copies
+//! are never sent, delayed copies wait in a timer queue, duplicated ones are sent twice.
+//! Faults are applied on the sending side only, so a plan on both endpoints of a pair
+//! covers both directions.
 //!
 //! Events are queued without bound until the application reads them with
 //! [`Endpoint::next_event`] or [`Endpoint::recv`]; an application that never reads them
@@ -32,10 +37,10 @@
 //! ```
 
 mod clock;
+mod io;
 mod socket;
 mod task;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -43,10 +48,11 @@ use shutter_vclock::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::faults::{FaultConfigError, FaultPlan, FaultStats, Faults};
+use crate::faults::{FaultConfigError, FaultPlan, FaultStats};
 use crate::{Config, ConfigError, Core, Event, MessageId, SendError, Stats, Time};
-use clock::Clock;
-use task::{Command, Driver};
+pub use clock::Clock;
+pub use io::{RECV_BUFFER, UdpIo};
+use task::{Driver, Request};
 
 /// Socket buffer size requested by default (Linux caps it at `net.core.rmem_max`).
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
@@ -162,7 +168,7 @@ pub struct EndpointStats {
 /// while one task reads events).
 #[derive(Clone, Debug)]
 pub struct EndpointSender {
-    commands: mpsc::UnboundedSender<Command>,
+    requests: mpsc::UnboundedSender<Request>,
 }
 
 impl EndpointSender {
@@ -188,7 +194,7 @@ impl EndpointSender {
     /// See [`crate::core::Core::expedite`]; takes effect in the endpoint's task.
     pub fn expedite(&self) {
         // A closed endpoint has nothing in flight to hurry.
-        let _ = self.commands.send(Command::Expedite);
+        let _ = self.requests.send(Request::Expedite);
     }
 
     async fn send_with(
@@ -198,8 +204,8 @@ impl EndpointSender {
         urgent: bool,
     ) -> Result<MessageId, DriverError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Send {
+        self.requests
+            .send(Request::Send {
                 peer,
                 message,
                 urgent,
@@ -228,36 +234,17 @@ impl Endpoint {
     ) -> Result<Endpoint, DriverError> {
         config.core.validate()?;
         let clock = Clock::start();
-        let faults = match config.faults.clone() {
-            Some(plan) => Some(Faults::with_epoch(plan, clock.base())?),
-            None => None,
-        };
-        let addrs = peer_table(&config, &peers)?;
-        let socket = socket::bind(config.listen, config.recv_buffer, config.send_buffer)?;
-        let local_addr = socket.local_addr().map_err(|source| DriverError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let io = UdpIo::bind(&config, &peers, clock.base())?;
+        let local_addr = io.local_addr();
         let mut core = Core::new(config.core.clone())?;
         for (peer, _) in &peers {
             core.add_peer(*peer);
         }
-        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (requests, request_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
-        let driver = Driver::new(
-            config.listen,
-            config.core.local,
-            socket,
-            core,
-            faults,
-            clock,
-            peers,
-            addrs,
-            event_tx,
-        );
-        let task = tokio::spawn(driver.run(command_rx));
+        let task = tokio::spawn(Driver::new(io, core, clock, event_tx).run(request_rx));
         Ok(Endpoint {
-            sender: EndpointSender { commands },
+            sender: EndpointSender { requests },
             events,
             local_addr,
             task: Some(task),
@@ -274,8 +261,8 @@ impl Endpoint {
     pub async fn add_peer(&self, peer: NodeId, addr: SocketAddr) -> Result<(), DriverError> {
         let (reply, rx) = oneshot::channel();
         self.sender
-            .commands
-            .send(Command::AddPeer { peer, addr, reply })
+            .requests
+            .send(Request::AddPeer { peer, addr, reply })
             .map_err(|_| DriverError::Closed)?;
         rx.await.map_err(|_| DriverError::Closed)?
     }
@@ -329,8 +316,8 @@ impl Endpoint {
     pub async fn stats(&self) -> Result<EndpointStats, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.sender
-            .commands
-            .send(Command::Stats { reply })
+            .requests
+            .send(Request::Stats { reply })
             .map_err(|_| DriverError::Closed)?;
         rx.await.map_err(|_| DriverError::Closed)
     }
@@ -339,7 +326,7 @@ impl Endpoint {
     /// messages are abandoned) and returns the final statistics.
     pub async fn close(mut self) -> Result<EndpointStats, DriverError> {
         // A send error means the task already stopped; joining it still yields its stats.
-        let _ = self.sender.commands.send(Command::Close);
+        let _ = self.sender.requests.send(Request::Close);
         let task = self.task.take().ok_or(DriverError::Closed)?;
         task.await.map_err(|_| DriverError::Closed)
     }
@@ -348,30 +335,8 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         // Without this the task would live on while `EndpointSender` clones exist.
-        let _ = self.sender.commands.send(Command::Close);
+        let _ = self.sender.requests.send(Request::Close);
     }
-}
-
-/// Checks the peer table and builds the source-address lookup.
-fn peer_table(
-    config: &EndpointConfig,
-    peers: &[(NodeId, SocketAddr)],
-) -> Result<HashMap<SocketAddr, NodeId>, DriverError> {
-    let mut addrs = HashMap::new();
-    for &(peer, addr) in peers {
-        check_peer(config.listen, config.core.local, peer, addr)?;
-        if peers.iter().filter(|(p, _)| *p == peer).count() > 1 {
-            return Err(DriverError::DuplicatePeer(format!(
-                "{peer} is listed twice"
-            )));
-        }
-        if let Some(other) = addrs.insert(canonical(addr), peer) {
-            return Err(DriverError::DuplicatePeer(format!(
-                "{other} and {peer} share address {addr}"
-            )));
-        }
-    }
-    Ok(addrs)
 }
 
 /// Checks that `addr` can be sent to from a socket bound on `listen`.
