@@ -37,6 +37,7 @@ pub mod process;
 mod recent;
 pub mod report;
 pub mod runtime;
+pub mod stack;
 pub mod verify;
 pub mod wire;
 

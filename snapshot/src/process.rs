@@ -35,7 +35,7 @@ use shutter_vclock::{NodeId, VClock};
 use crate::engine::SnapshotEngine;
 use crate::global::{InitiateError, SnapshotEvent};
 use crate::mattern;
-use crate::wire::{Envelope, RecordedMessage, SnapshotId};
+use crate::wire::{AppHeader, Envelope, RecordedMessage, SnapshotId};
 
 /// What a process may do while it handles an input: learn who it is and send.
 #[derive(Debug)]
@@ -158,6 +158,11 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
         &self.engine
     }
 
+    /// The other members, sorted.
+    pub fn peers(&self) -> &[NodeId] {
+        &self.peers
+    }
+
     /// Application messages discarded instead of delivered because their sender had
     /// already declared them lost (see [`crate::Delivery::stale`]).
     pub fn discarded(&self) -> u64 {
@@ -195,33 +200,48 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
         self.run(now, |p, ctx| p.on_command(ctx, command));
     }
 
-    /// A message from the transport: snapshot first (if announced), then deliver. Returns
-    /// false for an application message that was discarded as stale.
+    /// An application message from the transport: snapshot first (if announced), then
+    /// deliver. Returns false if it was discarded as stale instead.
+    pub fn handle_app(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        header: &AppHeader,
+        payload: &[u8],
+    ) -> bool {
+        let process = &self.process;
+        let delivery = self
+            .engine
+            .on_app_receive(now, from, header, payload, &mut || encode_state(process));
+        self.drain_engine();
+        if delivery.stale {
+            self.discarded += 1;
+            return false;
+        }
+        // Joined and recorded: now deliver.
+        self.run(now, |p, ctx| p.on_message(ctx, from, payload));
+        true
+    }
+
+    /// A control message from the transport.
+    pub fn handle_control(&mut self, now: Time, from: NodeId, control: E::Control) {
+        let process = &self.process;
+        self.engine
+            .handle_control(now, from, control, &mut || encode_state(process));
+        self.drain_engine();
+    }
+
+    /// A message from the transport (either kind; see [`Node::handle_app`] and
+    /// [`Node::handle_control`]). Returns false for an application message that was
+    /// discarded as stale.
     pub fn handle(&mut self, now: Time, from: NodeId, envelope: Envelope<E::Control>) -> bool {
         match envelope {
-            Envelope::App { header, payload } => {
-                let process = &self.process;
-                let delivery =
-                    self.engine
-                        .on_app_receive(now, from, &header, &payload, &mut || {
-                            encode_state(process)
-                        });
-                self.drain_engine();
-                if delivery.stale {
-                    self.discarded += 1;
-                    return false;
-                }
-                // Joined and recorded: now deliver.
-                self.run(now, |p, ctx| p.on_message(ctx, from, &payload));
-            }
+            Envelope::App { header, payload } => self.handle_app(now, from, &header, &payload),
             Envelope::Control(c) => {
-                let process = &self.process;
-                self.engine
-                    .handle_control(now, from, c, &mut || encode_state(process));
-                self.drain_engine();
+                self.handle_control(now, from, c);
+                true
             }
         }
-        true
     }
 
     /// Starts a snapshot here.

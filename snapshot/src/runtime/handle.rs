@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shutter_transport::Time;
-use shutter_transport::driver::{Endpoint, EndpointConfig};
+use shutter_transport::driver::{Clock, EndpointConfig, UdpIo};
 use shutter_vclock::NodeId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{Algorithm, NodeConfig};
-use super::task::{Command, NodeTask};
+use super::task::{NodeTask, Request};
 use super::{NodeEvent, NodeStats, RuntimeError};
 use crate::chandy_lamport;
 use crate::engine::SnapshotEngine;
@@ -20,6 +20,7 @@ use crate::global::GlobalSnapshot;
 use crate::mattern::{self, EngineConfig};
 use crate::persist::restore_for;
 use crate::process::{Node, Process, decode_state};
+use crate::stack::Stack;
 use crate::wire::SnapshotId;
 
 /// A running node: commands go to its task, events come back. Dropping the handle stops
@@ -28,7 +29,7 @@ use crate::wire::SnapshotId;
 pub struct NodeHandle {
     id: NodeId,
     local_addr: SocketAddr,
-    commands: mpsc::UnboundedSender<Command>,
+    requests: mpsc::UnboundedSender<Request>,
     pub(super) events: mpsc::UnboundedReceiver<NodeEvent>,
 }
 
@@ -68,8 +69,17 @@ fn engine_config(cfg: &NodeConfig) -> EngineConfig {
     e
 }
 
-/// Binds the endpoint with every member whose address is known.
-async fn bind(cfg: &NodeConfig) -> Result<Endpoint, RuntimeError> {
+/// The node's socket side and its transport settings, before a stack is built on them.
+struct Bound {
+    io: UdpIo,
+    clock: Clock,
+    transport: shutter_transport::Config,
+    /// Members whose address is known: registered with the transport at once.
+    known: Vec<NodeId>,
+}
+
+/// Binds the socket with every member whose address is known.
+fn bind(cfg: &NodeConfig) -> Result<Bound, RuntimeError> {
     if cfg.snapshot_timeout.is_zero() {
         return Err(RuntimeError::Config(
             "snapshot_timeout must be positive".into(),
@@ -79,51 +89,67 @@ async fn bind(cfg: &NodeConfig) -> Result<Endpoint, RuntimeError> {
     core.local = cfg.id;
     core.incarnation = next_incarnation();
     core.ordered = cfg.algorithm == Algorithm::ChandyLamport;
-    let mut ep = EndpointConfig::new(core, cfg.listen);
+    core.validate()
+        .map_err(|e| RuntimeError::Transport(e.into()))?;
+    let mut ep = EndpointConfig::new(core.clone(), cfg.listen);
     ep.faults = cfg.faults.clone();
-    let peers = cfg
+    let peers: Vec<(NodeId, SocketAddr)> = cfg
         .peers
         .iter()
         .filter(|(id, addr)| *id != cfg.id && addr.port() != 0)
         .copied()
         .collect();
-    Ok(Endpoint::bind(ep, peers).await?)
+    let clock = Clock::start();
+    let io = UdpIo::bind(&ep, &peers, clock.base())?;
+    Ok(Bound {
+        io,
+        clock,
+        transport: core,
+        known: peers.iter().map(|(id, _)| *id).collect(),
+    })
 }
 
 impl NodeHandle {
-    /// Spawns `node` with its endpoint on the current runtime.
+    /// Builds the stack on `bound` and spawns its task on the current runtime.
     fn launch<P, E>(
         cfg: &NodeConfig,
-        endpoint: Endpoint,
+        bound: Bound,
         node: Node<P, E>,
         call_on_start: bool,
-    ) -> NodeHandle
+    ) -> Result<NodeHandle, RuntimeError>
     where
         P: Process + Send + 'static,
         E: SnapshotEngine + Send + 'static,
         E::Control: Serialize + DeserializeOwned + Send,
     {
         let (members, missing) = membership(cfg);
-        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (requests, request_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
-        let local_addr = endpoint.local_addr();
+        let local_addr = bound.io.local_addr();
+        let mut stack =
+            Stack::new(bound.transport, node).map_err(|e| RuntimeError::Transport(e.into()))?;
+        let now = bound.clock.now();
+        for peer in bound.known {
+            stack.add_peer(now, peer);
+        }
         let task = NodeTask::new(
             cfg.id,
-            node,
-            endpoint,
+            stack,
+            bound.io,
+            bound.clock,
             members,
             missing,
             call_on_start,
             cfg.tick_interval,
             event_tx,
         );
-        tokio::spawn(task.run(command_rx));
-        NodeHandle {
+        tokio::spawn(task.run(request_rx));
+        Ok(NodeHandle {
             id: cfg.id,
             local_addr,
-            commands,
+            requests,
             events,
-        }
+        })
     }
 
     /// Binds `cfg.listen` and starts a node running `process`. `Process::on_start` runs
@@ -133,19 +159,19 @@ impl NodeHandle {
         cfg: NodeConfig,
         process: P,
     ) -> Result<NodeHandle, RuntimeError> {
-        let endpoint = bind(&cfg).await?;
+        let bound = bind(&cfg)?;
         let members = cfg.members();
         let ecfg = engine_config(&cfg);
-        Ok(match cfg.algorithm {
+        match cfg.algorithm {
             Algorithm::Mattern => {
                 let node = Node::new(process, mattern::Engine::new(ecfg), &members);
-                Self::launch(&cfg, endpoint, node, true)
+                Self::launch(&cfg, bound, node, true)
             }
             Algorithm::ChandyLamport => {
                 let node = Node::new(process, chandy_lamport::Engine::new(ecfg), &members);
-                Self::launch(&cfg, endpoint, node, true)
+                Self::launch(&cfg, bound, node, true)
             }
-        })
+        }
     }
 
     /// Starts a node from its part of `snapshot`: the process gets its recorded state,
@@ -174,7 +200,7 @@ impl NodeHandle {
             )));
         }
         let state = decode_state::<P>(&material.state)?;
-        let endpoint = bind(&cfg).await?;
+        let bound = bind(&cfg)?;
         let node = Node::restored(
             process,
             engine_config(&cfg),
@@ -183,7 +209,7 @@ impl NodeHandle {
             material.incoming,
             Time::wall_clock_now(),
         );
-        Ok(Self::launch(&cfg, endpoint, node, false))
+        Self::launch(&cfg, bound, node, false)
     }
 
     /// This node.
@@ -198,10 +224,10 @@ impl NodeHandle {
 
     async fn call<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, RuntimeError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
+        self.requests
             .send(make(reply))
             .map_err(|_| RuntimeError::Stopped)?;
         rx.await.map_err(|_| RuntimeError::Stopped)
@@ -210,19 +236,19 @@ impl NodeHandle {
     /// Registers a peer's address with the transport. For a member listed with port 0
     /// this completes the membership; the node starts once no address is missing.
     pub async fn add_peer(&self, id: NodeId, addr: SocketAddr) -> Result<(), RuntimeError> {
-        self.call(|reply| Command::AddPeer { id, addr, reply })
+        self.call(|reply| Request::AddPeer { id, addr, reply })
             .await?
     }
 
     /// Starts a snapshot on this node; its outcome arrives as a [`NodeEvent`].
     pub async fn initiate(&self) -> Result<SnapshotId, RuntimeError> {
-        self.call(|reply| Command::Initiate { reply }).await?
+        self.call(|reply| Request::Initiate { reply }).await?
     }
 
     /// Passes an operator command to `Process::on_command` (for the bank:
     /// [`crate::bank::transfer_command`]).
     pub async fn command(&self, bytes: Vec<u8>) -> Result<(), RuntimeError> {
-        self.call(|reply| Command::Operator { bytes, reply })
+        self.call(|reply| Request::Operator { bytes, reply })
             .await?
     }
 
@@ -234,18 +260,18 @@ impl NodeHandle {
 
     /// Current statistics.
     pub async fn stats(&self) -> Result<NodeStats, RuntimeError> {
-        self.call(|reply| Command::Stats { reply }).await?
+        self.call(|reply| Request::Stats { reply }).await?
     }
 
     /// The process's current state, decoded as `S` (normally `P::State`).
     pub async fn app_state<S: DeserializeOwned>(&self) -> Result<S, RuntimeError> {
-        let bytes = self.call(|reply| Command::AppState { reply }).await?;
+        let bytes = self.call(|reply| Request::AppState { reply }).await?;
         Ok(postcard::from_bytes(&bytes)?)
     }
 
     /// Stops the node (queued outgoing messages are dropped) and returns its final
     /// statistics.
     pub async fn shutdown(self) -> Result<NodeStats, RuntimeError> {
-        self.call(|reply| Command::Shutdown { reply }).await?
+        self.call(|reply| Request::Shutdown { reply }).await?
     }
 }

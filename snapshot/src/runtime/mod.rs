@@ -1,19 +1,13 @@
-//! The node runtime: a thin tokio layer that runs one [`crate::process::Node`] over one
-//! transport [`Endpoint`](shutter_transport::driver::Endpoint).
+//! The node runtime: a thin tokio loop around one [`crate::stack::Stack`] and one
+//! [`UdpIo`](shutter_transport::driver::UdpIo) socket per node.
 //!
-//! Each node is one task that owns the endpoint and the sans-IO node and loops over four
-//! inputs: operator commands from its [`NodeHandle`], transport events, the engine's timer
-//! and the application tick. After every input it drains the node (`poll_transmit`, then
-//! `poll_event`) and re-arms the engine timer, as the sans-IO call order requires.
-//! Envelopes travel as [`crate::wire::Envelope::to_bytes`]; one that does not decode is
-//! dropped and counted in [`NodeStats::malformed_envelopes`].
-//!
-//! The node task never awaits the transport's flow control: outgoing envelopes go into a
-//! per-peer queue drained by a small forwarding task, which is the one that waits in
-//! `send().await` when a peer's window is full. So a slow or dead peer cannot stop the
-//! node from reading events (which is what frees the window in the first place), and the
-//! per-peer order in which the node produced messages is the order the transport sees,
-//! which the Chandy-Lamport baseline needs in ordered mode.
+//! Each node is one task that owns its socket and its stack and loops over four inputs:
+//! requests from its [`NodeHandle`], datagrams, the stack's timer (or a delayed datagram
+//! copy's, with injected faults) and the application tick. After every input it drains
+//! the stack (`poll_transmit` onto the socket, then `poll_event` to the handle) and
+//! re-arms the timer, as the stack's call order requires. Everything between the socket
+//! and the process (envelopes, backlogs for full windows, urgent control messages,
+//! restarts) is the stack's, so the simulator runs exactly the same code.
 //!
 //! [`LocalCluster`] runs N nodes in one process on loopback ephemeral ports, for tests,
 //! examples and demos.
@@ -21,7 +15,6 @@
 mod cluster;
 mod config;
 mod handle;
-mod outbox;
 mod task;
 
 use std::net::SocketAddr;

@@ -1,0 +1,579 @@
+//! [`Stack`]: everything one node runs, sans-IO, behind one input and one output surface.
+//!
+//! A stack owns the transport [`Core`], the snapshot [`Node`] (the application
+//! [`Process`] plus a [`SnapshotEngine`]), the per-peer backlog of messages waiting for
+//! window space, and every policy that ties them together:
+//!
+//! * envelopes: application messages and control messages share one transport stream
+//!   ([`Envelope`]); one that does not decode, or comes from outside the membership, is
+//!   dropped and counted ([`StackStats`]);
+//! * control messages are sent urgent ([`Core::send_urgent`]): every snapshot round waits
+//!   for the slowest of them;
+//! * a local cut expedites what is in flight ([`Core::expedite`]): the node's channels
+//!   close only once its pre-cut messages arrive;
+//! * a peer the transport gives up on aborts the snapshots waiting for it; a peer that
+//!   restarted does the same, its queued application messages are dropped (they were
+//!   stamped for the ended session) and the engine tells it which sequence numbers it will
+//!   never get (`link_reset`); this node's own transport restart resets every link;
+//! * per-peer FIFO backlogs keep the order in which the node produced messages, which the
+//!   Chandy-Lamport baseline needs over an ordered transport.
+//!
+//! The tokio runtime ([`crate::runtime`]) and the simulator are thin loops around it: they
+//! feed datagrams, timeouts, ticks and commands in, and carry datagrams and events out.
+//!
+//! # Call order
+//!
+//! 1. an input: [`Stack::handle_datagram`], [`Stack::handle_timeout`],
+//!    [`Stack::handle_tick`], [`Stack::handle_command`], [`Stack::start`],
+//!    [`Stack::initiate`], [`Stack::add_peer`] or [`Stack::restart_transport`];
+//! 2. drain [`Stack::poll_transmit`] until `None` and send each datagram;
+//! 3. drain [`Stack::poll_event`] until `None`;
+//! 4. re-arm the single timer from [`Stack::poll_timeout`].
+//!
+//! # The path of one application message
+//!
+//! `Context::send` (the process queues a payload) -> [`SnapshotEngine::on_app_send`]
+//! (stamp: clock, sequence number) -> [`Envelope::to_bytes`] -> [`Core::send`] (or the
+//! peer's backlog while its window is full) -> [`Core::poll_transmit`] (a sealed
+//! datagram) -> socket; on the receiver: [`Stack::handle_datagram`] -> [`Core`]
+//! (authenticate, reassemble, deduplicate) -> [`Envelope::from_bytes`] ->
+//! [`SnapshotEngine::on_app_receive`] (join announced snapshots, record) ->
+//! [`Process::on_message`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shutter_transport::Time;
+use shutter_transport::core::{Config, ConfigError, Core, Event, MessageId, Transmit};
+use shutter_vclock::NodeId;
+
+use crate::engine::SnapshotEngine;
+use crate::global::{AbortWhy, InitiateError, SnapshotEvent};
+use crate::metrics::SnapshotMetrics;
+use crate::process::{Node, Process};
+use crate::wire::{AppHeader, Envelope, SnapshotId};
+
+/// What a stack tells its host besides datagrams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StackEvent {
+    /// A snapshot event: a local cut here, or the outcome of a snapshot this node
+    /// initiated or took part in.
+    Snapshot(SnapshotEvent),
+    /// The transport heard nothing from `peer` for its idle timeout.
+    PeerUnreachable(NodeId),
+    /// `peer` came back with a new transport incarnation (it restarted).
+    PeerRestarted {
+        /// The peer.
+        peer: NodeId,
+        /// Its new incarnation.
+        incarnation: u64,
+    },
+}
+
+/// Plain counters of one stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackStats {
+    /// Application messages stamped and queued for the transport.
+    pub app_sent: u64,
+    /// Application messages delivered to the process (re-deliveries on restore excluded).
+    pub app_delivered: u64,
+    /// Application messages discarded because their sender had declared them lost
+    /// after a restart (see [`crate::Delivery::stale`]).
+    pub stale_discarded: u64,
+    /// Transport messages that did not decode as an envelope (dropped).
+    pub malformed_envelopes: u64,
+    /// Messages from nodes outside the membership (dropped).
+    pub non_member_dropped: u64,
+    /// Envelopes the transport refused (larger than `max_message`; dropped).
+    pub send_errors: u64,
+    /// Queued application messages dropped because their peer restarted (the engine's
+    /// `Lost` covers their sequence numbers) or this node's transport did.
+    pub backlog_dropped: u64,
+    /// Envelopes waiting for window space right now.
+    pub backlog: u64,
+    /// The most envelopes that ever waited for window space at once.
+    pub backlog_peak: u64,
+}
+
+/// Hooks into a stack's message path, for test oracles and tracing. Every method has
+/// an empty default; [`NoObserver`] is the production choice and costs nothing.
+#[allow(unused_variables)]
+pub trait Observer<P> {
+    /// The process sent an application message, stamped with `header`.
+    fn app_sent(&mut self, now: Time, to: NodeId, header: &AppHeader, payload: &[u8]) {}
+    /// The transport accepted the application message whose header's own clock entry
+    /// is `stamp` under `id` (what [`Event::Acked`] and [`Event::Abandoned`] name).
+    fn app_handed(&mut self, to: NodeId, stamp: u64, id: MessageId) {}
+    /// A queued application message (own clock entry `stamp`) to `to` was dropped
+    /// before the transport took it: its session ended.
+    fn app_dropped(&mut self, to: NodeId, stamp: u64) {}
+    /// An application message arrived and goes to the engine, then (unless stale) to
+    /// the process.
+    fn app_received(&mut self, now: Time, from: NodeId, header: &AppHeader, payload: &[u8]) {}
+    /// The engine ruled the message just received stale: it is not delivered.
+    fn app_discarded(&mut self, now: Time, from: NodeId, header: &AppHeader) {}
+    /// A transport message that does not decode as an envelope was dropped.
+    fn malformed(&mut self, from: NodeId, error: &postcard::Error) {}
+    /// Every transport event, before the stack acts on it.
+    fn transport_event(&mut self, event: &Event) {}
+    /// After every call into the node (process and engine): the snapshot events that
+    /// call produced, with the process as it is now.
+    fn node_call(&mut self, now: Time, process: &P, events: &[SnapshotEvent]) {}
+}
+
+/// The observer that observes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl<P> Observer<P> for NoObserver {}
+
+/// One envelope waiting for window space.
+#[derive(Debug)]
+struct Queued {
+    bytes: Vec<u8>,
+    /// Control message: sent urgent.
+    urgent: bool,
+    /// For application messages, the header's own clock entry (for the observer).
+    stamp: Option<u64>,
+}
+
+/// One node's transport, snapshot engine and application; see the module docs.
+#[derive(Debug)]
+pub struct Stack<P, E, O = NoObserver>
+where
+    P: Process,
+    E: SnapshotEngine,
+{
+    me: NodeId,
+    core: Core,
+    transport: Config,
+    node: Node<P, E>,
+    /// The other members: the only nodes whose messages are accepted.
+    members: BTreeSet<NodeId>,
+    /// Peers registered with the core (re-registered after a transport restart).
+    peers: BTreeSet<NodeId>,
+    /// Per-peer FIFO of envelopes waiting for window space (or for the peer's address).
+    backlog: BTreeMap<NodeId, VecDeque<Queued>>,
+    events: VecDeque<StackEvent>,
+    scratch: Vec<SnapshotEvent>,
+    metrics: SnapshotMetrics,
+    stats: StackStats,
+    observer: O,
+}
+
+impl<P, E> Stack<P, E, NoObserver>
+where
+    P: Process,
+    E: SnapshotEngine,
+    E::Control: Serialize + DeserializeOwned,
+{
+    /// A stack over `node` with a transport configured by `transport` (`local` must be
+    /// the engine's node). No peer is registered yet: call [`Stack::add_peer`] for each
+    /// member the host can reach; messages to the others wait in the backlog.
+    pub fn new(transport: Config, node: Node<P, E>) -> Result<Self, ConfigError> {
+        Self::with_observer(transport, node, NoObserver)
+    }
+}
+
+impl<P, E, O> Stack<P, E, O>
+where
+    P: Process,
+    E: SnapshotEngine,
+    E::Control: Serialize + DeserializeOwned,
+    O: Observer<P>,
+{
+    /// [`Stack::new`] with an observer.
+    pub fn with_observer(
+        transport: Config,
+        node: Node<P, E>,
+        observer: O,
+    ) -> Result<Self, ConfigError> {
+        let me = node.engine().me();
+        if transport.local != me {
+            return Err(ConfigError::Invalid(
+                "local (the transport's node) must be the engine's node",
+            ));
+        }
+        let core = Core::new(transport.clone())?;
+        let members = node.peers().iter().copied().collect();
+        Ok(Stack {
+            me,
+            core,
+            transport,
+            node,
+            members,
+            peers: BTreeSet::new(),
+            backlog: BTreeMap::new(),
+            events: VecDeque::new(),
+            scratch: Vec::new(),
+            metrics: SnapshotMetrics::new(),
+            stats: StackStats::default(),
+            observer,
+        })
+    }
+
+    // ----- inputs -----
+
+    /// Registers `peer` with the transport: messages to it can go out.
+    pub fn add_peer(&mut self, now: Time, peer: NodeId) {
+        if peer == self.me {
+            return;
+        }
+        self.peers.insert(peer);
+        self.core.add_peer(peer);
+        self.settle(now);
+    }
+
+    /// Starts the process (`Process::on_start`); call once, when the host is ready to
+    /// carry its messages. A restored node does not call it (its process started in an
+    /// earlier life).
+    pub fn start(&mut self, now: Time) {
+        self.node.start(now);
+        self.after_node_call(now);
+        self.settle(now);
+    }
+
+    /// A datagram from `from` (the host maps the source address to the node).
+    pub fn handle_datagram(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
+        self.core.handle_datagram(now, from, bytes);
+        self.settle(now);
+    }
+
+    /// The deadline from [`Stack::poll_timeout`] passed (early calls are harmless).
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+            self.after_node_call(now);
+        }
+        self.settle(now);
+    }
+
+    /// The application's periodic tick (`Process::on_tick`); the host sets the cadence.
+    pub fn handle_tick(&mut self, now: Time) {
+        self.node.tick(now);
+        self.after_node_call(now);
+        self.settle(now);
+    }
+
+    /// An operator command for the process (`Process::on_command`).
+    pub fn handle_command(&mut self, now: Time, command: &[u8]) {
+        self.node.command(now, command);
+        self.after_node_call(now);
+        self.settle(now);
+    }
+
+    /// Starts a snapshot here.
+    pub fn initiate(&mut self, now: Time) -> Result<SnapshotId, InitiateError> {
+        let result = self.node.initiate(now);
+        self.after_node_call(now);
+        self.settle(now);
+        result
+    }
+
+    /// This node's transport restarted (its socket was lost, say) with `incarnation`,
+    /// which must exceed the previous one: the core is replaced, queued envelopes are
+    /// dropped, and every link is reset. Process and engine state are kept.
+    pub fn restart_transport(&mut self, now: Time, incarnation: u64) -> Result<(), ConfigError> {
+        let mut cfg = self.transport.clone();
+        cfg.incarnation = incarnation;
+        self.core = Core::new(cfg.clone())?;
+        self.transport = cfg;
+        for &p in &self.peers {
+            self.core.add_peer(p);
+        }
+        for (to, queue) in std::mem::take(&mut self.backlog) {
+            for q in queue {
+                if let Some(stamp) = q.stamp {
+                    self.stats.backlog_dropped += 1;
+                    self.observer.app_dropped(to, stamp);
+                }
+            }
+        }
+        self.stats.backlog = 0;
+        // Every session ended: tell each peer what it will never get.
+        for peer in self.node.peers().to_vec() {
+            self.node.link_reset(now, peer);
+            self.after_node_call(now);
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    // ----- outputs -----
+
+    /// The next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Time) -> Option<Transmit> {
+        loop {
+            if let Some(t) = self.core.poll_transmit(now) {
+                return Some(t);
+            }
+            if !self.settle(now) {
+                return None;
+            }
+        }
+    }
+
+    /// The next event for the host.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<StackEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline of the transport and the engine.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        match (self.core.poll_timeout(), self.node.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- state -----
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The process and the engine.
+    pub fn node(&self) -> &Node<P, E> {
+        &self.node
+    }
+
+    /// The transport core.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The observer.
+    pub fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    /// The observer, mutably (to take what it collected).
+    pub fn observer_mut(&mut self) -> &mut O {
+        &mut self.observer
+    }
+
+    /// The stack's counters.
+    pub fn stats(&self) -> StackStats {
+        self.stats
+    }
+
+    /// Latency, control messages and recorded messages of snapshots initiated here.
+    pub fn metrics(&self) -> &SnapshotMetrics {
+        &self.metrics
+    }
+
+    /// True if nothing is queued and the transport holds nothing unacknowledged.
+    pub fn is_quiet(&self) -> bool {
+        self.backlog.is_empty() && self.peers.iter().all(|&p| self.core.unacked(p) == 0)
+    }
+
+    // ----- glue -----
+
+    /// Moves work between the layers until none is left: transport events into the
+    /// node, the node's messages into the transport (or the backlog). Returns whether
+    /// anything moved.
+    fn settle(&mut self, now: Time) -> bool {
+        let mut any = false;
+        loop {
+            let mut work = false;
+            // Transport events first, so `PeerRestarted` drops stale messages before
+            // they are handed to the new session.
+            while let Some(event) = self.core.poll_event() {
+                work = true;
+                self.on_transport_event(now, event);
+            }
+            while let Some((to, envelope)) = self.node.poll_transmit() {
+                work = true;
+                self.enqueue(now, to, envelope);
+            }
+            if self.pump(now) {
+                work = true;
+            }
+            if !work {
+                return any;
+            }
+            any = true;
+        }
+    }
+
+    fn on_transport_event(&mut self, now: Time, event: Event) {
+        self.observer.transport_event(&event);
+        match event {
+            Event::Delivered { from, bytes, .. } => self.on_delivered(now, from, &bytes),
+            Event::Unreachable { peer } => {
+                self.node.peer_unreachable(now, peer);
+                self.after_node_call(now);
+                self.events.push_back(StackEvent::PeerUnreachable(peer));
+            }
+            Event::PeerRestarted { peer, incarnation } => {
+                // The restarted process lost its part in running snapshots: abort them.
+                self.node.peer_unreachable(now, peer);
+                self.after_node_call(now);
+                // Messages still queued were stamped for the ended session.
+                if let Some(queue) = self.backlog.get_mut(&peer) {
+                    let observer = &mut self.observer;
+                    let stats = &mut self.stats;
+                    queue.retain(|q| match q.stamp {
+                        Some(stamp) => {
+                            stats.backlog_dropped += 1;
+                            stats.backlog -= 1;
+                            observer.app_dropped(peer, stamp);
+                            false
+                        }
+                        None => true,
+                    });
+                    if queue.is_empty() {
+                        self.backlog.remove(&peer);
+                    }
+                }
+                // Tell the peer which sequence numbers it will never get.
+                self.node.link_reset(now, peer);
+                self.after_node_call(now);
+                self.events
+                    .push_back(StackEvent::PeerRestarted { peer, incarnation });
+            }
+            // Acks, window space and abandoned messages need nothing more: the pump
+            // runs after every input, and `link_reset` covers what a restart abandons.
+            Event::Acked { .. } | Event::Writable { .. } | Event::Abandoned { .. } => {}
+        }
+    }
+
+    fn on_delivered(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
+        if !self.members.contains(&from) {
+            self.stats.non_member_dropped += 1;
+            return;
+        }
+        let envelope = match Envelope::<E::Control>::from_bytes(bytes) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                self.stats.malformed_envelopes += 1;
+                self.observer.malformed(from, &e);
+                tracing::debug!(node = %self.me, %from, error = %e, "malformed envelope dropped");
+                return;
+            }
+        };
+        match envelope {
+            Envelope::App { header, payload } => {
+                self.observer.app_received(now, from, &header, &payload);
+                let delivered = self.node.handle_app(now, from, &header, &payload);
+                if delivered {
+                    self.stats.app_delivered += 1;
+                } else {
+                    self.stats.stale_discarded += 1;
+                    self.observer.app_discarded(now, from, &header);
+                }
+            }
+            Envelope::Control(c) => self.node.handle_control(now, from, c),
+        }
+        self.after_node_call(now);
+    }
+
+    /// Collects the node's snapshot events after a call into it, applying the policies
+    /// that hang on them.
+    fn after_node_call(&mut self, now: Time) {
+        while let Some(event) = self.node.poll_event() {
+            self.scratch.push(event);
+        }
+        self.observer
+            .node_call(now, self.node.process(), &self.scratch);
+        for event in self.scratch.drain(..) {
+            self.metrics.observe(&event);
+            match &event {
+                SnapshotEvent::Aborted { id, reason }
+                    if reason.why == AbortWhy::FailedCheck && id.initiator == self.me =>
+                {
+                    self.metrics.record_failed_check();
+                }
+                SnapshotEvent::LocalCut { .. } => {
+                    // Our channels close only once our pre-cut messages arrive: resend
+                    // what is in flight now rather than wait for loss detection.
+                    self.core.expedite(now);
+                }
+                _ => {}
+            }
+            self.events.push_back(StackEvent::Snapshot(event));
+        }
+    }
+
+    /// Stamps nothing (the node did): encodes and hands one envelope to the transport,
+    /// or queues it behind earlier ones to the same peer.
+    fn enqueue(&mut self, now: Time, to: NodeId, envelope: Envelope<E::Control>) {
+        let (urgent, stamp) = match &envelope {
+            Envelope::App { header, payload } => {
+                self.stats.app_sent += 1;
+                self.observer.app_sent(now, to, header, payload);
+                (false, Some(header.ts.get(self.me)))
+            }
+            Envelope::Control(_) => (true, None),
+        };
+        let queued = Queued {
+            bytes: envelope.to_bytes(),
+            urgent,
+            stamp,
+        };
+        let waiting = self.backlog.get(&to).is_some_and(|q| !q.is_empty());
+        if !waiting && self.core.can_send(to) {
+            self.hand(now, to, queued);
+        } else {
+            self.backlog.entry(to).or_default().push_back(queued);
+            self.stats.backlog += 1;
+            self.stats.backlog_peak = self.stats.backlog_peak.max(self.stats.backlog);
+        }
+    }
+
+    /// Moves backlog into the transport while windows allow; returns whether any moved.
+    fn pump(&mut self, now: Time) -> bool {
+        if self.backlog.is_empty() {
+            return false;
+        }
+        let mut moved = false;
+        let ready: Vec<NodeId> = self
+            .backlog
+            .keys()
+            .copied()
+            .filter(|&p| self.core.can_send(p))
+            .collect();
+        for peer in ready {
+            while self.core.can_send(peer) {
+                let Some(q) = self.backlog.get_mut(&peer).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                self.stats.backlog -= 1;
+                moved = true;
+                self.hand(now, peer, q);
+            }
+            if self.backlog.get(&peer).is_some_and(VecDeque::is_empty) {
+                self.backlog.remove(&peer);
+            }
+        }
+        moved
+    }
+
+    fn hand(&mut self, now: Time, to: NodeId, q: Queued) {
+        let sent = if q.urgent {
+            self.core.send_urgent(now, to, q.bytes)
+        } else {
+            self.core.send(now, to, q.bytes)
+        };
+        match sent {
+            Ok(id) => {
+                if let Some(stamp) = q.stamp {
+                    self.observer.app_handed(to, stamp, id);
+                }
+            }
+            Err(e) => {
+                // `can_send` held, so only `TooLarge` is left.
+                self.stats.send_errors += 1;
+                tracing::warn!(node = %self.me, peer = %to, error = %e, "transport refused an envelope");
+            }
+        }
+    }
+}
