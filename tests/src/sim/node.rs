@@ -1,5 +1,5 @@
-//! One simulated node: the real transport [`Core`], the real [`Node`] glue with a bank
-//! process, and the bit of driver logic between them (a send backlog for full windows).
+//! One simulated node: the production [`Stack`] (transport core, snapshot engine, the
+//! glue between them) with a bank process and a [`Recorder`] as its observer.
 //!
 //! The bank is wrapped in [`SimApp`], which counts its sends and deliveries and, every time
 //! the engine asks for the local state, remembers those counts: that is the ground truth
@@ -8,7 +8,6 @@
 //! ([`SimNode::crash_restart`]), which rebuilds the bank, the engine and the transport.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,10 +18,12 @@ use shutter_snapshot::chandy_lamport;
 use shutter_snapshot::life;
 use shutter_snapshot::mattern::{self, EngineConfig};
 use shutter_snapshot::process::{Context, Node, Process};
+use shutter_snapshot::stack::{Observer, Stack};
+use shutter_snapshot::{AppHeader, SnapshotEvent};
 use shutter_transport::Time;
 use shutter_transport::auth::{Auth, KeyRing};
-use shutter_transport::core::{Config, Core, MessageId};
-use shutter_vclock::NodeId;
+use shutter_transport::core::{Config, Event, MessageId};
+use shutter_vclock::{NodeId, VClock};
 
 use super::oracle::MsgKey;
 
@@ -210,6 +211,158 @@ pub fn engine_config(me: NodeId, nodes: Vec<NodeId>, start: Time, floors: bool) 
     }
 }
 
+/// What the simulator's observer saw inside one stack, in order; the world turns it
+/// into oracle entries after every call into the stack.
+#[derive(Debug)]
+pub enum Seen {
+    /// The process sent an application message (stamped `ts`).
+    Sent {
+        /// When.
+        at: Time,
+        /// Receiver.
+        to: NodeId,
+        /// Its timestamp.
+        ts: VClock,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// The transport took application message `key` under `id`.
+    Handed {
+        /// Receiver.
+        to: NodeId,
+        /// The transport's id.
+        id: MessageId,
+        /// Which message.
+        key: MsgKey,
+    },
+    /// A queued application message was dropped: its session ended.
+    Dropped(MsgKey),
+    /// An application message arrived.
+    Received {
+        /// When.
+        at: Time,
+        /// Sender.
+        from: NodeId,
+        /// Its timestamp.
+        ts: VClock,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// The engine discarded the message just received as stale.
+    Discarded {
+        /// Sender.
+        from: NodeId,
+        /// `ts[from]` of the message.
+        seq: u64,
+    },
+    /// Something that does not decode as an envelope reached the stack.
+    Malformed {
+        /// Sender.
+        from: NodeId,
+        /// The decoder's complaint.
+        error: String,
+    },
+    /// The transport gave up on (`abandoned`) or acknowledged a message.
+    Settled {
+        /// Receiver.
+        to: NodeId,
+        /// The transport's id.
+        id: MessageId,
+        /// True if abandoned, false if acknowledged.
+        abandoned: bool,
+    },
+    /// One call into the node: the state capture it made (if any) and its events.
+    NodeCall {
+        /// The mark left by the state capture.
+        mark: Option<Mark>,
+        /// The snapshot events of the call.
+        events: Vec<SnapshotEvent>,
+    },
+}
+
+/// The observer of one simulated stack: logs what it sees as [`Seen`] entries.
+#[derive(Debug)]
+pub struct Recorder {
+    me: NodeId,
+    /// Entries since the world last took them.
+    pub seen: Vec<Seen>,
+}
+
+impl Observer<SimApp> for Recorder {
+    fn app_sent(&mut self, now: Time, to: NodeId, header: &AppHeader, payload: &[u8]) {
+        self.seen.push(Seen::Sent {
+            at: now,
+            to,
+            ts: header.ts.clone(),
+            payload: payload.to_vec(),
+        });
+    }
+
+    fn app_handed(&mut self, to: NodeId, stamp: u64, id: MessageId) {
+        let key = MsgKey {
+            from: self.me,
+            seq: stamp,
+        };
+        self.seen.push(Seen::Handed { to, id, key });
+    }
+
+    fn app_dropped(&mut self, _to: NodeId, stamp: u64) {
+        self.seen.push(Seen::Dropped(MsgKey {
+            from: self.me,
+            seq: stamp,
+        }));
+    }
+
+    fn app_received(&mut self, now: Time, from: NodeId, header: &AppHeader, payload: &[u8]) {
+        self.seen.push(Seen::Received {
+            at: now,
+            from,
+            ts: header.ts.clone(),
+            payload: payload.to_vec(),
+        });
+    }
+
+    fn app_discarded(&mut self, _now: Time, from: NodeId, header: &AppHeader) {
+        self.seen.push(Seen::Discarded {
+            from,
+            seq: header.ts.get(from),
+        });
+    }
+
+    fn malformed(&mut self, from: NodeId, error: &postcard::Error) {
+        self.seen.push(Seen::Malformed {
+            from,
+            error: error.to_string(),
+        });
+    }
+
+    fn transport_event(&mut self, event: &Event) {
+        match *event {
+            Event::Abandoned { to, id } => self.seen.push(Seen::Settled {
+                to,
+                id,
+                abandoned: true,
+            }),
+            Event::Acked { to, id } => self.seen.push(Seen::Settled {
+                to,
+                id,
+                abandoned: false,
+            }),
+            _ => {}
+        }
+    }
+
+    fn node_call(&mut self, _now: Time, process: &SimApp, events: &[SnapshotEvent]) {
+        self.seen.push(Seen::NodeCall {
+            mark: process.take_mark(),
+            events: events.to_vec(),
+        });
+    }
+}
+
+/// The production stack with the simulator's bank and observer.
+pub type SimStack<E> = Stack<SimApp, E, Recorder>;
+
 /// One simulated node.
 pub struct SimNode<E: SimEngine>
 where
@@ -217,21 +370,18 @@ where
 {
     /// Its id.
     pub id: NodeId,
-    /// The transport (rebuilt on restart).
-    pub core: Core,
-    /// Process + engine.
-    pub node: Node<SimApp, E>,
-    /// Encoded envelopes waiting for window space, in send order, with the identity of
-    /// application messages.
-    pub backlog: VecDeque<(NodeId, Vec<u8>, Option<MsgKey>)>,
+    /// The node's whole sans-IO stack, exactly as production runs it (rebuilt on a
+    /// real crash).
+    pub stack: SimStack<E>,
     /// Running, paused or down.
     pub status: Status,
     /// Next bank tick.
     pub next_tick: Time,
-    /// Largest backlog seen (memory bound check).
-    pub max_backlog: usize,
+    /// Largest backlog of any of this node's lives.
+    pub max_backlog: u64,
+    /// Envelopes the transport refused, over all lives (must stay 0).
+    pub send_errors: u64,
     ordered: bool,
-    peers: Vec<NodeId>,
     nodes: Vec<NodeId>,
     seed: u64,
     floors: bool,
@@ -245,19 +395,15 @@ where
 {
     /// Node `me` of `nodes`, transport incarnation 1; `floors`: see [`engine_config`].
     pub fn new(me: NodeId, nodes: &[NodeId], seed: u64, ordered: bool, floors: bool) -> Self {
-        let engine = E::build(engine_config(me, nodes.to_vec(), Time::ZERO, floors));
-        let node = Node::new(SimApp::new(me, seed), engine, nodes);
-        let peers: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != me).collect();
+        let app = SimApp::new(me, seed);
         SimNode {
             id: me,
-            core: Self::fresh_core(me, 1, &peers, ordered),
-            node,
-            backlog: VecDeque::new(),
+            stack: Self::build(me, nodes, app, Time::ZERO, 1, ordered, floors),
             status: Status::Up,
             next_tick: Time::ZERO,
             max_backlog: 0,
+            send_errors: 0,
             ordered,
-            peers,
             nodes: nodes.to_vec(),
             seed,
             floors,
@@ -265,89 +411,96 @@ where
         }
     }
 
+    fn build(
+        me: NodeId,
+        nodes: &[NodeId],
+        app: SimApp,
+        start: Time,
+        incarnation: u64,
+        ordered: bool,
+        floors: bool,
+    ) -> SimStack<E> {
+        let engine = E::build(engine_config(me, nodes.to_vec(), start, floors));
+        let node = Node::new(app, engine, nodes);
+        let recorder = Recorder {
+            me,
+            seen: Vec::new(),
+        };
+        let mut stack =
+            Stack::with_observer(transport_config(me, incarnation, ordered), node, recorder)
+                .expect("valid transport config");
+        for &p in nodes {
+            stack.add_peer(start, p);
+        }
+        stack
+    }
+
+    /// The bank process.
+    pub fn app(&self) -> &SimApp {
+        self.stack.node().process()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &E {
+        self.stack.node().engine()
+    }
+
+    /// Takes what the observer logged since the last call.
+    pub fn take_seen(&mut self) -> Vec<Seen> {
+        std::mem::take(&mut self.stack.observer_mut().seen)
+    }
+
+    /// Keeps the counters that must outlive a life.
+    fn account(&mut self) {
+        let s = self.stack.stats();
+        self.max_backlog = self.max_backlog.max(s.backlog_peak);
+    }
+
+    /// Envelopes refused by the transport in the current life plus earlier ones.
+    pub fn refused(&self) -> u64 {
+        self.send_errors + self.stack.stats().send_errors
+    }
+
     /// A real crash and restart at `now`: the bank, the engine (vector clock included),
     /// the transport and the backlog are replaced by new ones, as a process started
     /// again after `kill -9` would build them. Only the observer's counts carry over.
-    /// The caller starts the new process (`Node::start`).
+    /// The caller starts the new process (`Stack::start`).
     pub fn crash_restart(&mut self, now: Time) {
+        self.account();
+        self.send_errors += self.stack.stats().send_errors;
         self.lives += 1;
-        let (sent, delivered) = {
-            let app = self.node.process();
-            (app.sent(), app.delivered())
-        };
+        let (sent, delivered) = (self.app().sent(), self.app().delivered());
         // A new process draws new transfers.
         let seed = self.seed ^ u64::from(self.lives).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let app = SimApp::continuing(self.id, seed, sent, delivered);
-        let engine = E::build(engine_config(self.id, self.nodes.clone(), now, self.floors));
-        self.node = Node::new(app, engine, &self.nodes);
-        self.restart_transport();
+        let incarnation = self.stack.core().incarnation() + 1;
+        self.stack = Self::build(
+            self.id,
+            &self.nodes,
+            app,
+            now,
+            incarnation,
+            self.ordered,
+            self.floors,
+        );
     }
 
-    fn fresh_core(me: NodeId, incarnation: u64, peers: &[NodeId], ordered: bool) -> Core {
-        let mut core =
-            Core::new(transport_config(me, incarnation, ordered)).expect("valid transport config");
-        for &p in peers {
-            core.add_peer(p);
-        }
-        core
-    }
-
-    /// Replaces the transport with a fresh one of the next incarnation and drops the
-    /// backlog (both lived in the crashed network stack).
-    pub fn restart_transport(&mut self) {
-        let inc = self.core.incarnation() + 1;
-        self.core = Self::fresh_core(self.id, inc, &self.peers, self.ordered);
-        self.backlog.clear();
-    }
-
-    /// Drops the application messages in the backlog to `peer` (its session ended, and
-    /// the engine's `Lost` will cover their numbers); returns them. Control messages
-    /// stay: they are not numbered and still matter to the new session.
-    pub fn drop_backlog_to(&mut self, peer: NodeId) -> Vec<MsgKey> {
-        let mut dropped = Vec::new();
-        self.backlog.retain(|(to, _, key)| match key {
-            Some(k) if *to == peer => {
-                dropped.push(*k);
-                false
-            }
-            _ => true,
-        });
-        dropped
-    }
-
-    /// Moves backlog into the core while windows allow, keeping per-destination order;
-    /// returns the transport ids given to application messages.
-    pub fn pump(&mut self, now: Time) -> Vec<(NodeId, MessageId, MsgKey)> {
-        self.max_backlog = self.max_backlog.max(self.backlog.len());
-        let mut ids = Vec::new();
-        if self.backlog.is_empty() {
-            return ids;
-        }
-        let mut blocked = BTreeSet::new();
-        let mut keep = VecDeque::new();
-        while let Some((to, bytes, key)) = self.backlog.pop_front() {
-            if blocked.contains(&to) || !self.core.can_send(to) {
-                blocked.insert(to);
-                keep.push_back((to, bytes, key));
-                continue;
-            }
-            // Like the runtime: control messages (no oracle key) go out urgent.
-            let sent = if key.is_some() {
-                self.core.send(now, to, bytes)
-            } else {
-                self.core.send_urgent(now, to, bytes)
-            };
-            match sent {
-                Ok(id) => ids.extend(key.map(|k| (to, id, k))),
-                Err(e) => panic!("transport refused a message it said it could take: {e}"),
-            }
-        }
-        self.backlog = keep;
-        ids
+    /// Replaces the transport with a fresh one of the next incarnation (the process and
+    /// engine live on); the stack drops its backlog and resets every link.
+    pub fn restart_transport(&mut self, now: Time) {
+        let incarnation = self.stack.core().incarnation() + 1;
+        self.stack
+            .restart_transport(now, incarnation)
+            .expect("valid transport config");
     }
 
     /// True if the transport holds nothing unacknowledged and the backlog is empty.
     pub fn transport_quiet(&self) -> bool {
-        self.backlog.is_empty() && self.peers.iter().all(|&p| self.core.unacked(p) == 0)
+        self.stack.is_quiet()
+    }
+
+    /// The largest backlog so far.
+    pub fn backlog_peak(&self) -> u64 {
+        self.max_backlog.max(self.stack.stats().backlog_peak)
     }
 }

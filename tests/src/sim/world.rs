@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shutter_snapshot::{AbortWhy, Envelope, GlobalSnapshot, SnapshotEvent};
+use shutter_snapshot::{AbortWhy, GlobalSnapshot, SnapshotEvent};
 use shutter_transport::Time;
-use shutter_transport::core::Event;
 use shutter_transport::faults::{Delivery, FaultPlan, Faults};
 use shutter_vclock::NodeId;
 
 use super::checks::{NodeEnd, check_end, check_snapshot};
-use super::node::{INITIAL_BALANCE, SimEngine, SimNode, Status};
-use super::oracle::{CutRec, MsgKey, Oracle};
+use super::node::{INITIAL_BALANCE, Mark, Seen, SimEngine, SimNode, Status};
+use super::oracle::{CutRec, Oracle};
 use super::scenario::{CrashKind, Scenario};
 use super::{Options, Outcome};
 
@@ -107,7 +106,7 @@ where
     /// Runs to quiescence (or a bound) and checks everything.
     pub(super) fn run(mut self, max_steps: u64) -> Outcome {
         for i in 0..self.nodes.len() {
-            self.nodes[i].node.start(self.now);
+            self.nodes[i].stack.start(self.now);
             self.service(i);
         }
         loop {
@@ -148,19 +147,19 @@ where
             && self
                 .nodes
                 .iter()
-                .all(|n| n.status == Status::Up && n.transport_quiet() && n.node.engine().idle())
+                .all(|n| n.status == Status::Up && n.transport_quiet() && n.engine().idle())
     }
 
     fn stuck(&self) -> String {
         let mut s = format!("{} datagrams queued;", self.queue.len());
         for n in &self.nodes {
-            if !(n.status == Status::Up && n.transport_quiet() && n.node.engine().idle()) {
+            if !(n.status == Status::Up && n.transport_quiet() && n.engine().idle()) {
                 s += &format!(
                     " {}: {:?} quiet={} idle={};",
                     n.id,
                     n.status,
                     n.transport_quiet(),
-                    n.node.engine().idle()
+                    n.engine().idle()
                 );
             }
         }
@@ -181,8 +180,7 @@ where
         for n in &self.nodes {
             match n.status {
                 Status::Up => {
-                    consider(n.core.poll_timeout());
-                    consider(n.node.poll_timeout());
+                    consider(n.stack.poll_timeout());
                     if n.next_tick < self.traffic_end {
                         consider(Some(n.next_tick));
                     }
@@ -220,7 +218,7 @@ where
                 CrashKind::Crash => {
                     // The money this process held dies with it; its next life opens
                     // with a fresh balance.
-                    let held = self.nodes[i].node.process().balance();
+                    let held = self.nodes[i].app().balance();
                     self.oracle.crash(id, at, held, INITIAL_BALANCE);
                     Status::Crashed(until)
                 }
@@ -232,18 +230,14 @@ where
                     let me = self.nodes[i].id;
                     match self.nodes[i].status {
                         Status::Down(_) => {
-                            self.nodes[i].restart_transport();
-                            // Every session ended: tell each peer what it will never get.
-                            for &peer in &self.ids {
-                                if peer != me {
-                                    self.nodes[i].node.link_reset(now, peer);
-                                }
-                            }
+                            // Every session ends: the stack drops its backlog and tells
+                            // each peer what it will never get.
+                            self.nodes[i].restart_transport(now);
                         }
                         Status::Crashed(_) => {
                             // A new process: nothing of the old one's memory survives.
                             self.nodes[i].crash_restart(now);
-                            self.nodes[i].node.start(now);
+                            self.nodes[i].stack.start(now);
                         }
                         _ => {}
                     }
@@ -255,9 +249,7 @@ where
                     let n = &mut self.nodes[i];
                     n.status = Status::Up;
                     n.next_tick = n.next_tick.max(now);
-                    n.core.handle_timeout(now);
-                    n.node.handle_timeout(now);
-                    self.after_call(i);
+                    n.stack.handle_timeout(now);
                     self.service(i);
                 }
                 _ => {}
@@ -268,7 +260,7 @@ where
             let to = to as usize;
             if self.nodes[to].status == Status::Up {
                 self.nodes[to]
-                    .core
+                    .stack
                     .handle_datagram(now, NodeId(from), &bytes);
                 self.service(to);
             }
@@ -277,20 +269,14 @@ where
             if self.nodes[i].status != Status::Up {
                 continue;
             }
-            if self.nodes[i].core.poll_timeout().is_some_and(|t| t <= now) {
-                self.nodes[i].core.handle_timeout(now);
-                self.service(i);
-            }
-            if self.nodes[i].node.poll_timeout().is_some_and(|t| t <= now) {
-                self.nodes[i].node.handle_timeout(now);
-                self.after_call(i);
+            if self.nodes[i].stack.poll_timeout().is_some_and(|t| t <= now) {
+                self.nodes[i].stack.handle_timeout(now);
                 self.service(i);
             }
             if self.nodes[i].next_tick <= now && now < self.traffic_end {
                 let n = &mut self.nodes[i];
                 n.next_tick = now + Duration::from_millis(self.sc.tick_ms);
-                n.node.tick(now);
-                self.after_call(i);
+                n.stack.handle_tick(now);
                 self.service(i);
             }
         }
@@ -304,127 +290,86 @@ where
                 self.out.initiations_skipped += 1;
                 continue;
             }
-            match self.nodes[k].node.initiate(now) {
+            match self.nodes[k].stack.initiate(now) {
                 Ok(id) => {
                     self.oracle.initiated.insert(id, now);
                 }
                 Err(_) => self.out.initiations_refused += 1,
             }
-            self.after_call(k);
             self.service(k);
         }
     }
 
-    /// Drains node `i`'s outputs into the transport and the transport's events into the
-    /// node, until neither has anything left (the documented call order of both).
+    /// After any call into node `i`'s stack: its datagrams go through the faults of
+    /// their link, and what its observer saw goes into the oracle.
     fn service(&mut self, i: usize) {
         let now = self.now;
         let me = self.nodes[i].id;
-        loop {
-            let mut work = false;
-            // Transport events first, so `Abandoned` ids are resolved before new sends
-            // (after a peer restart ids start again at 0) reuse them.
-            while let Some(ev) = self.nodes[i].core.poll_event() {
-                work = true;
-                self.on_transport_event(i, ev);
+        while let Some(t) = self.nodes[i].stack.poll_transmit(now) {
+            self.faults
+                .apply(now, me, t.to, &t.bytes, &mut self.scratch);
+            for d in self.scratch.drain(..) {
+                self.seq += 1;
+                self.queue
+                    .push(Reverse((d.at, self.seq, t.to.0, me.0, d.bytes)));
             }
-            while let Some((to, env)) = self.nodes[i].node.poll_transmit() {
-                work = true;
-                let key = if let Envelope::App { header, payload } = &env {
-                    self.oracle.send(now, me, to, &header.ts, payload);
-                    Some(MsgKey {
-                        from: me,
-                        seq: header.ts.get(me),
-                    })
-                } else {
-                    None
-                };
-                self.nodes[i].backlog.push_back((to, env.to_bytes(), key));
-            }
-            for (to, id, key) in self.nodes[i].pump(now) {
+        }
+        // Snapshot events reach the oracle through the observer (with the state capture
+        // of the call that produced them); the rest need nothing here.
+        while self.nodes[i].stack.poll_event().is_some() {}
+        for seen in self.nodes[i].take_seen() {
+            self.on_seen(i, seen);
+        }
+    }
+
+    fn on_seen(&mut self, i: usize, seen: Seen) {
+        let me = self.nodes[i].id;
+        match seen {
+            Seen::Sent {
+                at,
+                to,
+                ts,
+                payload,
+            } => self.oracle.send(at, me, to, &ts, &payload),
+            Seen::Handed { to, id, key } => {
                 self.oracle.in_transport.insert((me, to, id), key);
             }
-            while let Some(t) = self.nodes[i].core.poll_transmit(now) {
-                self.faults
-                    .apply(now, me, t.to, &t.bytes, &mut self.scratch);
-                for d in self.scratch.drain(..) {
-                    self.seq += 1;
-                    self.queue
-                        .push(Reverse((d.at, self.seq, t.to.0, me.0, d.bytes)));
-                }
+            Seen::Dropped(key) => {
+                self.oracle.abandoned.insert(key);
             }
-            if !work {
-                break;
+            Seen::Received {
+                at,
+                from,
+                ts,
+                payload,
+            } => self.oracle.deliver(at, me, from, &ts, &payload),
+            Seen::Discarded { from, seq } => {
+                // Only a message handed to an ended session can be stale, and the
+                // transport never delivers those after the sender's Lost.
+                self.out.violations.push(format!(
+                    "{me}: engine discarded message {seq} of {from} as stale"
+                ));
             }
-        }
-    }
-
-    fn on_transport_event(&mut self, i: usize, ev: Event) {
-        let now = self.now;
-        let me = self.nodes[i].id;
-        match ev {
-            Event::Delivered { from, bytes, .. } => {
-                match Envelope::<E::Control>::from_bytes(&bytes) {
-                    Ok(env) => {
-                        let seq = match &env {
-                            Envelope::App { header, payload } => {
-                                self.oracle.deliver(now, me, from, &header.ts, payload);
-                                Some(header.ts.get(from))
-                            }
-                            Envelope::Control(_) => None,
-                        };
-                        let delivered = self.nodes[i].node.handle(now, from, env);
-                        // Only a message handed to an ended session can be stale, and the
-                        // transport never delivers those after the sender's Lost.
-                        if let Some(seq) = seq
-                            && !delivered
-                        {
-                            self.out.violations.push(format!(
-                                "{me}: engine discarded message {seq} of {from} as stale"
-                            ));
-                        }
-                        self.after_call(i);
-                    }
-                    Err(e) => self.out.violations.push(format!(
-                        "{me}: undecodable message from {from} reached the application: {e}"
-                    )),
-                }
-            }
-            Event::Unreachable { peer } => {
-                self.nodes[i].node.peer_unreachable(now, peer);
-                self.after_call(i);
-            }
-            Event::PeerRestarted { peer, .. } => {
-                // Snapshots running across the restart may have lost control messages:
-                // abort them as for an unreachable peer. Then end the session: messages
-                // still in the backlog were stamped for it and are dropped (the engine's
-                // Lost covers their numbers too).
-                self.nodes[i].node.peer_unreachable(now, peer);
-                for key in self.nodes[i].drop_backlog_to(peer) {
-                    self.oracle.abandoned.insert(key);
-                }
-                self.nodes[i].node.link_reset(now, peer);
-                self.after_call(i);
-            }
-            Event::Abandoned { to, id } => {
-                if let Some(key) = self.oracle.in_transport.remove(&(me, to, id)) {
+            Seen::Malformed { from, error } => self.out.violations.push(format!(
+                "{me}: undecodable message from {from} reached the stack: {error}"
+            )),
+            Seen::Settled { to, id, abandoned } => {
+                if let Some(key) = self.oracle.in_transport.remove(&(me, to, id))
+                    && abandoned
+                {
                     self.oracle.abandoned.insert(key);
                 }
             }
-            Event::Acked { to, id } => {
-                self.oracle.in_transport.remove(&(me, to, id));
-            }
-            Event::Writable { .. } => {}
+            Seen::NodeCall { mark, events } => self.on_node_call(i, mark, events),
         }
     }
 
-    /// After any call into node `i`: attribute the state capture (if any) to the local
-    /// cuts it produced and log snapshot outcomes.
-    fn after_call(&mut self, i: usize) {
+    /// One call into node `i`'s process and engine: attribute its state capture (if
+    /// any) to the local cuts it produced and log snapshot outcomes.
+    fn on_node_call(&mut self, i: usize, mark: Option<Mark>, events: Vec<SnapshotEvent>) {
         let now = self.now;
         let me = self.nodes[i].id;
-        let mark = self.nodes[i].node.process().take_mark();
-        while let Some(ev) = self.nodes[i].node.poll_event() {
+        for ev in events {
             match ev {
                 SnapshotEvent::LocalCut { id, at, clock } => {
                     let Some(mark) = mark.clone() else {
@@ -433,8 +378,6 @@ where
                             .push(format!("snapshot {id}: {me} cut without taking its state"));
                         continue;
                     };
-                    // Like the runtime: hurry what is in flight once channels wait on it.
-                    self.nodes[i].core.expedite(now);
                     let rec = CutRec {
                         mark,
                         clock,
@@ -502,13 +445,22 @@ where
             .iter()
             .map(|n| NodeEnd {
                 id: n.id,
-                app_sent: n.node.process().sent(),
-                app_delivered: n.node.process().delivered(),
-                balance: n.node.process().balance(),
-                engine_idle: n.node.engine().idle(),
+                app_sent: n.app().sent(),
+                app_delivered: n.app().delivered(),
+                balance: n.app().balance(),
+                engine_idle: n.engine().idle(),
                 transport_quiet: n.transport_quiet(),
             })
             .collect();
+        for n in &self.nodes {
+            if n.refused() > 0 {
+                self.out.violations.push(format!(
+                    "{}: the transport refused {} envelopes",
+                    n.id,
+                    n.refused()
+                ));
+            }
+        }
         if self.out.violations.is_empty() {
             self.out.violations = check_end(&self.oracle, &ends);
         } else {
@@ -527,7 +479,12 @@ where
             .filter(|k| !self.oracle.deliveries.contains_key(k))
             .count() as u64;
         self.out.abandoned = self.oracle.abandoned.len() as u64;
-        self.out.max_backlog = self.nodes.iter().map(|n| n.max_backlog).max().unwrap_or(0);
+        self.out.max_backlog = self
+            .nodes
+            .iter()
+            .map(|n| n.backlog_peak() as usize)
+            .max()
+            .unwrap_or(0);
         self.out.faults = self.faults.stats().clone();
         self.out.end = self.now;
         self.out
