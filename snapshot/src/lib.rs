@@ -25,8 +25,6 @@
 
 pub mod bank;
 pub mod chandy_lamport;
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod engine;
 pub mod global;
 pub mod life;
@@ -36,6 +34,7 @@ pub mod persist;
 pub mod process;
 mod recent;
 pub mod report;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod stack;
 pub mod verify;

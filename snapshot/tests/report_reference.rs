@@ -7,12 +7,13 @@
 //! compares the text line by line; Java is only needed to regenerate the fixtures (see
 //! `tests/fixtures/report/README.md`).
 
-use std::path::PathBuf;
+mod report_support;
+
 use std::time::{Duration, SystemTime};
 
-use hdrhistogram::Histogram;
+use report_support::{fixtures, merged, reference};
 use shutter_snapshot::report::{
-    IntervalLog, Percentiles, merge, new_histogram, parse_hgrm, read_hlog, write_hgrm,
+    IntervalLog, Percentiles, new_histogram, parse_hgrm, read_hlog, write_hgrm,
 };
 
 /// `(log, tag)` pairs with a reference output each.
@@ -27,39 +28,10 @@ const CASES: &[(&str, &str)] = &[
     ("synthetic.hlog", "empty"),
 ];
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/report")
-}
-
-/// The histograms of `tag` in `log`, merged as `shutter report` and the Java processor do.
-fn merged(log: &str, tag: &str) -> Histogram<u64> {
-    let bytes = std::fs::read(fixtures().join(log)).unwrap();
-    let intervals = read_hlog(&bytes).unwrap();
-    let parts: Vec<_> = intervals
-        .iter()
-        .filter(|(t, _)| t == tag)
-        .map(|(_, h)| h)
-        .collect();
-    assert!(!parts.is_empty(), "{log} has no interval tagged {tag}");
-    merge(parts)
-}
-
 fn ours(log: &str, tag: &str) -> String {
     let mut out = Vec::new();
     write_hgrm(&merged(log, tag), 1000.0, &mut out).unwrap();
     String::from_utf8(out).unwrap()
-}
-
-/// The reference output without the processor's own `#[StartTime: ...]` line (it echoes
-/// the log's start; `outputPercentileDistribution` itself does not print it).
-fn reference(log: &str, tag: &str) -> String {
-    let stem = log.trim_end_matches(".hlog");
-    let path = fixtures().join(format!("{stem}.{tag}.hgrm"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.starts_with("#[StartTime:"))
-        .map(|l| format!("{l}\n"))
-        .collect()
 }
 
 fn is_row(line: &str) -> bool {
@@ -233,45 +205,4 @@ fn regenerate_synthetic_hlog() {
     let mut out = Vec::new();
     synthetic_log().write(&mut out).unwrap();
     std::fs::write(fixtures().join("synthetic.hlog"), out).unwrap();
-}
-
-/// The terminal table lists wrk2's percentiles, and its 50/75/90% values are the reference
-/// tool's rows for the same histogram.
-#[cfg(feature = "cli")]
-#[test]
-fn terminal_table_lists_the_wrk2_percentiles_as_the_reference_does() {
-    use shutter_snapshot::cli::summary::Summary;
-
-    let summary = Summary {
-        snapshot_latency_us: Percentiles::of(&merged("demo.hlog", "snapshot")),
-        delivery_latency_us: Percentiles::of(&merged("demo.hlog", "delivery")),
-        ..Summary::default()
-    };
-    let mut out = Vec::new();
-    summary.print_table(&mut out).unwrap();
-    let table = String::from_utf8(out).unwrap();
-    let cells = |label: &str| -> Vec<String> {
-        let line = table
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(label))
-            .unwrap_or_else(|| panic!("no {label} row in\n{table}"));
-        line.split_whitespace()
-            .skip(1)
-            .map(str::to_string)
-            .collect()
-    };
-    for label in ["50%", "75%", "90%", "99%", "99.9%", "99.99%", "max"] {
-        assert_eq!(cells(label).len(), 2, "{label}: {table}");
-    }
-    for (i, tag) in ["snapshot", "delivery"].into_iter().enumerate() {
-        let reference = parse_hgrm(&reference("demo.hlog", tag)).unwrap();
-        for (label, pct) in [("50%", 0.5), ("75%", 0.75), ("90%", 0.9), ("max", 1.0)] {
-            let row = reference.iter().find(|r| r.percentile >= pct).unwrap();
-            assert_eq!(
-                cells(label)[i],
-                format!("{:.3}", row.value),
-                "{tag} {label}:\n{table}"
-            );
-        }
-    }
 }

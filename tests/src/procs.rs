@@ -4,7 +4,7 @@
 //! looking for the CLI binary of another crate: Cargo only exposes `CARGO_BIN_EXE_*` of
 //! the crate under test, and a second binary in the workspace would make the README's
 //! `cargo run --release -- demo` ambiguous. The child runs exactly
-//! [`shutter_snapshot::cli::main_from`], the code behind the real binary.
+//! [`shutter_cli::main_from`], the code behind the real binary.
 //!
 //! Every process is bounded: nodes get `--duration`, one-shot commands a wall-clock
 //! limit after which they are killed, and [`NodeProcess`] kills its child on drop (also
@@ -25,7 +25,7 @@ pub const CHILD_ENV: &str = "SHUTTER_TESTS_AS_CLI";
 /// returns its exit code; in the test process itself returns `None`.
 pub fn child_main() -> Option<ExitCode> {
     std::env::var_os(CHILD_ENV)?;
-    Some(shutter_snapshot::cli::main_from(std::env::args_os()))
+    Some(shutter_cli::main_from(std::env::args_os()))
 }
 
 /// Starts `shutter` processes, optionally inside a network namespace (`ip netns exec`).

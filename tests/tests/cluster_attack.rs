@@ -41,8 +41,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use shutter_cli::node::{Dropped, NodeStatus};
 use shutter_snapshot::bank::BankInvariant;
-use shutter_snapshot::cli::node::{Dropped, NodeStatus};
 use shutter_snapshot::{persist, verify};
 use shutter_tests::procs::{
     Launcher, NodeProcess, loopback_addrs, saved_path, temp_dir, test_main, text, write_peers,

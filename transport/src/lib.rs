@@ -15,14 +15,16 @@
 //! * [`faults`]: seeded, replayable fault injection at the datagram boundary (loss incl.
 //!   Gilbert-Elliott, duplication, delay/jitter, reordering, corruption, partitions,
 //!   bandwidth cap), used by the driver and by the simulator.
-//! * [`driver`]: the thin tokio layer: one socket2-made UDP socket and one task per
-//!   [`driver::Endpoint`].
+//! * `driver` (feature `driver`, on by default): the tokio layer: `UdpIo`, one
+//!   socket2-made UDP socket with its peer table and fault injector, and
+//!   `Endpoint`, a task running a bare core over it.
 //!
 //! Run `cargo run --release -p shutter-transport --example pingpong -- --loss 0.3 --json`
 //! to see it recover from 30% loss on loopback.
 
 pub mod auth;
 pub mod core;
+#[cfg(feature = "driver")]
 pub mod driver;
 pub mod faults;
 pub mod time;

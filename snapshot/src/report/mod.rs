@@ -1,5 +1,5 @@
 //! Latency reports: HdrHistogram percentile text (`.hgrm`), interval logs (`.hlog`), JSON
-//! summaries with buckets, and (feature `cli`) SVG percentile plots.
+//! summaries with buckets (the `shutter` binary draws the SVG plots).
 //!
 //! Histograms record microseconds. Per-node histograms are merged with
 //! [`hdrhistogram::Histogram::add`] (see [`merge`]); percentiles are never averaged.
@@ -9,13 +9,9 @@
 
 mod hgrm;
 mod hlog;
-#[cfg(feature = "cli")]
-mod svg;
 
 pub use hgrm::{HgrmRow, PercentileStep, parse_hgrm, percentile_steps, write_hgrm};
 pub use hlog::{IntervalLog, read_hlog};
-#[cfg(feature = "cli")]
-pub use svg::write_percentile_svg;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;

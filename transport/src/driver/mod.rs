@@ -12,7 +12,7 @@
 //!   every input it drains the core (`poll_transmit` until `None`, then `poll_event`) as
 //!   the core's docs require.
 //!
-//! With a [`FaultPlan`] every outgoing datagram passes through [`Faults`]: lost copies
+//! With a [`FaultPlan`] every outgoing datagram passes through [`Faults`](crate::faults::Faults): lost copies
 //! are never sent, delayed copies wait in a timer queue, duplicated ones are sent twice.
 //! Faults are applied on the sending side only, so a plan on both endpoints of a pair
 //! covers both directions.

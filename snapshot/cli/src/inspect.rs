@@ -7,11 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 
-use crate::GlobalSnapshot;
-use crate::bank::{BankConfig, BankInvariant, BankState, decode_transfer};
-use crate::cli::args::InspectArgs;
-use crate::persist;
-use crate::verify::{check_channels, check_classification, check_cut_consistency, check_invariant};
+use crate::args::InspectArgs;
+use shutter_snapshot::GlobalSnapshot;
+use shutter_snapshot::bank::{BankConfig, BankInvariant, BankState, decode_transfer};
+use shutter_snapshot::persist;
+use shutter_snapshot::verify::{
+    check_channels, check_classification, check_cut_consistency, check_invariant,
+};
 
 /// `shutter inspect`.
 pub fn run(args: &InspectArgs) -> Result<ExitCode> {
@@ -44,7 +46,7 @@ pub fn default_total(snap: &GlobalSnapshot) -> u64 {
 
 /// Verifies `snap` as a bank snapshot; each entry is `(check, Err(reason) or Ok)`.
 pub fn verify(snap: &GlobalSnapshot, total: u64) -> Vec<(String, Result<(), String>)> {
-    let s = |r: Result<(), crate::verify::Inconsistency>| r.map_err(|e| e.to_string());
+    let s = |r: Result<(), shutter_snapshot::verify::Inconsistency>| r.map_err(|e| e.to_string());
     vec![
         (
             "cut consistency (cut_j[i] <= cut_i[i])".into(),

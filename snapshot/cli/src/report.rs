@@ -22,9 +22,11 @@ use anyhow::{Context as _, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::args::ReportArgs;
-use crate::cli::summary::{Summary, ms};
-use crate::report::{HistogramJson, IntervalLog, Percentiles, merge, read_hlog, write_hgrm};
+use crate::args::ReportArgs;
+use crate::summary::{Summary, ms};
+use shutter_snapshot::report::{
+    HistogramJson, IntervalLog, Percentiles, merge, read_hlog, write_hgrm,
+};
 
 /// `report.json`: the summary (flattened, so the same keys as `--json`) plus histograms.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,7 +71,7 @@ pub fn write_dir(
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
     let svg = dir.join("latency.svg");
-    crate::report::write_percentile_svg(
+    crate::svg::write_percentile_svg(
         &svg,
         "shutter latency by percentile",
         &[("delivery", delivery), ("snapshot", snapshot)],

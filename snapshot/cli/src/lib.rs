@@ -1,4 +1,6 @@
-//! The `shutter` command line (feature `cli`): argument definitions and dispatch.
+//! The `shutter` command line: argument definitions and dispatch. The library exists so
+//! the multi-process tests can run a node in their own binary ([`main_from`]) and the
+//! fuzz targets can reach the parsers; it is not a stable API.
 //!
 //! | command | what it does |
 //! |---|---|
@@ -25,6 +27,7 @@ pub mod report;
 pub mod snapshot;
 pub mod status;
 pub mod summary;
+pub mod svg;
 
 use std::fmt;
 use std::process::ExitCode;

@@ -3,7 +3,7 @@
 //!
 //! | request line | reply |
 //! |---|---|
-//! | `SNAPSHOT <timeout_ms>` | `SNAPSHOT <len>\n` then `len` bytes of a snapshot file ([`crate::persist::encode`]), or `ABORTED <reason>\n`, or `ERROR <message>\n` |
+//! | `SNAPSHOT <timeout_ms>` | `SNAPSHOT <len>\n` then `len` bytes of a snapshot file ([`shutter_snapshot::persist::encode`]), or `ABORTED <reason>\n`, or `ERROR <message>\n` |
 //! | `STATUS` | `STATUS <json>\n` (node id, balance, counters) or `ERROR <message>\n` |
 //!
 //! `SNAPSHOT` makes the node initiate a snapshot and answers once the snapshot completes

@@ -10,7 +10,7 @@ use serde::Serialize;
 use shutter_transport::faults::{FaultPlan, LinkFaults, LossModel, Partition};
 use shutter_vclock::NodeId;
 
-use crate::cli::args::{DemoArgs, parse_duration};
+use crate::args::{DemoArgs, parse_duration};
 
 /// One parsed `--partition` flag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use shutter_transport::auth::{Auth, KeyRing};
 
-use crate::cli::args::{KeyArgs, KeygenArgs};
-use crate::cli::peers::PeersFile;
-use crate::cli::usage;
+use crate::args::{KeyArgs, KeygenArgs};
+use crate::peers::PeersFile;
+use crate::usage;
 
 /// The protection `args` and the peers file at `peers_path` ask for.
 pub fn cluster_auth(args: &KeyArgs, peers: &PeersFile, peers_path: &Path) -> Result<Auth> {

@@ -1,6 +1,6 @@
 //! `shutter snapshot`: asks a running cluster for a snapshot through one node's admin
 //! channel, checks it (file checksum, cut consistency, channel states, money conserved)
-//! and saves it atomically with [`crate::persist::save`] as
+//! and saves it atomically with [`shutter_snapshot::persist::save`] as
 //! `OUT/snapshot-n<K>-<S>.snap`. Exit code 1 if the snapshot aborted or fails a check.
 
 use std::process::ExitCode;
@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use shutter_vclock::NodeId;
 
-use crate::cli::admin::{self, Reply, Request};
-use crate::cli::args::SnapshotArgs;
-use crate::cli::inspect;
-use crate::cli::key;
-use crate::cli::peers::PeersFile;
-use crate::cli::usage;
-use crate::persist;
+use crate::admin::{self, Reply, Request};
+use crate::args::SnapshotArgs;
+use crate::inspect;
+use crate::key;
+use crate::peers::PeersFile;
+use crate::usage;
+use shutter_snapshot::persist;
 
 /// `shutter snapshot`.
 pub async fn run(args: SnapshotArgs) -> Result<ExitCode> {

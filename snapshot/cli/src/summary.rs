@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::Percentiles;
+use shutter_snapshot::report::Percentiles;
 
 /// The faults a demo ran under.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

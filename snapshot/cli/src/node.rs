@@ -18,16 +18,16 @@ use shutter_vclock::NodeId;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bank::{Bank, BankConfig, BankState};
-use crate::cli::admin::{self, AdminRequest, Reply, Request};
-use crate::cli::app::{Shared, TaggedBank};
-use crate::cli::args::NodeArgs;
-use crate::cli::key;
-use crate::cli::peers::PeersFile;
-use crate::cli::usage;
-use crate::persist;
-use crate::runtime::{NodeConfig, NodeEvent, NodeHandle};
-use crate::wire::SnapshotId;
+use crate::admin::{self, AdminRequest, Reply, Request};
+use crate::app::{Shared, TaggedBank};
+use crate::args::NodeArgs;
+use crate::key;
+use crate::peers::PeersFile;
+use crate::usage;
+use shutter_snapshot::bank::{Bank, BankConfig, BankState};
+use shutter_snapshot::persist;
+use shutter_snapshot::runtime::{NodeConfig, NodeEvent, NodeHandle};
+use shutter_snapshot::wire::SnapshotId;
 
 /// What `STATUS` answers and the node prints when it stops.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -80,7 +80,7 @@ pub struct Dropped {
 
 impl Dropped {
     /// The counters of `stats` and the admin channel's refusals.
-    pub fn from_stats(stats: &crate::runtime::NodeStats, admin_refused: u64) -> Dropped {
+    pub fn from_stats(stats: &shutter_snapshot::runtime::NodeStats, admin_refused: u64) -> Dropped {
         let c = &stats.transport.core;
         Dropped {
             auth_failed: c.auth_failed_dropped,
@@ -203,7 +203,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     // Ctrl-C or SIGTERM stops the node (with its final line), also when `--duration` is set.
     let stop = async {
-        let interrupted = crate::cli::stop_requested();
+        let interrupted = crate::stop_requested();
         match deadline {
             Some(at) => {
                 tokio::select! {

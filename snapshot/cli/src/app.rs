@@ -4,9 +4,9 @@
 //!
 //! Each outgoing transfer is the bank's own payload (the postcard amount) followed by a
 //! 16-byte tag: the sender's incarnation (wall-clock µs at process creation) and a
-//! per-incarnation sequence number, both little endian. [`crate::bank::decode_transfer`]
+//! per-incarnation sequence number, both little endian. [`shutter_snapshot::bank::decode_transfer`]
 //! reads the amount and ignores trailing bytes, so snapshot files,
-//! [`crate::bank::BankInvariant`] and `shutter inspect` see plain bank transfers. The tag
+//! [`shutter_snapshot::bank::BankInvariant`] and `shutter inspect` see plain bank transfers. The tag
 //! is not part of the snapshotted state: it only observes the runtime.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use shutter_vclock::NodeId;
 
-use crate::bank::{Bank, BankState};
-use crate::process::{Context, Process};
+use shutter_snapshot::bank::{Bank, BankState};
+use shutter_snapshot::process::{Context, Process};
 
 /// Length of the tag appended to every transfer.
 pub const TAG_LEN: usize = 16;
@@ -150,7 +150,7 @@ impl Process for TaggedBank {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bank::{BankConfig, decode_transfer};
+    use shutter_snapshot::bank::{BankConfig, decode_transfer};
     use shutter_transport::Time;
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cli::faults::PartitionSpec;
+use crate::faults::PartitionSpec;
 
 /// Consistent global snapshots over lossy UDP.
 #[derive(Debug, Parser)]
@@ -73,10 +73,10 @@ pub enum AlgorithmArg {
 
 impl AlgorithmArg {
     /// The runtime's algorithm.
-    pub fn to_runtime(self) -> crate::runtime::Algorithm {
+    pub fn to_runtime(self) -> shutter_snapshot::runtime::Algorithm {
         match self {
-            AlgorithmArg::Mattern => crate::runtime::Algorithm::Mattern,
-            AlgorithmArg::ChandyLamport => crate::runtime::Algorithm::ChandyLamport,
+            AlgorithmArg::Mattern => shutter_snapshot::runtime::Algorithm::Mattern,
+            AlgorithmArg::ChandyLamport => shutter_snapshot::runtime::Algorithm::ChandyLamport,
         }
     }
 
@@ -87,8 +87,8 @@ impl AlgorithmArg {
         snapshot_timeout: Duration,
         tick: Duration,
         seed: u64,
-    ) -> crate::runtime::NodeConfig {
-        crate::runtime::NodeConfig {
+    ) -> shutter_snapshot::runtime::NodeConfig {
+        shutter_snapshot::runtime::NodeConfig {
             algorithm: self.to_runtime(),
             snapshot_timeout,
             tick_interval: tick,
@@ -96,7 +96,7 @@ impl AlgorithmArg {
                 seed,
                 ..shutter_transport::Config::default()
             },
-            ..crate::runtime::NodeConfig::default()
+            ..shutter_snapshot::runtime::NodeConfig::default()
         }
     }
 
@@ -185,7 +185,7 @@ pub struct NodeArgs {
     /// This node's id (must be in the peers file).
     #[arg(long)]
     pub id: u32,
-    /// The peers file (TOML; see `shutter_snapshot::cli::peers`).
+    /// The peers file (TOML; see `shutter_cli::peers`).
     #[arg(long)]
     pub peers: PathBuf,
     /// UDP address to bind (default: this node's `addr` in the peers file).
@@ -205,7 +205,7 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Opening balance.
-    #[arg(long, default_value_t = crate::bank::BankConfig::default().initial)]
+    #[arg(long, default_value_t = shutter_snapshot::bank::BankConfig::default().initial)]
     pub initial: u64,
     /// Snapshot algorithm (every node of the cluster must use the same).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Mattern)]

@@ -62,7 +62,7 @@ pub fn write_percentile_svg(
 
 /// Points `(nines, ms)` of a histogram's percentile curve: the `.hgrm` rows below 100%.
 fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
-    super::percentile_steps(h, 5)
+    shutter_snapshot::report::percentile_steps(h, 5)
         .into_iter()
         .filter(|s| s.level < 100.0)
         .map(|s| (-(1.0 - s.level / 100.0).log10(), s.value as f64 / 1000.0))
@@ -82,7 +82,7 @@ fn nines_label(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::new_histogram;
+    use shutter_snapshot::report::new_histogram;
 
     #[test]
     fn writes_well_formed_svg() {

@@ -24,17 +24,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shutter_vclock::NodeId;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::bank::{Bank, BankConfig, BankInvariant, BankState};
-use crate::cli::app::{Shared, TaggedBank};
-use crate::cli::args::DemoArgs;
-use crate::cli::summary::{FaultSummary, Summary};
-use crate::cli::{faults, report, usage};
-use crate::persist;
-use crate::report::{IntervalLog, Percentiles, merge, new_histogram};
-use crate::runtime::{LocalCluster, NodeConfig, NodeEvent, NodeStats};
-use crate::verify::{check_invariant, check_structure};
-use crate::wire::SnapshotId;
-use crate::{AbortWhy, GlobalSnapshot};
+use crate::app::{Shared, TaggedBank};
+use crate::args::DemoArgs;
+use crate::summary::{FaultSummary, Summary};
+use crate::{faults, report, usage};
+use shutter_snapshot::bank::{Bank, BankConfig, BankInvariant, BankState};
+use shutter_snapshot::persist;
+use shutter_snapshot::report::{IntervalLog, Percentiles, merge, new_histogram};
+use shutter_snapshot::runtime::{LocalCluster, NodeConfig, NodeEvent, NodeStats};
+use shutter_snapshot::verify::{check_invariant, check_structure};
+use shutter_snapshot::wire::SnapshotId;
+use shutter_snapshot::{AbortWhy, GlobalSnapshot};
 use shutter_transport::auth::{Auth, KeyRing};
 
 /// Snapshots taken when neither `--snapshots` nor `--duration` is given.
@@ -296,7 +296,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     // Ctrl-C or SIGTERM: start no more snapshots, let the running ones finish (a second
     // signal stops waiting), then drain, summarize and write the reports as usual.
     let mut interrupted = false;
-    let stop = crate::cli::stop_requested();
+    let stop = crate::stop_requested();
     tokio::pin!(stop);
 
     loop {
@@ -313,7 +313,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                 interrupted = true;
                 progress.line(|| "interrupted: no more snapshots; finishing the running ones".into());
                 starting_done = Some(Instant::now());
-                stop.set(crate::cli::stop_requested());
+                stop.set(crate::stop_requested());
             }
             _ = initiate.tick(), if starting_done.is_none() => {
                 let now = Instant::now();

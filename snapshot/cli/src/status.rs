@@ -11,12 +11,12 @@ use std::time::Duration;
 use anyhow::Result;
 use shutter_vclock::NodeId;
 
-use crate::cli::admin::{self, Reply, Request};
-use crate::cli::args::StatusArgs;
-use crate::cli::key;
-use crate::cli::node::NodeStatus;
-use crate::cli::peers::PeersFile;
-use crate::cli::usage;
+use crate::admin::{self, Reply, Request};
+use crate::args::StatusArgs;
+use crate::key;
+use crate::node::NodeStatus;
+use crate::peers::PeersFile;
+use crate::usage;
 use shutter_transport::Auth;
 
 /// One node's answer, or why there is none.
