@@ -17,17 +17,15 @@
 //! [`crate::verify`]; the algorithm does not use them. Same call order as every
 //! [`SnapshotEngine`]: mutate, drain `poll_transmit`/`poll_event`, re-arm `poll_timeout`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use shutter_transport::Time;
 use shutter_vclock::{NodeId, VClock};
 
-use crate::engine::SnapshotEngine;
+use crate::collect::{Collection, Msg, Outputs};
+use crate::engine::{EngineConfig, SnapshotEngine};
 use crate::global::{AbortReason, AbortWhy, Delivery, InitiateError, SnapshotEvent};
-use crate::mattern::EngineConfig;
-use crate::mattern::collector::Collector;
-use crate::recent::Recent;
 use crate::wire::{AppHeader, LocalReport, RecordedMessage, SnapshotId};
 
 /// Chandy-Lamport control messages.
@@ -77,53 +75,48 @@ struct Part {
     reported: bool,
 }
 
-/// Chandy-Lamport engine for one node (reuses [`EngineConfig`]).
+impl From<Msg> for ClControl {
+    fn from(m: Msg) -> ClControl {
+        match m {
+            Msg::Report(r) => ClControl::Report(r),
+            Msg::Done(id) => ClControl::Done { id },
+            Msg::Abort(id, reason) => ClControl::Abort { id, reason },
+        }
+    }
+}
+
+/// Chandy-Lamport engine for one node (configured like every engine, [`EngineConfig`]).
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
-    nodes: Vec<NodeId>,
     clock: VClock,
     active: BTreeMap<SnapshotId, Part>,
-    collecting: BTreeMap<SnapshotId, Collector>,
-    finished: Recent,
-    transmits: VecDeque<(NodeId, ClControl)>,
-    events: VecDeque<SnapshotEvent>,
+    /// The collection protocol shared with Mattern (reports, outcome, finished ids).
+    col: Collection,
+    out: Outputs<ClControl>,
 }
 
 impl Engine {
     /// A fresh engine.
     pub fn new(cfg: EngineConfig) -> Self {
-        let mut nodes = cfg.nodes.clone();
-        nodes.push(cfg.me);
-        nodes.sort_unstable();
-        nodes.dedup();
         let mut clock = VClock::new();
         crate::mattern::raise_own_entry(&mut clock, cfg.me, cfg.clock_floor);
         Self {
-            finished: Recent::new(cfg.remember_finished),
+            col: Collection::new(&cfg, false),
             cfg,
-            nodes,
             clock,
             active: BTreeMap::new(),
-            collecting: BTreeMap::new(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            out: Outputs::default(),
         }
     }
 
     fn others(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .copied()
-            .filter(|&n| n != self.cfg.me)
-            .collect()
+        self.col.others()
     }
 
     fn send(&mut self, to: NodeId, c: ClControl) {
-        if let Some(col) = self.collecting.get_mut(&c.id()) {
-            col.control_messages += 1;
-        }
-        self.transmits.push_back((to, c));
+        let id = c.id();
+        self.col.send(&mut self.out, to, id, c);
     }
 
     /// Records the local state and sends markers everywhere; `from` is the channel the
@@ -144,7 +137,7 @@ impl Engine {
         {
             part.closed.insert(f, ch);
         }
-        self.events.push_back(SnapshotEvent::LocalCut {
+        self.out.events.push_back(SnapshotEvent::LocalCut {
             id,
             at: now,
             clock: part.cut.clone(),
@@ -174,88 +167,25 @@ impl Engine {
             life: 0,
             seen: Vec::new(),
         };
-        if id.initiator == self.cfg.me {
-            self.on_report(now, self.cfg.me, report);
-        } else {
-            self.send(id.initiator, ClControl::Report(Box::new(report)));
+        if self.col.report(now, report, &mut self.out) {
+            self.active.remove(&id);
         }
     }
 
-    fn on_report(&mut self, now: Time, from: NodeId, report: LocalReport) {
-        let id = report.id;
-        let Some(col) = self.collecting.get_mut(&id) else {
-            return;
-        };
-        col.reports.entry(from).or_insert(report);
-        if col.reports.len() < self.nodes.len() {
-            return;
-        }
-        let mut col = self.collecting.remove(&id).expect("checked above");
-        self.active.remove(&id);
-        self.finished.insert(id);
-        col.control_messages += self.others().len() as u64;
-        // Over unordered delivery this check is what catches the baseline's broken cuts
-        // (a post-cut message that overtook a marker shows as `CutAfterStart`).
-        match col.finish(id, &self.nodes, now) {
-            Ok(snap) => {
-                for to in self.others() {
-                    self.transmits.push_back((to, ClControl::Done { id }));
-                }
-                self.events
-                    .push_back(SnapshotEvent::Completed(Box::new(snap)));
-            }
-            Err(reason) => self.announce_abort(id, reason, None),
-        }
-    }
-
-    /// Initiator: tells everyone except `told_by` that `id` is abandoned, and reports it.
-    fn announce_abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
-        for n in self.others() {
-            if Some(n) != told_by {
-                let reason = reason.clone();
-                self.transmits
-                    .push_back((n, ClControl::Abort { id, reason }));
-            }
-        }
-        self.events.push_back(SnapshotEvent::Aborted { id, reason });
-    }
-
+    /// Abandons `id` here (see the collection protocol's `abort`).
     fn abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
-        self.finished.insert(id);
-        let had = self.active.remove(&id);
-        let col = self.collecting.remove(&id);
-        if id.initiator == self.cfg.me {
-            if col.is_some() {
-                self.announce_abort(id, reason, told_by);
-            }
-            return;
-        }
-        let Some(p) = had else { return };
-        if p.reported && told_by.is_none() {
-            return;
-        }
-        if told_by != Some(id.initiator) {
-            let reason = reason.clone();
-            self.transmits
-                .push_back((id.initiator, ClControl::Abort { id, reason }));
-        }
-        self.events.push_back(SnapshotEvent::Aborted { id, reason });
+        let part = self.active.remove(&id).map(|p| p.reported);
+        self.col.abort(id, reason, told_by, part, &mut self.out);
     }
 
     fn missing(&self, id: SnapshotId) -> Vec<NodeId> {
-        let mut m: Vec<NodeId> = match self.collecting.get(&id) {
-            Some(col) => self
-                .nodes
-                .iter()
-                .copied()
-                .filter(|n| !col.reports.contains_key(n))
-                .collect(),
-            None => vec![id.initiator],
-        };
+        let collecting = self.col.missing(&id);
+        let is_collecting = collecting.is_some();
+        let mut m: Vec<NodeId> = collecting.unwrap_or_else(|| vec![id.initiator]);
         if let Some(p) = self.active.get(&id)
             && !p.open.is_empty()
         {
-            if !self.collecting.contains_key(&id) {
+            if !is_collecting {
                 m.clear();
             }
             m.retain(|n| *n != self.cfg.me);
@@ -318,16 +248,13 @@ impl SnapshotEngine for Engine {
     }
 
     fn initiate(&mut self, now: Time, state: Vec<u8>) -> Result<SnapshotId, InitiateError> {
-        if self.collecting.len() >= self.cfg.max_active {
-            return Err(InitiateError::TooManyActive(self.cfg.max_active));
-        }
+        self.col.can_start()?;
         let s = self.clock.tick(self.cfg.me);
         let id = SnapshotId {
             initiator: self.cfg.me,
             s,
         };
-        self.collecting
-            .insert(id, Collector::new(now, now + self.cfg.timeout));
+        self.col.start(now, id)?;
         self.record(now, id, state, None);
         Ok(id)
     }
@@ -340,13 +267,13 @@ impl SnapshotEngine for Engine {
         state: &mut dyn FnMut() -> Vec<u8>,
     ) {
         let id = control.id();
-        let member = |n: &NodeId| self.nodes.binary_search(n).is_ok();
-        if !member(&from) || !member(&id.initiator) || self.finished.contains(&id) {
+        if !self.col.is_member(from)
+            || !self.col.is_member(id.initiator)
+            || self.col.is_finished(&id)
+        {
             return;
         }
-        if let Some(col) = self.collecting.get_mut(&id) {
-            col.control_messages += 1;
-        }
+        self.col.count(Some(id));
         let me = self.cfg.me;
         match control {
             ClControl::Marker { id } => match self.active.get_mut(&id) {
@@ -364,10 +291,14 @@ impl SnapshotEngine for Engine {
                     self.maybe_report(now, id);
                 }
             },
-            ClControl::Report(r) if id.initiator == me => self.on_report(now, from, *r),
+            ClControl::Report(r) if id.initiator == me => {
+                if self.col.on_report(now, from, *r, &mut self.out) {
+                    self.active.remove(&id);
+                }
+            }
             ClControl::Done { id } if from == id.initiator => {
                 self.active.remove(&id);
-                self.finished.insert(id);
+                self.col.on_done(id);
             }
             ClControl::Abort { id, reason } if id.initiator == me || from == id.initiator => {
                 self.abort(id, reason, Some(from));
@@ -377,12 +308,7 @@ impl SnapshotEngine for Engine {
     }
 
     fn peer_unreachable(&mut self, _now: Time, peer: NodeId) {
-        let mut doomed: Vec<SnapshotId> = self
-            .collecting
-            .iter()
-            .filter(|(_, c)| !c.reports.contains_key(&peer))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut doomed = self.col.waiting_for(peer);
         doomed.extend(
             self.active
                 .iter()
@@ -405,12 +331,7 @@ impl SnapshotEngine for Engine {
     }
 
     fn handle_timeout(&mut self, now: Time) {
-        let mut doomed: Vec<SnapshotId> = self
-            .collecting
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut doomed = self.col.expired(now);
         doomed.extend(
             self.active
                 .iter()
@@ -425,15 +346,15 @@ impl SnapshotEngine for Engine {
     }
 
     fn poll_transmit(&mut self) -> Option<(NodeId, ClControl)> {
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     fn poll_event(&mut self) -> Option<SnapshotEvent> {
-        self.events.pop_front()
+        self.out.events.pop_front()
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        let a = self.collecting.values().map(|c| c.deadline);
+        let a = self.col.poll_timeout().into_iter();
         let b = self
             .active
             .iter()

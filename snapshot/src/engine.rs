@@ -17,6 +17,8 @@
 //! takes the local state through the callback when the message forces a join, so by the
 //! time it returns the state is recorded and the message may be delivered.
 
+use std::time::Duration;
+
 use shutter_transport::Time;
 use shutter_vclock::{NodeId, VClock};
 
@@ -83,4 +85,52 @@ pub trait SnapshotEngine {
 
     /// Earliest deadline, if any snapshot is in progress here.
     fn poll_timeout(&self) -> Option<Time>;
+}
+
+/// Configuration of a snapshot engine (both engines take it).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This node.
+    pub me: NodeId,
+    /// Every node of the system (this one included; order irrelevant).
+    pub nodes: Vec<NodeId>,
+    /// A snapshot not finished this long after it started is aborted by its initiator;
+    /// a participant gives up on its own after twice this long from joining.
+    pub timeout: Duration,
+    /// Most snapshots initiated by this node that may run at once.
+    pub max_active: usize,
+    /// How many finished ids to remember for ignoring late control messages.
+    pub remember_finished: usize,
+    /// Most bytes of recorded channel payload per snapshot on this node.
+    pub max_channel_bytes: usize,
+    /// This engine's life: the wall-clock microsecond it started at (made unique per
+    /// node, see `shutter_snapshot::life`). It must grow every time a node's engine is
+    /// created anew (a process restart or a restore), because sequence numbers restart
+    /// with it, and an initiator refuses parts from lives that started after its
+    /// snapshot did. A single run that starts at time 0 may keep the default 0.
+    pub life: u64,
+    /// This node's own clock entry starts at least here. It must exceed every value of
+    /// that entry that any earlier life of this node used, so that vector times and
+    /// snapshot ids (`s` is the initiator's entry) never repeat across crashes: see
+    /// ARCHITECTURE.md, "Lives never reuse vector time". The runtime derives it from
+    /// the wall clock and the node's persisted reservation ([`crate::life`]); 0 for a
+    /// node's first life.
+    pub clock_floor: u64,
+}
+
+impl EngineConfig {
+    /// Defaults: 10 s timeout, 16 concurrent own snapshots, 4096 remembered ids,
+    /// 64 MiB of channel state per snapshot.
+    pub fn new(me: NodeId, nodes: Vec<NodeId>) -> Self {
+        Self {
+            me,
+            nodes,
+            timeout: Duration::from_secs(10),
+            max_active: 16,
+            remember_finished: 4096,
+            max_channel_bytes: 64 << 20,
+            life: 0,
+            clock_floor: 0,
+        }
+    }
 }

@@ -25,6 +25,7 @@
 
 pub mod bank;
 pub mod chandy_lamport;
+mod collect;
 pub mod engine;
 pub mod global;
 pub mod life;
@@ -32,7 +33,6 @@ pub mod mattern;
 pub mod metrics;
 pub mod persist;
 pub mod process;
-mod recent;
 pub mod report;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -36,78 +36,26 @@
 //! joined snapshot has a deadline; recorded channel state per snapshot is capped by
 //! [`EngineConfig::max_channel_bytes`]; finished ids are remembered in a bounded set.
 
-pub(crate) mod collector;
 mod inbound;
 mod participant;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
+use std::collections::BTreeMap;
 
 use shutter_transport::Time;
 use shutter_vclock::{NodeId, VClock};
 
+use crate::collect::{Collection, Msg, Outputs};
+pub use crate::engine::EngineConfig;
 use crate::engine::SnapshotEngine;
 use crate::global::{AbortReason, AbortWhy, Delivery, InitiateError, SnapshotEvent};
-use crate::recent::Recent;
-use crate::wire::{AppHeader, Control, ExpectedCount, LocalReport, SnapshotId};
-use collector::Collector;
+use crate::wire::{AppHeader, Control, ExpectedCount, SnapshotId};
 use inbound::Inbound;
 use participant::Participant;
-
-/// Configuration of a Mattern [`Engine`].
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    /// This node.
-    pub me: NodeId,
-    /// Every node of the system (this one included; order irrelevant).
-    pub nodes: Vec<NodeId>,
-    /// A snapshot not finished this long after it started is aborted by its initiator;
-    /// a participant gives up on its own after twice this long from joining.
-    pub timeout: Duration,
-    /// Most snapshots initiated by this node that may run at once.
-    pub max_active: usize,
-    /// How many finished ids to remember for ignoring late control messages.
-    pub remember_finished: usize,
-    /// Most bytes of recorded channel payload per snapshot on this node.
-    pub max_channel_bytes: usize,
-    /// This engine's life: the wall-clock microsecond it started at (made unique per
-    /// node, see `shutter_snapshot::life`). It must grow every time a node's engine is
-    /// created anew (a process restart or a restore), because sequence numbers restart
-    /// with it, and an initiator refuses parts from lives that started after its
-    /// snapshot did. A single run that starts at time 0 may keep the default 0.
-    pub life: u64,
-    /// This node's own clock entry starts at least here. It must exceed every value of
-    /// that entry that any earlier life of this node used, so that vector times and
-    /// snapshot ids (`s` is the initiator's entry) never repeat across crashes: see
-    /// ARCHITECTURE.md, "Lives never reuse vector time". The runtime derives it from
-    /// the wall clock and the node's persisted reservation ([`crate::life`]); 0 for a
-    /// node's first life.
-    pub clock_floor: u64,
-}
-
-impl EngineConfig {
-    /// Defaults: 10 s timeout, 16 concurrent own snapshots, 4096 remembered ids,
-    /// 64 MiB of channel state per snapshot.
-    pub fn new(me: NodeId, nodes: Vec<NodeId>) -> Self {
-        Self {
-            me,
-            nodes,
-            timeout: Duration::from_secs(10),
-            max_active: 16,
-            remember_finished: 4096,
-            max_channel_bytes: 64 << 20,
-            life: 0,
-            clock_floor: 0,
-        }
-    }
-}
 
 /// Mattern snapshot engine for one node. Sans-IO; see the module docs for the call order.
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
-    /// Sorted, deduplicated membership including `me`.
-    nodes: Vec<NodeId>,
     clock: VClock,
     /// Application messages sent per destination in this life (= last sequence number).
     sent: BTreeMap<NodeId, u64>,
@@ -115,11 +63,9 @@ pub struct Engine {
     inbound: BTreeMap<NodeId, Inbound>,
     /// Snapshots this node has joined and not yet forgotten.
     active: BTreeMap<SnapshotId, Participant>,
-    /// Snapshots this node initiated and is collecting.
-    collecting: BTreeMap<SnapshotId, Collector>,
-    finished: Recent,
-    transmits: VecDeque<(NodeId, Control)>,
-    events: VecDeque<SnapshotEvent>,
+    /// The collection protocol (initiator bookkeeping, aborts, finished ids).
+    col: Collection,
+    out: Outputs<Control>,
 }
 
 impl Engine {
@@ -134,22 +80,15 @@ impl Engine {
     /// node restores together, so counts agree). Re-delivered channel messages go through
     /// [`Engine::absorb`].
     pub fn restored(cfg: EngineConfig, mut clock: VClock) -> Self {
-        let mut nodes = cfg.nodes.clone();
-        nodes.push(cfg.me);
-        nodes.sort_unstable();
-        nodes.dedup();
         raise_own_entry(&mut clock, cfg.me, cfg.clock_floor);
         Self {
-            finished: Recent::new(cfg.remember_finished),
+            col: Collection::new(&cfg, true),
             cfg,
-            nodes,
             clock,
             sent: BTreeMap::new(),
             inbound: BTreeMap::new(),
             active: BTreeMap::new(),
-            collecting: BTreeMap::new(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            out: Outputs::default(),
         }
     }
 
@@ -162,7 +101,7 @@ impl Engine {
 
     /// Membership, sorted.
     pub fn nodes(&self) -> &[NodeId] {
-        &self.nodes
+        self.col.nodes()
     }
 
     /// Snapshots this node has joined and still tracks.
@@ -173,9 +112,9 @@ impl Engine {
     /// True if nothing is in progress here (no snapshot state, nothing queued).
     pub fn is_idle(&self) -> bool {
         self.active.is_empty()
-            && self.collecting.is_empty()
-            && self.transmits.is_empty()
-            && self.events.is_empty()
+            && self.col.is_idle()
+            && self.out.transmits.is_empty()
+            && self.out.events.is_empty()
     }
 
     fn me(&self) -> NodeId {
@@ -183,14 +122,12 @@ impl Engine {
     }
 
     fn is_member(&self, n: NodeId) -> bool {
-        self.nodes.binary_search(&n).is_ok()
+        self.col.is_member(n)
     }
 
     fn send(&mut self, to: NodeId, c: Control) {
-        if let Some(col) = c.id().and_then(|id| self.collecting.get_mut(&id)) {
-            col.control_messages += 1;
-        }
-        self.transmits.push_back((to, c));
+        self.col.count(c.id());
+        self.out.transmits.push_back((to, c));
     }
 
     /// Joins every snapshot in `ids` not joined or finished yet, all at this one point:
@@ -210,7 +147,7 @@ impl Engine {
                 // know was started by an earlier life of this node, before a crash.
                 id.initiator != self.cfg.me
                     && !self.active.contains_key(id)
-                    && !self.finished.contains(id)
+                    && !self.col.is_finished(id)
                     && self.is_member(id.initiator)
             })
             .collect();
@@ -247,7 +184,7 @@ impl Engine {
             channel_bytes: 0,
             reported: false,
         };
-        self.events.push_back(SnapshotEvent::LocalCut {
+        self.out.events.push_back(SnapshotEvent::LocalCut {
             id,
             at: now,
             clock: p.cut.clone(),
@@ -278,18 +215,18 @@ impl Engine {
         life: u64,
         row: Vec<(NodeId, u64)>,
     ) {
-        let Some(col) = self.collecting.get_mut(&id) else {
+        let nodes = self.col.nodes().to_vec();
+        let Some(col) = self.col.collector_mut(&id) else {
             return;
         };
         col.rows.entry(from).or_insert((life, row));
-        if col.expected_sent || col.rows.len() < self.nodes.len() {
+        if col.expected_sent || col.rows.len() < nodes.len() {
             return;
         }
         col.expected_sent = true;
-        let columns: Vec<(NodeId, Vec<ExpectedCount>)> = self
-            .nodes
+        let columns: Vec<(NodeId, Vec<ExpectedCount>)> = nodes
             .iter()
-            .map(|&to| (to, col.column(&self.nodes, to)))
+            .map(|&to| (to, col.column(&nodes, to)))
             .collect();
         for (to, counts) in columns {
             if to == self.me() {
@@ -324,42 +261,8 @@ impl Engine {
             return;
         }
         let report = p.take_report(self.cfg.life, &self.inbound);
-        if id.initiator == self.me() {
-            self.on_report(now, self.me(), report);
-        } else {
-            self.send(id.initiator, Control::Report(Box::new(report)));
-        }
-    }
-
-    /// Initiator: a report arrived; assemble when all are in.
-    fn on_report(&mut self, now: Time, from: NodeId, report: LocalReport) {
-        let id = report.id;
-        let Some(col) = self.collecting.get_mut(&id) else {
-            return;
-        };
-        // A report before the row would mean a forged or confused peer: ignore it.
-        if !col.expected_sent {
-            return;
-        }
-        col.reports.entry(from).or_insert(report);
-        if col.reports.len() < self.nodes.len() {
-            return;
-        }
-        let mut col = self.collecting.remove(&id).expect("checked above");
-        self.active.remove(&id);
-        self.finished.insert(id);
-        let others: Vec<NodeId> = self.others().collect();
-        col.control_messages += others.len() as u64;
-        match col.finish(id, &self.nodes, now) {
-            Ok(snap) => {
-                for to in others {
-                    self.transmits.push_back((to, Control::Done { id }));
-                }
-                tracing::debug!(%id, control = snap.control_messages, "snapshot completed");
-                self.events
-                    .push_back(SnapshotEvent::Completed(Box::new(snap)));
-            }
-            Err(reason) => self.announce_abort(id, reason, None),
+        if self.col.report(now, report, &mut self.out) {
+            self.active.remove(&id);
         }
     }
 
@@ -375,55 +278,14 @@ impl Engine {
         }
     }
 
-    fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
-        let me = self.me();
-        self.nodes.iter().copied().filter(move |&n| n != me)
+    fn others(&self) -> Vec<NodeId> {
+        self.col.others()
     }
 
-    /// Abandons `id` here. The initiator tells everyone except `told_by`; a participant
-    /// tells the initiator unless the initiator is who told it.
+    /// Abandons `id` here (see [`Collection::abort`]).
     fn abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
-        self.finished.insert(id);
-        let had = self.active.remove(&id);
-        let col = self.collecting.remove(&id);
-        if id.initiator == self.me() {
-            if col.is_some() {
-                self.announce_abort(id, reason, told_by);
-            }
-            return;
-        }
-        let Some(p) = had else { return };
-        if p.reported && told_by.is_none() {
-            // Our part is done; the outcome is the initiator's call, drop quietly.
-            return;
-        }
-        if told_by != Some(id.initiator) {
-            self.transmits.push_back((
-                id.initiator,
-                Control::Abort {
-                    id,
-                    reason: reason.clone(),
-                },
-            ));
-        }
-        tracing::debug!(%id, %reason, "snapshot aborted");
-        self.events.push_back(SnapshotEvent::Aborted { id, reason });
-    }
-
-    /// Initiator: tells everyone except `told_by` that `id` is abandoned, and reports it.
-    fn announce_abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
-        let to: Vec<NodeId> = self.others().filter(|&n| Some(n) != told_by).collect();
-        for n in to {
-            self.transmits.push_back((
-                n,
-                Control::Abort {
-                    id,
-                    reason: reason.clone(),
-                },
-            ));
-        }
-        tracing::debug!(%id, %reason, "snapshot aborted");
-        self.events.push_back(SnapshotEvent::Aborted { id, reason });
+        let part = self.active.remove(&id).map(|p| p.reported);
+        self.col.abort(id, reason, told_by, part, &mut self.out);
     }
 
     /// Nodes a snapshot is still waiting for, as seen from here. Where this node itself
@@ -434,9 +296,8 @@ impl Engine {
         let my_open = mine
             .map(|p| p.open_channels(&self.inbound))
             .unwrap_or_default();
-        let mut m = match (self.collecting.get(&id), mine) {
-            (Some(col), _) => {
-                let mut m = col.missing(&self.nodes);
+        let mut m = match (self.col.missing(&id), mine) {
+            (Some(mut m), _) => {
                 if m.contains(&me) && !my_open.is_empty() {
                     m.retain(|n| *n != me);
                     m.extend(my_open);
@@ -544,22 +405,18 @@ impl SnapshotEngine for Engine {
     }
 
     fn initiate(&mut self, now: Time, state: Vec<u8>) -> Result<SnapshotId, InitiateError> {
-        if self.collecting.len() >= self.cfg.max_active {
-            return Err(InitiateError::TooManyActive(self.cfg.max_active));
-        }
+        self.col.can_start()?;
         let s = self.clock.tick(self.cfg.me);
         let id = SnapshotId {
             initiator: self.cfg.me,
             s,
         };
-        self.collecting
-            .insert(id, Collector::new(now, now + self.cfg.timeout));
+        self.col.start(now, id)?;
         // Begin is a message from k sent after every cut k has taken, so like an app
         // message it announces them: a receiver joins those first, and the clock raise
         // Begin causes cannot leak into their cuts.
         let joined: Vec<SnapshotId> = self.active.keys().copied().collect();
-        let others: Vec<NodeId> = self.others().collect();
-        for to in others {
+        for to in self.others() {
             self.send(
                 to,
                 Control::Begin {
@@ -589,12 +446,10 @@ impl SnapshotEngine for Engine {
             }
             return;
         };
-        if !self.is_member(id.initiator) || self.finished.contains(&id) {
+        if !self.is_member(id.initiator) || self.col.is_finished(&id) {
             return;
         }
-        if let Some(col) = self.collecting.get_mut(&id) {
-            col.control_messages += 1;
-        }
+        self.col.count(Some(id));
         let from_initiator = from == id.initiator;
         let i_initiated = id.initiator == self.me();
         match control {
@@ -606,10 +461,14 @@ impl SnapshotEngine for Engine {
                 self.on_row(now, id, from, life, sent)
             }
             Control::Expect { id, counts } if from_initiator => self.on_expect(now, id, counts),
-            Control::Report(report) if i_initiated => self.on_report(now, from, *report),
+            Control::Report(report) if i_initiated => {
+                if self.col.on_report(now, from, *report, &mut self.out) {
+                    self.active.remove(&id);
+                }
+            }
             Control::Done { id } if from_initiator && !i_initiated => {
                 self.active.remove(&id);
-                self.finished.insert(id);
+                self.col.on_done(id);
             }
             Control::Abort { id, reason } if i_initiated || from_initiator => {
                 self.abort(id, reason, Some(from));
@@ -622,18 +481,14 @@ impl SnapshotEngine for Engine {
         let upto = self.sent.get(&peer).copied().unwrap_or(0);
         if upto > 0 && self.is_member(peer) && peer != self.me() {
             let life = self.cfg.life;
-            self.transmits
+            self.out
+                .transmits
                 .push_back((peer, Control::Lost { life, upto }));
         }
     }
 
     fn peer_unreachable(&mut self, _now: Time, peer: NodeId) {
-        let mut doomed = Vec::new();
-        for (&id, col) in &self.collecting {
-            if !col.reports.contains_key(&peer) && self.is_member(peer) {
-                doomed.push(id);
-            }
-        }
+        let mut doomed = self.col.waiting_for(peer);
         for (&id, p) in &self.active {
             if id.initiator == self.me() || p.reported {
                 continue;
@@ -660,12 +515,7 @@ impl SnapshotEngine for Engine {
     }
 
     fn handle_timeout(&mut self, now: Time) {
-        let mut doomed: Vec<SnapshotId> = self
-            .collecting
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut doomed = self.col.expired(now);
         doomed.extend(
             self.active
                 .iter()
@@ -682,20 +532,30 @@ impl SnapshotEngine for Engine {
     }
 
     fn poll_transmit(&mut self) -> Option<(NodeId, Control)> {
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     fn poll_event(&mut self) -> Option<SnapshotEvent> {
-        self.events.pop_front()
+        self.out.events.pop_front()
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        let a = self.collecting.values().map(|c| c.deadline);
+        let a = self.col.poll_timeout().into_iter();
         let b = self
             .active
             .iter()
             .filter(|(id, _)| id.initiator != self.cfg.me)
             .map(|(_, p)| p.deadline);
         a.chain(b).min()
+    }
+}
+
+impl From<Msg> for Control {
+    fn from(m: Msg) -> Control {
+        match m {
+            Msg::Report(r) => Control::Report(r),
+            Msg::Done(id) => Control::Done { id },
+            Msg::Abort(id, reason) => Control::Abort { id, reason },
+        }
     }
 }

@@ -21,10 +21,12 @@ pub(crate) struct Collector {
     pub(crate) expected_sent: bool,
     pub(crate) reports: BTreeMap<NodeId, LocalReport>,
     pub(crate) control_messages: u64,
+    /// Whether rows are collected before reports (Mattern) or not (Chandy-Lamport).
+    uses_rows: bool,
 }
 
 impl Collector {
-    pub(crate) fn new(started: Time, deadline: Time) -> Self {
+    pub(crate) fn new(started: Time, deadline: Time, uses_rows: bool) -> Self {
         Self {
             started,
             deadline,
@@ -32,6 +34,7 @@ impl Collector {
             expected_sent: false,
             reports: BTreeMap::new(),
             control_messages: 0,
+            uses_rows,
         }
     }
 
@@ -55,6 +58,13 @@ impl Collector {
     /// Nodes whose part is missing: those that never joined, or, if all joined, those
     /// that never reported.
     pub(crate) fn missing(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        if !self.uses_rows {
+            return nodes
+                .iter()
+                .copied()
+                .filter(|n| !self.reports.contains_key(n))
+                .collect();
+        }
         let not_joined: Vec<NodeId> = nodes
             .iter()
             .copied()
@@ -92,7 +102,7 @@ impl Collector {
         now: Time,
     ) -> Result<GlobalSnapshot, AbortReason> {
         // Chandy-Lamport collects no rows and has no lives.
-        if !self.rows.is_empty() {
+        if self.uses_rows {
             self.check_lives()?;
         }
         let snap = self.assemble(id, nodes, now);
