@@ -172,6 +172,14 @@ impl Engine {
         }
     }
 
+    /// Initiator: a report arrived (see the collection protocol's `on_report`).
+    fn on_report(&mut self, now: Time, from: NodeId, report: LocalReport) {
+        let id = report.id;
+        if self.col.on_report(now, from, report, &mut self.out) {
+            self.active.remove(&id);
+        }
+    }
+
     /// Abandons `id` here (see the collection protocol's `abort`).
     fn abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
         let part = self.active.remove(&id).map(|p| p.reported);
@@ -291,11 +299,7 @@ impl SnapshotEngine for Engine {
                     self.maybe_report(now, id);
                 }
             },
-            ClControl::Report(r) if id.initiator == me => {
-                if self.col.on_report(now, from, *r, &mut self.out) {
-                    self.active.remove(&id);
-                }
-            }
+            ClControl::Report(r) if id.initiator == me => self.on_report(now, from, *r),
             ClControl::Done { id } if from == id.initiator => {
                 self.active.remove(&id);
                 self.col.on_done(id);
