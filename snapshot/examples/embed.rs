@@ -10,8 +10,8 @@
 //! cargo run --release -p shutter-snapshot --example embed
 //! ```
 //!
-//! A library user depends on `shutter-snapshot` without the CLI:
-//! `shutter-snapshot = { version = "0.1", default-features = false }`.
+//! A library user depends on `shutter-snapshot = "0.1"` (the CLI is the separate
+//! `shutter-cli` package; this example uses the default `runtime` feature).
 
 use serde::{Deserialize, Serialize};
 use shutter_snapshot::process::{Context, Process};

@@ -227,7 +227,7 @@ impl SnapshotEngine for Engine {
         }
     }
 
-    fn on_app_receive(
+    fn handle_app_receive(
         &mut self,
         _now: Time,
         from: NodeId,
@@ -311,7 +311,7 @@ impl SnapshotEngine for Engine {
         }
     }
 
-    fn peer_unreachable(&mut self, _now: Time, peer: NodeId) {
+    fn handle_peer_unreachable(&mut self, _now: Time, peer: NodeId) {
         let mut doomed = self.col.waiting_for(peer);
         doomed.extend(
             self.active

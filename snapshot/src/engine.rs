@@ -1,5 +1,6 @@
-//! The interface both snapshot engines implement, so drivers, the [`crate::process::Node`]
-//! glue and the simulator can run either.
+//! The interface both snapshot engines implement, so the [`crate::process::Node`] glue,
+//! the [`crate::stack::Stack`] and the simulator can run either, and the configuration
+//! they share.
 //!
 //! # Call order
 //!
@@ -13,7 +14,7 @@
 //!
 //! Application traffic goes through the engine in both directions: stamp every outgoing
 //! message with [`SnapshotEngine::on_app_send`] and pass every incoming one to
-//! [`SnapshotEngine::on_app_receive`] *before* giving it to the application. That call
+//! [`SnapshotEngine::handle_app_receive`] *before* giving it to the application. That call
 //! takes the local state through the callback when the message forces a join, so by the
 //! time it returns the state is recorded and the message may be delivered.
 
@@ -43,7 +44,7 @@ pub trait SnapshotEngine {
     /// An application message from `from` arrived. Joins announced snapshots first,
     /// calling `state` (at most once) for the local application state, records the
     /// message in channel states where it belongs, and returns: deliver it now.
-    fn on_app_receive(
+    fn handle_app_receive(
         &mut self,
         now: Time,
         from: NodeId,
@@ -66,24 +67,27 @@ pub trait SnapshotEngine {
     );
 
     /// The transport gave up on `peer`: abort every snapshot still waiting for it.
-    fn peer_unreachable(&mut self, now: Time, peer: NodeId);
+    fn handle_peer_unreachable(&mut self, now: Time, peer: NodeId);
 
     /// The transport session with `peer` ended: the peer restarted (the transport's
     /// `PeerRestarted`), or this node's own transport did (then call it for every peer).
     /// Messages to `peer` the old session had not delivered never will be. Engines that
     /// count messages tell the peer so; the default does nothing.
-    fn link_reset(&mut self, _now: Time, _peer: NodeId) {}
+    fn handle_link_reset(&mut self, _now: Time, _peer: NodeId) {}
 
     /// The deadline from [`SnapshotEngine::poll_timeout`] passed.
     fn handle_timeout(&mut self, now: Time);
 
     /// Next control message to send.
+    #[must_use]
     fn poll_transmit(&mut self) -> Option<(NodeId, Self::Control)>;
 
     /// Next event for the application or runtime.
+    #[must_use]
     fn poll_event(&mut self) -> Option<SnapshotEvent>;
 
     /// Earliest deadline, if any snapshot is in progress here.
+    #[must_use]
     fn poll_timeout(&self) -> Option<Time>;
 }
 

@@ -9,19 +9,24 @@
 //!   channels, kept as a baseline and to show why the Mattern path exists.
 //!
 //! Engines take `(from, message)` inputs with a `now: Time` and produce `(to, control)`
-//! outputs; they never read a clock or touch a socket. Around them:
+//! outputs; they never read a clock or touch a socket. The crate is grouped in layers:
 //!
-//! * [`process`]: the application interface ([`process::Process`], [`process::Context`])
-//!   and [`process::Node`], sans-IO glue of one process and one engine;
-//! * [`verify`]: cut consistency, channel sanity and application invariants;
-//! * [`life`]: why a restarted node's vector time and snapshot ids never repeat;
-//! * [`bank`]: the example application (random transfers, conserved total);
-//! * [`persist`]: atomic, checksummed snapshot files and restore helpers;
-//! * [`metrics`]: latency and size histograms of completed snapshots;
-//! * [`report`]: `.hgrm`, `.hlog`, JSON and SVG latency reports;
-//! * [`runtime`]: the tokio node runtime (one task per node) and an in-process cluster;
-//! * [`wire`] and [`global`]: messages on the wire and what a snapshot yields;
-//! * `cli` (feature `cli`, on by default): the `shutter` command line.
+//! * **engines**: [`engine`] (the trait and [`engine::EngineConfig`]), [`mattern`],
+//!   [`chandy_lamport`], the collection protocol they share (private `collect`), and
+//!   [`life`] (why a restarted node's vector time and snapshot ids never repeat);
+//! * **one node, sans-IO**: [`process`] (the application interface: [`process::Process`],
+//!   [`process::Context`], and [`process::Node`], one process plus one engine) and
+//!   [`stack`] ([`stack::Stack`]: the node plus the transport core, backlogs and every
+//!   policy between them, with one input and one output surface);
+//! * **IO** (feature `runtime`, on by default): [`runtime`], the tokio loop around one
+//!   stack per node, and an in-process cluster. Without the feature the crate builds
+//!   without tokio or socket2;
+//! * **data and tools**: [`wire`] and [`global`] (messages on the wire and what a
+//!   snapshot yields), [`verify`] (cut consistency, channels, invariants), [`persist`]
+//!   (atomic, checksummed snapshot files), [`metrics`] and [`report`] (latency
+//!   histograms, `.hgrm`, `.hlog`, JSON), [`bank`] (the example application).
+//!
+//! The `shutter` binary is the `shutter-cli` package (`snapshot/cli/`).
 
 pub mod bank;
 pub mod chandy_lamport;

@@ -3,7 +3,7 @@
 //!
 //! Because the driver calls `on_message`, `on_tick`, `on_command` and `snapshot` on one
 //! thread, one at a time, "record the state, then deliver the message" is atomic by
-//! construction: [`Node::handle`] lets the engine join any announced snapshot (taking
+//! construction: [`Node::handle_envelope`] lets the engine join any announced snapshot (taking
 //! [`Process::snapshot`]) *before* it calls [`Process::on_message`].
 //!
 //! # Using an engine directly from another event loop
@@ -13,7 +13,7 @@
 //! 1. stamp every outgoing message: `let header = engine.on_app_send(now, to);` and send
 //!    `Envelope::App { header, payload }`;
 //! 2. for every incoming `Envelope::App { header, payload }`, call
-//!    `engine.on_app_receive(now, from, &header, &payload, &mut || my_state_bytes())`
+//!    `engine.handle_app_receive(now, from, &header, &payload, &mut || my_state_bytes())`
 //!    *first* — it calls back for your state if the message forces a snapshot — and only
 //!    when it returns deliver the payload to your application (the returned
 //!    [`crate::Delivery`] is `#[must_use]` as a reminder);
@@ -117,8 +117,9 @@ pub fn decode_state<P: Process>(bytes: &[u8]) -> Result<P::State, postcard::Erro
     postcard::from_bytes(bytes)
 }
 
-/// One process plus one engine, sans-IO. Call order: an input (`start`, `tick`,
-/// `command`, `handle`, `initiate`, `peer_unreachable`, `link_reset`, `handle_timeout`), then drain
+/// One process plus one engine, sans-IO. Call order: an input (`start`, `handle_tick`,
+/// `handle_command`, `handle_envelope`, `handle_app`, `handle_control`, `initiate`,
+/// `handle_peer_unreachable`, `handle_link_reset`, `handle_timeout`), then drain
 /// [`Node::poll_transmit`] and [`Node::poll_event`] until `None`, then re-arm the timer
 /// from [`Node::poll_timeout`].
 #[derive(Debug)]
@@ -191,12 +192,12 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     }
 
     /// Driver tick.
-    pub fn tick(&mut self, now: Time) {
+    pub fn handle_tick(&mut self, now: Time) {
         self.run(now, |p, ctx| p.on_tick(ctx));
     }
 
     /// Operator command.
-    pub fn command(&mut self, now: Time, command: &[u8]) {
+    pub fn handle_command(&mut self, now: Time, command: &[u8]) {
         self.run(now, |p, ctx| p.on_command(ctx, command));
     }
 
@@ -212,7 +213,7 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
         let process = &self.process;
         let delivery = self
             .engine
-            .on_app_receive(now, from, header, payload, &mut || encode_state(process));
+            .handle_app_receive(now, from, header, payload, &mut || encode_state(process));
         self.drain_engine();
         if delivery.stale {
             self.discarded += 1;
@@ -234,7 +235,12 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     /// A message from the transport (either kind; see [`Node::handle_app`] and
     /// [`Node::handle_control`]). Returns false for an application message that was
     /// discarded as stale.
-    pub fn handle(&mut self, now: Time, from: NodeId, envelope: Envelope<E::Control>) -> bool {
+    pub fn handle_envelope(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        envelope: Envelope<E::Control>,
+    ) -> bool {
         match envelope {
             Envelope::App { header, payload } => self.handle_app(now, from, &header, &payload),
             Envelope::Control(c) => {
@@ -253,14 +259,14 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     }
 
     /// The transport gave up on `peer`.
-    pub fn peer_unreachable(&mut self, now: Time, peer: NodeId) {
-        self.engine.peer_unreachable(now, peer);
+    pub fn handle_peer_unreachable(&mut self, now: Time, peer: NodeId) {
+        self.engine.handle_peer_unreachable(now, peer);
         self.drain_engine();
     }
 
-    /// The transport session with `peer` ended (see [`SnapshotEngine::link_reset`]).
-    pub fn link_reset(&mut self, now: Time, peer: NodeId) {
-        self.engine.link_reset(now, peer);
+    /// The transport session with `peer` ended (see [`SnapshotEngine::handle_link_reset`]).
+    pub fn handle_link_reset(&mut self, now: Time, peer: NodeId) {
+        self.engine.handle_link_reset(now, peer);
         self.drain_engine();
     }
 
@@ -271,16 +277,19 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     }
 
     /// Next message to send.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<(NodeId, Envelope<E::Control>)> {
         self.outbox.pop_front()
     }
 
     /// Next snapshot event.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<SnapshotEvent> {
         self.engine.poll_event()
     }
 
     /// Earliest engine deadline.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
         self.engine.poll_timeout()
     }

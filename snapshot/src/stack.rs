@@ -14,7 +14,7 @@
 //! * a peer the transport gives up on aborts the snapshots waiting for it; a peer that
 //!   restarted does the same, its queued application messages are dropped (they were
 //!   stamped for the ended session) and the engine tells it which sequence numbers it will
-//!   never get (`link_reset`); this node's own transport restart resets every link;
+//!   never get (`handle_link_reset`); this node's own transport restart resets every link;
 //! * per-peer FIFO backlogs keep the order in which the node produced messages, which the
 //!   Chandy-Lamport baseline needs over an ordered transport.
 //!
@@ -37,7 +37,7 @@
 //! peer's backlog while its window is full) -> [`Core::poll_transmit`] (a sealed
 //! datagram) -> socket; on the receiver: [`Stack::handle_datagram`] -> [`Core`]
 //! (authenticate, reassemble, deduplicate) -> [`Envelope::from_bytes`] ->
-//! [`SnapshotEngine::on_app_receive`] (join announced snapshots, record) ->
+//! [`SnapshotEngine::handle_app_receive`] (join announced snapshots, record) ->
 //! [`Process::on_message`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -254,14 +254,14 @@ where
 
     /// The application's periodic tick (`Process::on_tick`); the host sets the cadence.
     pub fn handle_tick(&mut self, now: Time) {
-        self.node.tick(now);
+        self.node.handle_tick(now);
         self.after_node_call(now);
         self.settle(now);
     }
 
     /// An operator command for the process (`Process::on_command`).
     pub fn handle_command(&mut self, now: Time, command: &[u8]) {
-        self.node.command(now, command);
+        self.node.handle_command(now, command);
         self.after_node_call(now);
         self.settle(now);
     }
@@ -296,7 +296,7 @@ where
         self.stats.backlog = 0;
         // Every session ended: tell each peer what it will never get.
         for peer in self.node.peers().to_vec() {
-            self.node.link_reset(now, peer);
+            self.node.handle_link_reset(now, peer);
             self.after_node_call(now);
         }
         self.settle(now);
@@ -409,13 +409,13 @@ where
         match event {
             Event::Delivered { from, bytes, .. } => self.on_delivered(now, from, &bytes),
             Event::Unreachable { peer } => {
-                self.node.peer_unreachable(now, peer);
+                self.node.handle_peer_unreachable(now, peer);
                 self.after_node_call(now);
                 self.events.push_back(StackEvent::PeerUnreachable(peer));
             }
             Event::PeerRestarted { peer, incarnation } => {
                 // The restarted process lost its part in running snapshots: abort them.
-                self.node.peer_unreachable(now, peer);
+                self.node.handle_peer_unreachable(now, peer);
                 self.after_node_call(now);
                 // Messages still queued were stamped for the ended session.
                 if let Some(queue) = self.backlog.get_mut(&peer) {
@@ -435,13 +435,13 @@ where
                     }
                 }
                 // Tell the peer which sequence numbers it will never get.
-                self.node.link_reset(now, peer);
+                self.node.handle_link_reset(now, peer);
                 self.after_node_call(now);
                 self.events
                     .push_back(StackEvent::PeerRestarted { peer, incarnation });
             }
             // Acks, window space and abandoned messages need nothing more: the pump
-            // runs after every input, and `link_reset` covers what a restart abandons.
+            // runs after every input, and `handle_link_reset` covers what a restart abandons.
             Event::Acked { .. } | Event::Writable { .. } | Event::Abandoned { .. } => {}
         }
     }

@@ -72,7 +72,7 @@ impl Sim {
 
     fn deliver(&mut self, k: usize) {
         let (from, to, env) = self.flight.swap_remove(k);
-        self.nodes[to.index()].handle(self.now, from, env);
+        self.nodes[to.index()].handle_envelope(self.now, from, env);
         self.drain(to.index());
     }
 }
@@ -88,7 +88,7 @@ fn run(seed: u64) -> (usize, usize) {
         match rng.random_range(0..20) {
             0..=5 => {
                 let i = rng.random_range(0..size as usize);
-                sim.nodes[i].tick(sim.now);
+                sim.nodes[i].handle_tick(sim.now);
                 sim.drain(i);
             }
             6 => {
@@ -156,7 +156,7 @@ fn restore_from_a_saved_snapshot_conserves_money() {
     let mut sim = Sim::new(size, seed);
     for step in 0..400 {
         let i = rng.random_range(0..size as usize);
-        sim.nodes[i].tick(sim.now);
+        sim.nodes[i].handle_tick(sim.now);
         sim.drain(i);
         if step == 200 {
             sim.nodes[0].initiate(sim.now).unwrap();

@@ -70,7 +70,7 @@ impl<E: SnapshotEngine> Sim<E> {
 
     fn transfer(&mut self, from: u32, to: u32, amount: u64) {
         let f = from as usize;
-        self.nodes[f].command(Time(0), &transfer_command(n(to), amount));
+        self.nodes[f].handle_command(Time(0), &transfer_command(n(to), amount));
         self.drain(f);
     }
 
@@ -81,7 +81,7 @@ impl<E: SnapshotEngine> Sim<E> {
 
     fn deliver_at(&mut self, k: usize) {
         let (from, to, env) = self.flight.remove(k);
-        self.nodes[to.index()].handle(Time(0), from, env);
+        self.nodes[to.index()].handle_envelope(Time(0), from, env);
         self.drain(to.index());
     }
 

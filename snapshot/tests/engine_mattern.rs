@@ -354,7 +354,7 @@ fn a_message_lost_to_a_restart_stops_blocking_once_its_sender_declares_it() {
         "n2 must wait for number 1 while it may still come"
     );
     // The session ends: n1 declares everything it sent to n2 so far resolved.
-    net.link_reset(n(1), n(2));
+    net.handle_link_reset(n(1), n(2));
     net.deliver_controls();
     let snaps = net.completed();
     assert_eq!(snaps.len(), 1, "the Lost declaration closes the channel");
@@ -446,7 +446,7 @@ fn restarted_processes_number_afresh_and_snapshots_still_close() {
         1,
         "n1 waits for number 1 of n0's life 2"
     );
-    net.link_reset(n(0), n(1));
+    net.handle_link_reset(n(0), n(1));
     net.deliver_controls();
     let mut ids: Vec<_> = net.completed().iter().map(|s| s.id).collect();
     ids.sort();

@@ -17,7 +17,7 @@
 //!
 //! # Restarts
 //!
-//! When a transport session ends ([`SnapshotEngine::link_reset`]: the peer restarted, or
+//! When a transport session ends ([`SnapshotEngine::handle_link_reset`]: the peer restarted, or
 //! this node's transport did), messages it had not delivered are gone for good. The
 //! sender then tells the receiver [`Control::Lost`]: every number up to what it had sent
 //! is resolved, and any straggler is discarded ([`Delivery::stale`]) rather than
@@ -26,8 +26,8 @@
 //!
 //! # Call order (sans-IO)
 //!
-//! Mutate (`on_app_send`, `on_app_receive`, `initiate`, `handle_control`,
-//! `peer_unreachable`, `handle_timeout`), then drain `poll_transmit` and `poll_event`
+//! Mutate (`on_app_send`, `handle_app_receive`, `initiate`, `handle_control`,
+//! `handle_peer_unreachable`, `handle_timeout`), then drain `poll_transmit` and `poll_event`
 //! until `None`, then re-arm the timer from `poll_timeout`. See [`crate::engine`].
 //!
 //! # Bounded state
@@ -344,7 +344,7 @@ impl SnapshotEngine for Engine {
         }
     }
 
-    fn on_app_receive(
+    fn handle_app_receive(
         &mut self,
         now: Time,
         from: NodeId,
@@ -477,7 +477,7 @@ impl SnapshotEngine for Engine {
         }
     }
 
-    fn link_reset(&mut self, _now: Time, peer: NodeId) {
+    fn handle_link_reset(&mut self, _now: Time, peer: NodeId) {
         let upto = self.sent.get(&peer).copied().unwrap_or(0);
         if upto > 0 && self.is_member(peer) && peer != self.me() {
             let life = self.cfg.life;
@@ -487,7 +487,7 @@ impl SnapshotEngine for Engine {
         }
     }
 
-    fn peer_unreachable(&mut self, _now: Time, peer: NodeId) {
+    fn handle_peer_unreachable(&mut self, _now: Time, peer: NodeId) {
         let mut doomed = self.col.waiting_for(peer);
         for (&id, p) in &self.active {
             if id.initiator == self.me() || p.reported {

@@ -147,14 +147,14 @@ impl<E: SnapshotEngine> Net<E> {
         id
     }
 
-    /// The transport session `from -> to` ended (`SnapshotEngine::link_reset` at `from`).
-    pub fn link_reset(&mut self, from: NodeId, to: NodeId) {
+    /// The transport session `from -> to` ended (`SnapshotEngine::handle_link_reset` at `from`).
+    pub fn handle_link_reset(&mut self, from: NodeId, to: NodeId) {
         let now = self.now;
         self.peers
             .get_mut(&from)
             .unwrap()
             .engine
-            .link_reset(now, to);
+            .handle_link_reset(now, to);
         self.drain(from);
     }
 
@@ -170,7 +170,7 @@ impl<E: SnapshotEngine> Net<E> {
         match m.body {
             Body::App(header, payload) => {
                 let snapshot = delivered.clone();
-                let d = engine.on_app_receive(now, m.from, &header, &payload, &mut || {
+                let d = engine.handle_app_receive(now, m.from, &header, &payload, &mut || {
                     state_bytes(&snapshot)
                 });
                 if d.stale {
@@ -241,7 +241,7 @@ impl<E: SnapshotEngine> Net<E> {
             .get_mut(&at)
             .unwrap()
             .engine
-            .peer_unreachable(now, peer);
+            .handle_peer_unreachable(now, peer);
         self.drain(at);
     }
 

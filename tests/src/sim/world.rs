@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shutter_snapshot::{AbortWhy, GlobalSnapshot, SnapshotEvent};
 use shutter_transport::Time;
-use shutter_transport::faults::{Delivery, FaultPlan, Faults};
+use shutter_transport::faults::{DatagramCopy, FaultPlan, Faults};
 use shutter_vclock::NodeId;
 
 use super::checks::{NodeEnd, check_end, check_snapshot};
@@ -44,7 +44,7 @@ where
     next_init: usize,
     traffic_end: Time,
     out: Outcome,
-    scratch: Vec<Delivery>,
+    scratch: Vec<DatagramCopy>,
     /// Completed snapshots, checked at the end when the oracle knows which messages
     /// were lost for good.
     completed: Vec<GlobalSnapshot>,

@@ -252,9 +252,10 @@ impl Core {
         self.send_with(now, to, message, false)
     }
 
-    /// Like [`Core::send`], and on a lossy link every fragment is sent twice, in two
-    /// different packets, without waiting for a loss to be detected: one lost datagram
-    /// then costs no retransmission timeout. For small latency-critical messages (a
+    /// Like [`Core::send`], and on a lossy link every fragment goes out again in each
+    /// of the next 1-4 packets (more copies the lossier the link's measured loss),
+    /// without waiting for a loss to be detected: a lost datagram then rarely costs a
+    /// retransmission timeout. For small latency-critical messages (a
     /// snapshot's control messages), at the price of their bytes twice. A link counts as
     /// lossy while it lost a packet within [`Config::urgent_echo_window`].
     pub fn send_urgent(

@@ -16,7 +16,7 @@ use shutter_vclock::NodeId;
 use tokio::net::UdpSocket;
 
 use super::{DriverCounters, DriverError, EndpointConfig, canonical, check_peer, socket};
-use crate::faults::{Delivery, FaultStats, Faults};
+use crate::faults::{DatagramCopy, FaultStats, Faults};
 use crate::{Core, Time};
 
 /// Largest UDP payload; the receive buffer must hold any datagram so that oversized ones
@@ -41,7 +41,7 @@ pub struct UdpIo {
     sources: HashMap<SocketAddr, NodeId>,
     delayed: BinaryHeap<Delayed>,
     delayed_seq: u64,
-    fault_out: Vec<Delivery>,
+    fault_out: Vec<DatagramCopy>,
     counters: DriverCounters,
 }
 
@@ -169,6 +169,7 @@ impl UdpIo {
     }
 
     /// When the first delayed copy is due, if any.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
         self.delayed.peek().map(|Reverse((at, ..))| *at)
     }

@@ -181,8 +181,9 @@ impl EndpointSender {
         self.send_with(peer, message, false).await
     }
 
-    /// Like [`EndpointSender::send`] with [`crate::core::Core::send_urgent`]: every
-    /// fragment goes out twice, so one lost datagram costs no retransmission timeout.
+    /// Like [`EndpointSender::send`] with [`crate::core::Core::send_urgent`]: on a lossy
+    /// link every fragment is copied into the next packets, so a lost datagram rarely
+    /// costs a retransmission timeout.
     pub async fn send_urgent(
         &self,
         peer: NodeId,

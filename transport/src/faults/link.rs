@@ -12,7 +12,7 @@ use shutter_vclock::NodeId;
 
 use super::config::LinkFaults;
 use super::loss::LossState;
-use super::{Delivery, FaultStats};
+use super::{DatagramCopy, FaultStats};
 use crate::time::Time;
 
 /// At most this many copies of one datagram leave a link (original + one duplicate).
@@ -53,7 +53,7 @@ impl LinkState {
         cut: bool,
         now: Time,
         datagram: &[u8],
-        out: &mut Vec<Delivery>,
+        out: &mut Vec<DatagramCopy>,
         stats: &mut FaultStats,
     ) {
         let u_loss: f64 = self.rng.random();
@@ -104,7 +104,7 @@ impl LinkState {
                 stats.corrupted += 1;
             }
             stats.delivered += 1;
-            out.push(Delivery { at, bytes });
+            out.push(DatagramCopy { at, bytes });
         }
     }
 }

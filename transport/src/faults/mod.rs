@@ -47,7 +47,7 @@ use link::LinkState;
 
 /// One copy of a datagram that survives the faults.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
+pub struct DatagramCopy {
     /// When it arrives at the receiver (never before the send time).
     pub at: Time,
     /// Its bytes, possibly corrupted.
@@ -109,7 +109,7 @@ impl Faults {
         from: NodeId,
         to: NodeId,
         datagram: &[u8],
-        out: &mut Vec<Delivery>,
+        out: &mut Vec<DatagramCopy>,
     ) {
         self.stats.datagrams += 1;
         let faults = self.plan.link(from, to);
@@ -117,7 +117,7 @@ impl Faults {
             // Perfect links draw nothing: their configuration never changes, so skipping
             // the draws cannot misalign their stream.
             self.stats.delivered += 1;
-            out.push(Delivery {
+            out.push(DatagramCopy {
                 at: now,
                 bytes: datagram.to_vec(),
             });

@@ -22,7 +22,7 @@ fn busy_link() -> LinkFaults {
 }
 
 /// Sends `n` datagrams on `from -> to`, one per millisecond, returning all copies.
-fn run(faults: &mut Faults, from: NodeId, to: NodeId, n: u32) -> Vec<Delivery> {
+fn run(faults: &mut Faults, from: NodeId, to: NodeId, n: u32) -> Vec<DatagramCopy> {
     let mut out = Vec::new();
     for i in 0..n {
         let now = Time(u64::from(i) * 1000);
