@@ -19,10 +19,10 @@ use shutter_fuzz::core_ops::{self, Harness, Op, new_core};
 
 #[path = "../src/sealed.rs"]
 mod sealed;
+use shutter_cli::admin::Request;
+use shutter_cli::peers::{PeerEntry, PeersFile};
 use shutter_snapshot::bank::{Bank, BankConfig, BankState, encode_transfer};
 use shutter_snapshot::chandy_lamport::ClControl;
-use shutter_snapshot::cli::admin::Request;
-use shutter_snapshot::cli::peers::{PeerEntry, PeersFile};
 use shutter_snapshot::report::{IntervalLog, new_histogram};
 use shutter_snapshot::runtime::{LocalCluster, NodeConfig, NodeEvent};
 use shutter_snapshot::wire::{AppHeader, Control, Envelope, LocalReport, RecordedMessage, SnapshotId};

@@ -1,5 +1,5 @@
 //! The admin channel's request line (TCP, from any client that can connect):
-//! `cli::admin::Request::parse`, fed the way `admin::handle` feeds it: at most 1024
+//! `shutter_cli::admin::Request::parse`, fed the way `admin::handle` feeds it: at most 1024
 //! bytes, up to and including the first newline, UTF-8 (otherwise the server answers
 //! with an error before parsing), trailing whitespace trimmed.
 //!
@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shutter_snapshot::cli::admin::Request;
+use shutter_cli::admin::Request;
 
 /// `MAX_REQUEST` in `cli/admin.rs` (private there).
 const MAX_REQUEST: usize = 1024;

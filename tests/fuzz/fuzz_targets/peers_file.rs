@@ -1,5 +1,5 @@
 //! The peers file (TOML, read from disk by `shutter node` / `shutter snapshot` /
-//! `shutter status`): `cli::peers::PeersFile::parse(text, path)`, the public text entry
+//! `shutter status`): `shutter_cli::peers::PeersFile::parse(text, path)`, the public text entry
 //! point behind `PeersFile::load`, on arbitrary UTF-8.
 //!
 //! Whatever parses (and validates) must survive `to_toml` -> `parse` unchanged; the
@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use shutter_snapshot::cli::peers::PeersFile;
+use shutter_cli::peers::PeersFile;
 
 /// True if `parse` could call the resolver for this text.
 fn would_resolve(text: &str) -> bool {

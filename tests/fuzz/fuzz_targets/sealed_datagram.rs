@@ -19,7 +19,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shutter_fuzz::core_ops::{Harness, new_core, parse};
+use shutter_fuzz::core_ops::{Harness, new_core};
 
 #[path = "../src/sealed.rs"]
 mod sealed;
@@ -57,7 +57,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut h = Harness::new(new_core(sealed_config()), check_sealed);
     h.repair_crc = false;
-    for op in parse(data) {
-        h.apply(&op);
-    }
+    h.run(data);
 });

@@ -1,8 +1,8 @@
 //! What the CLI does with a snapshot it did not make itself, after `persist::decode`:
 //!
 //! * `shutter snapshot` (bytes from a node's admin reply, over TCP) and `shutter inspect`
-//!   verify it: `cli::inspect::verify` (every `verify` check and the bank invariant);
-//! * `shutter inspect FILE` prints it: `cli::inspect::print`;
+//!   verify it: `shutter_cli::inspect::verify` (every `verify` check and the bank invariant);
+//! * `shutter inspect FILE` prints it: `shutter_cli::inspect::print`;
 //! * `shutter node --restore FILE` takes each node's part: `persist::restore_for`.
 //!
 //! The input is a snapshot file whose header length and CRC are repaired, so every input
@@ -11,8 +11,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use shutter_cli::inspect;
 use shutter_fuzz::repair_snapshot_header;
-use shutter_snapshot::cli::inspect;
 use shutter_snapshot::persist;
 
 fuzz_target!(|data: &[u8]| {

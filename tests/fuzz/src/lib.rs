@@ -50,7 +50,9 @@ pub fn repair_snapshot_header(bytes: &[u8]) -> Option<Vec<u8>> {
 /// The scripted driver of the `core_datagram` target: a [`Core`] (node 0, incarnation 1,
 /// peers 1 and 2, default config otherwise) fed with a byte-coded list of operations.
 ///
-/// Encoding, repeated until the input ends (at most [`core_ops::MAX_OPS`] operations):
+/// Encoding, repeated until the input ends (at most [`core_ops::MAX_OPS`] operations, and
+/// [`core_ops::Harness::run`] stops early once the core has sent
+/// [`core_ops::MAX_TRANSMITS_PER_INPUT`] datagrams):
 ///
 /// | first byte `t` (`t & 7`) | operation | then |
 /// |---|---|---|
@@ -66,14 +68,24 @@ pub fn repair_snapshot_header(bytes: &[u8]) -> Option<Vec<u8>> {
 pub mod core_ops {
     use super::*;
 
-    /// Operations per input, so one input stays fast.
-    pub const MAX_OPS: usize = 256;
+    /// Operations per input, so one input stays fast. 256 until the 10 M runs: each
+    /// operation costs in proportion to what is in flight (`expedite` sorts every
+    /// in-flight fragment, a timeout scans every in-flight packet), so long scripts were
+    /// the slow ones; the seed conversations need at most 35.
+    pub const MAX_OPS: usize = 64;
     /// Largest message an `Op::Send` queues (the length is masked with it): 8 fragments
     /// still exercise fragmentation, while 64 KiB messages made every retransmission
     /// timeout resend ~100 datagrams and slowed the target to ~50 inputs/s.
     pub const MAX_SEND_LEN: u16 = 0x1fff;
     /// `poll_transmit` calls in a row before we call it a livelock.
     pub const MAX_TRANSMITS_PER_STEP: usize = 100_000;
+    /// Datagrams the core may send per input: once an operation's drain (always run to
+    /// the end, every datagram checked) brings the total to this, [`Harness::run`] skips
+    /// the remaining operations. The cost of an input is mostly the datagrams the core
+    /// builds and the harness decodes to check them: without a bound, 20 `expedite`s
+    /// and 187 timeouts made one input send 52,377 datagrams (tests/fuzz/README.md,
+    /// "Per-input cost").
+    pub const MAX_TRANSMITS_PER_INPUT: usize = 128;
     /// The clock at the start.
     pub const START: Time = Time(1_000_000);
     /// Our node.
@@ -244,6 +256,8 @@ pub mod core_ops {
         pub sent: Option<Vec<(NodeId, Vec<u8>)>>,
         /// Messages delivered so far.
         pub delivered: u64,
+        /// Datagrams sent so far (see [`MAX_TRANSMITS_PER_INPUT`]).
+        pub transmitted: usize,
         /// Checks each datagram the core sends and returns `(sender, sender incarnation)`.
         pub check: fn(&[u8]) -> (NodeId, u64),
         /// Whether `Op::Datagram { repair: true }` repairs the CRC (off for sealed cores,
@@ -266,8 +280,20 @@ pub mod core_ops {
                 now: START,
                 sent: None,
                 delivered: 0,
+                transmitted: 0,
                 check,
                 repair_crc: true,
+            }
+        }
+
+        /// Applies the operations of a fuzz input (see [`parse`]) until they end or the
+        /// core has sent [`MAX_TRANSMITS_PER_INPUT`] datagrams.
+        pub fn run(&mut self, data: &[u8]) {
+            for op in parse(data) {
+                if self.transmitted >= MAX_TRANSMITS_PER_INPUT {
+                    break;
+                }
+                self.apply(&op);
             }
         }
 
@@ -341,6 +367,7 @@ pub mod core_ops {
                     "datagram of {} bytes exceeds max_datagram {max}",
                     t.bytes.len()
                 );
+                self.transmitted += 1;
                 let (sender, incarnation) = (self.check)(&t.bytes);
                 assert_eq!(sender, LOCAL);
                 assert_eq!(incarnation, INCARNATION);
