@@ -302,7 +302,7 @@ impl SnapshotEngine for Engine {
             ClControl::Report(r) if id.initiator == me => self.on_report(now, from, *r),
             ClControl::Done { id } if from == id.initiator => {
                 self.active.remove(&id);
-                self.col.on_done(id);
+                self.col.on_done(id, &mut self.out);
             }
             ClControl::Abort { id, reason } if id.initiator == me || from == id.initiator => {
                 self.abort(id, reason, Some(from));

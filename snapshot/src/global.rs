@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use shutter_transport::Time;
 use shutter_vclock::{NodeId, VClock};
 
-use crate::wire::{RecordedMessage, SnapshotId};
+use crate::wire::{LocalReport, RecordedMessage, SnapshotId};
 
 /// When things happened, each stamp in the local time of the node that took it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +145,11 @@ pub enum SnapshotEvent {
         /// Who was missing and why.
         reason: AbortReason,
     },
+    /// The snapshot is known complete and checked (the initiator's `Done` arrived, or
+    /// this node is the initiator and has just completed it): `part` is exactly this
+    /// node's part of it (state, cut clock, recorded incoming channels), what a node
+    /// keeps in its checkpoint store.
+    Committed(Box<LocalReport>),
 }
 
 /// The verdict of an application receive: the engine has already joined any announced

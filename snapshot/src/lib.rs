@@ -23,13 +23,15 @@
 //!   without tokio or socket2;
 //! * **data and tools**: [`wire`] and [`global`] (messages on the wire and what a
 //!   snapshot yields), [`verify`] (cut consistency, channels, invariants), [`persist`]
-//!   (atomic, checksummed snapshot files), [`metrics`] and [`report`] (latency
+//!   (atomic, checksummed snapshot files), [`checkpoint`] (a node's store of its parts
+//!   of committed snapshots), [`metrics`] and [`report`] (latency
 //!   histograms, `.hgrm`, `.hlog`, JSON), [`bank`] (the example application).
 //!
 //! The `shutter` binary is the `shutter-cli` package (`snapshot/cli/`).
 
 pub mod bank;
 pub mod chandy_lamport;
+pub mod checkpoint;
 mod collect;
 pub mod engine;
 pub mod global;

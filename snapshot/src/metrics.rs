@@ -71,12 +71,12 @@ impl SnapshotMetrics {
         self.failed_checks
     }
 
-    /// Updates from an engine event (local cuts are ignored).
+    /// Updates from an engine event (local cuts and commits are ignored).
     pub fn observe(&mut self, event: &SnapshotEvent) {
         match event {
             SnapshotEvent::Completed(s) => self.record_completed(s),
             SnapshotEvent::Aborted { .. } => self.record_aborted(),
-            SnapshotEvent::LocalCut { .. } => {}
+            SnapshotEvent::LocalCut { .. } | SnapshotEvent::Committed(_) => {}
         }
     }
 

@@ -88,20 +88,42 @@ pub enum PersistError {
 /// Encodes a snapshot into file bytes (header and body).
 pub fn encode(snap: &GlobalSnapshot) -> Vec<u8> {
     let body = postcard::to_allocvec(snap).expect("postcard encoding into a Vec cannot fail");
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    frame(&MAGIC, FORMAT_VERSION, &body)
 }
 
 /// Decodes file bytes; every kind of damage is a distinct error, never a panic.
 pub fn decode(bytes: &[u8]) -> Result<GlobalSnapshot, PersistError> {
+    let body = unframe(bytes, &MAGIC, FORMAT_VERSION)?;
+    let (snap, rest) = postcard::take_from_bytes::<GlobalSnapshot>(body)?;
+    if !rest.is_empty() {
+        return Err(PersistError::TrailingBytes {
+            extra: rest.len() as u64,
+        });
+    }
+    Ok(snap)
+}
+
+/// `magic`, `version`, body length and CRC32C, then `body`: the header every shutter
+/// file kind shares (snapshot files, checkpoints).
+pub(crate) fn frame(magic: &[u8; 8], version: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Checks the header of a framed file and returns its body.
+pub(crate) fn unframe<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    version_supported: u16,
+) -> Result<&'a [u8], PersistError> {
     let n = bytes.len();
-    let magic_len = n.min(MAGIC.len());
-    if bytes[..magic_len] != MAGIC[..magic_len] {
+    let magic_len = n.min(magic.len());
+    if bytes[..magic_len] != magic[..magic_len] {
         return Err(PersistError::NotShutterFile);
     }
     if n < HEADER_LEN {
@@ -111,10 +133,10 @@ pub fn decode(bytes: &[u8]) -> Result<GlobalSnapshot, PersistError> {
         });
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != FORMAT_VERSION {
+    if version != version_supported {
         return Err(PersistError::UnsupportedVersion {
             found: version,
-            supported: FORMAT_VERSION,
+            supported: version_supported,
         });
     }
     let len = u64::from_le_bytes(bytes[10..18].try_into().expect("8 bytes"));
@@ -137,16 +159,10 @@ pub fn decode(bytes: &[u8]) -> Result<GlobalSnapshot, PersistError> {
             actual,
         });
     }
-    let (snap, rest) = postcard::take_from_bytes::<GlobalSnapshot>(body)?;
-    if !rest.is_empty() {
-        return Err(PersistError::TrailingBytes {
-            extra: rest.len() as u64,
-        });
-    }
-    Ok(snap)
+    Ok(body)
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
     move |source| PersistError::Io {
         path: path.to_path_buf(),
         source,
@@ -156,6 +172,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
 /// Writes `snap` to `path` atomically (temp file in the same directory, fsync, rename,
 /// fsync of the directory).
 pub fn save(path: &Path, snap: &GlobalSnapshot) -> Result<(), PersistError> {
+    write_atomic(path, &encode(snap))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one: a temp
+/// file in the same directory, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -164,20 +186,19 @@ pub fn save(path: &Path, snap: &GlobalSnapshot) -> Result<(), PersistError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "snapshot".into());
+        .unwrap_or_else(|| "file".into());
     let tmp = dir.join(format!(
         ".{name}.tmp.{}.{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let bytes = encode(snap);
     let write = || -> Result<(), PersistError> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
             .map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         fs::rename(&tmp, path).map_err(io(path))?;
         // The rename is only durable once the directory entry is.

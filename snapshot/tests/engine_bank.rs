@@ -65,7 +65,7 @@ impl Sim {
             match e {
                 SnapshotEvent::Completed(s) => self.completed.push(*s),
                 SnapshotEvent::Aborted { .. } => self.aborted += 1,
-                SnapshotEvent::LocalCut { .. } => {}
+                SnapshotEvent::LocalCut { .. } | SnapshotEvent::Committed(_) => {}
             }
         }
     }

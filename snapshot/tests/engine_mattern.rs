@@ -9,7 +9,7 @@ use engine_support::{Body, Net, decode_state, n};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shutter_snapshot::mattern::{Engine, EngineConfig};
-use shutter_snapshot::{AbortWhy, Control, SnapshotEngine};
+use shutter_snapshot::{AbortWhy, Control, SnapshotEngine, SnapshotEvent};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const ROUNDS: u64 = 60;
@@ -453,4 +453,66 @@ fn restarted_processes_number_afresh_and_snapshots_still_close() {
     let mut want = vec![first, second];
     want.sort();
     assert_eq!(ids, want);
+}
+
+/// Once a snapshot completes, every node commits exactly its part of it (what its
+/// checkpoint store writes); an aborted snapshot commits nothing anywhere.
+#[test]
+fn every_node_commits_exactly_its_part_of_a_completed_snapshot_and_nothing_of_an_aborted_one() {
+    let mut net = net(4);
+    let m = net.send(n(1), n(2));
+    let id = net.initiate(n(0));
+    net.deliver_controls();
+    net.deliver(m);
+    net.deliver_all();
+    let snaps = net.completed();
+    assert_eq!(snaps.len(), 1);
+    let snap = &snaps[0];
+    for (node, peer) in &net.peers {
+        let parts: Vec<_> = peer
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                SnapshotEvent::Committed(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(parts.len(), 1, "{node} commits once");
+        let part = parts[0];
+        assert_eq!(part.id, id);
+        assert_eq!(Some(&part.state), snap.states.get(node));
+        assert_eq!(Some(&part.cut), snap.cuts.get(node));
+        for ((from, to), msgs) in &snap.channels {
+            if to == node {
+                let mine = part
+                    .channels
+                    .iter()
+                    .find(|(f, _)| f == from)
+                    .map_or(&[][..], |(_, m)| m.as_slice());
+                assert_eq!(mine, msgs.as_slice(), "{from}->{to}");
+            }
+        }
+    }
+    assert!(net.all_timers_clear());
+
+    // A snapshot that times out commits nothing.
+    let id2 = net.initiate(n(1));
+    let begins = net.controls_where(|m| m.to == n(3));
+    for b in begins {
+        net.drop_msg(b);
+    }
+    net.deliver_controls();
+    net.advance(TIMEOUT * 3);
+    net.fire_timers();
+    net.deliver_all();
+    assert!(net.aborted().iter().any(|(_, i, _)| *i == id2));
+    for peer in net.peers.values() {
+        assert!(
+            !peer
+                .events
+                .iter()
+                .any(|e| matches!(e, SnapshotEvent::Committed(p) if p.id == id2))
+        );
+    }
+    assert!(net.all_timers_clear());
 }

@@ -198,6 +198,14 @@ pub struct NodeArgs {
     /// Resume from this snapshot file instead of the opening balance.
     #[arg(long)]
     pub restore: Option<PathBuf>,
+    /// Checkpoint store: this node's part of every snapshot known complete is written
+    /// here (atomically, checksummed). Default: `shutter-data/n<ID>` next to the peers
+    /// file.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// How many checkpoints the store keeps (the newest).
+    #[arg(long, default_value_t = 8)]
+    pub keep_checkpoints: usize,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

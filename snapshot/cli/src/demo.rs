@@ -363,7 +363,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                             progress.line(|| format!("snapshot {id} aborted: {reason}"));
                         }
                     }
-                    NodeEvent::Aborted { .. } | NodeEvent::LocalCut { .. } => {}
+                    NodeEvent::Aborted { .. } | NodeEvent::LocalCut { .. } | NodeEvent::Committed(_) => {}
                 }
                 let (c, k, a) = (out.completed, out.consistent, out.aborted);
                 progress.set(c + a, || format!("completed {c} (consistent {k}), aborted {a}"));

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ use crate::key;
 use crate::peers::PeersFile;
 use crate::usage;
 use shutter_snapshot::bank::{Bank, BankConfig, BankState};
+use shutter_snapshot::checkpoint::CheckpointStore;
 use shutter_snapshot::persist;
 use shutter_snapshot::runtime::{NodeConfig, NodeEvent, NodeHandle};
 use shutter_snapshot::wire::SnapshotId;
@@ -165,6 +167,28 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         ..BankConfig::default()
     };
     let process = TaggedBank::new(Bank::new(id, bank), shared.clone());
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        args.peers
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("shutter-data")
+            .join(format!("n{}", id.0))
+    });
+    let members: Vec<NodeId> = peers.members().iter().map(|(n, _)| *n).collect();
+    let (mut store, scan) = CheckpointStore::open(&data_dir, id, &members, args.keep_checkpoints)?;
+    for skipped in &scan.skipped {
+        eprintln!("{id}: checkpoint skipped: {skipped}");
+    }
+    match scan.checkpoints.last() {
+        Some((path, c)) => eprintln!(
+            "{id}: {} checkpoints in {}, newest {} ({})",
+            scan.checkpoints.len(),
+            data_dir.display(),
+            c.id(),
+            path.display()
+        ),
+        None => eprintln!("{id}: no checkpoints yet in {}", data_dir.display()),
+    }
     // Bind the admin channel first: if it is taken, fail before joining the cluster.
     let listener = TcpListener::bind(admin_addr)
         .await
@@ -258,6 +282,12 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                         eprintln!("{id}: snapshot {sid} aborted: {reason}");
                         if let Some(reply) = pending.remove(&sid) {
                             let _ = reply.send(Reply::Aborted(reason.to_string()));
+                        }
+                    }
+                    NodeEvent::Committed(part) => {
+                        // A failed write loses one checkpoint, not the node: say so.
+                        if let Err(e) = store.write(&part) {
+                            eprintln!("{id}: cannot write checkpoint of {}: {e}", part.id);
                         }
                     }
                     NodeEvent::LocalCut { .. } => {}

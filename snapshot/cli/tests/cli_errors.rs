@@ -210,3 +210,32 @@ fn a_closed_pipe_is_not_an_error() {
     assert!(out.status.success(), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A checkpoint directory that cannot be created stops `shutter node` before it joins the
+/// cluster, with an error naming the directory.
+#[test]
+fn an_unusable_data_dir_is_named() {
+    let dir = temp_dir("datadir");
+    let peers = dir.join("peers.toml");
+    cli_support::write_peers(
+        &peers,
+        &[cli_support::free_port(), cli_support::free_port()],
+    );
+    let file = dir.join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let data = file.join("data");
+    fails(
+        &[
+            "node",
+            "--id",
+            "0",
+            "--peers",
+            peers.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        1,
+        &["checkpoint directory", data.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,14 +1,16 @@
 //! Three `shutter node` processes on loopback, `shutter snapshot` through the admin
-//! channel, `shutter inspect` on the saved file, then a restored cluster from that file.
+//! channel, the nodes' checkpoints of it, `shutter inspect` on the saved file, then a
+//! restored cluster from that file.
 
 mod cli_support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cli_support::{NodeProcess, free_port, run, temp_dir, text, write_peers};
 use shutter_snapshot::bank::BankInvariant;
-use shutter_snapshot::{persist, verify};
+use shutter_snapshot::{LocalReport, SnapshotId, checkpoint, persist, verify};
+use shutter_vclock::NodeId;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -49,6 +51,31 @@ fn take_snapshot(peers: &Path, via: &str, out: &Path) -> PathBuf {
     PathBuf::from(saved)
 }
 
+/// The checkpoint of `id` in `store`, waiting a few seconds for the node to write it.
+fn wait_for_checkpoint(store: &Path, id: SnapshotId) -> LocalReport {
+    let start = Instant::now();
+    loop {
+        let found = std::fs::read_dir(store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| {
+                let bytes = std::fs::read(e.path()).ok()?;
+                let c = checkpoint::decode(&bytes).ok()?;
+                (c.part.id == id).then_some(c.part)
+            });
+        if let Some(part) = found {
+            return part;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no checkpoint of {id} in {}",
+            store.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn node_snapshot_inspect_and_restore_across_processes() {
     let dir = temp_dir("node");
@@ -62,6 +89,15 @@ fn node_snapshot_inspect_and_restore_across_processes() {
     assert_eq!(snap.states.len(), 3);
     assert_eq!(snap.id.initiator.0, 1);
     verify::check_all(&snap, &[&BankInvariant { total: 3_000 }]).unwrap();
+    // Every node commits its part of the completed snapshot to its checkpoint store
+    // (default: shutter-data/n<ID> next to the peers file) once it learns the outcome.
+    for i in 0..3u32 {
+        let store = dir.join("shutter-data").join(format!("n{i}"));
+        let part = wait_for_checkpoint(&store, snap.id);
+        let node = NodeId(i);
+        assert_eq!(Some(&part.state), snap.states.get(&node), "n{i} state");
+        assert_eq!(Some(&part.cut), snap.cuts.get(&node), "n{i} cut");
+    }
 
     let out = run(&["inspect", file.to_str().unwrap()], LIMIT);
     let (stdout, stderr) = text(&out);

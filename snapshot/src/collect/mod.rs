@@ -64,6 +64,9 @@ pub(crate) struct Collection {
     finished: Recent,
     /// Whether collectors gather count rows (Mattern) before reports.
     rows: bool,
+    /// This node's reports to other initiators, kept until the outcome is known: a
+    /// `Done` commits them (`SnapshotEvent::Committed`), an abort drops them.
+    kept: BTreeMap<SnapshotId, LocalReport>,
 }
 
 impl Collection {
@@ -81,6 +84,7 @@ impl Collection {
             collecting: BTreeMap::new(),
             finished: Recent::new(cfg.remember_finished),
             rows,
+            kept: BTreeMap::new(),
         }
     }
 
@@ -107,9 +111,9 @@ impl Collection {
         self.finished.contains(id)
     }
 
-    /// No snapshot is being collected here.
+    /// No snapshot is being collected here, and no report waits for its outcome.
     pub(crate) fn is_idle(&self) -> bool {
-        self.collecting.is_empty()
+        self.collecting.is_empty() && self.kept.is_empty()
     }
 
     /// Starts collecting `id`, initiated here at `now`.
@@ -160,6 +164,7 @@ impl Collection {
         if id.initiator == self.me {
             self.on_report(now, self.me, report, out)
         } else {
+            self.kept.insert(id, report.clone());
             self.send(out, id.initiator, id, Msg::Report(Box::new(report)).into());
             false
         }
@@ -191,6 +196,7 @@ impl Collection {
         self.finished.insert(id);
         let others = self.others();
         col.control_messages += others.len() as u64;
+        let mine = col.reports.get(&self.me).cloned();
         match col.finish(id, &self.nodes, now) {
             Ok(snap) => {
                 for to in others {
@@ -199,15 +205,24 @@ impl Collection {
                 tracing::debug!(%id, control = snap.control_messages, "snapshot completed");
                 out.events
                     .push_back(SnapshotEvent::Completed(Box::new(snap)));
+                if let Some(mine) = mine {
+                    out.events
+                        .push_back(SnapshotEvent::Committed(Box::new(mine)));
+                }
             }
             Err(reason) => self.announce_abort(id, reason, None, out),
         }
         true
     }
 
-    /// Participant: the initiator announced `id` complete.
-    pub(crate) fn on_done(&mut self, id: SnapshotId) {
+    /// Participant: the initiator announced `id` complete; this node's part of it is
+    /// committed.
+    pub(crate) fn on_done<C>(&mut self, id: SnapshotId, out: &mut Outputs<C>) {
         self.finished.insert(id);
+        if let Some(part) = self.kept.remove(&id) {
+            out.events
+                .push_back(SnapshotEvent::Committed(Box::new(part)));
+        }
     }
 
     /// Abandons `id` here. `part` is this node's participant part, if it had one
@@ -223,6 +238,7 @@ impl Collection {
         out: &mut Outputs<C>,
     ) {
         self.finished.insert(id);
+        self.kept.remove(&id);
         let col = self.collecting.remove(&id);
         if id.initiator == self.me {
             if col.is_some() {

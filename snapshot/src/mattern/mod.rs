@@ -468,7 +468,7 @@ impl SnapshotEngine for Engine {
             }
             Control::Done { id } if from_initiator && !i_initiated => {
                 self.active.remove(&id);
-                self.col.on_done(id);
+                self.col.on_done(id, &mut self.out);
             }
             Control::Abort { id, reason } if i_initiated || from_initiator => {
                 self.abort(id, reason, Some(from));

@@ -25,7 +25,7 @@ use shutter_vclock::NodeId;
 
 use crate::global::{AbortReason, GlobalSnapshot, InitiateError};
 use crate::metrics::SnapshotMetrics;
-use crate::wire::SnapshotId;
+use crate::wire::{LocalReport, SnapshotId};
 
 pub use cluster::LocalCluster;
 pub use config::{Algorithm, NodeConfig, ParseAlgorithmError};
@@ -43,6 +43,9 @@ pub enum NodeEvent {
         /// Who was missing and why.
         reason: AbortReason,
     },
+    /// A snapshot this node took part in is complete everywhere: this node's part of
+    /// it (what its checkpoint store keeps).
+    Committed(Box<LocalReport>),
     /// This node took its local cut for a snapshot.
     LocalCut {
         /// The snapshot.

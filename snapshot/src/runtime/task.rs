@@ -224,6 +224,7 @@ where
                 StackEvent::Snapshot(SnapshotEvent::Aborted { id, reason }) => {
                     NodeEvent::Aborted { id, reason }
                 }
+                StackEvent::Snapshot(SnapshotEvent::Committed(part)) => NodeEvent::Committed(part),
                 StackEvent::PeerUnreachable(peer) => {
                     tracing::info!(node = %self.id, %peer, "peer unreachable");
                     continue;

@@ -85,7 +85,7 @@ pub(crate) async fn collect(
             Some((node, NodeEvent::Aborted { id, reason })) => {
                 panic!("snapshot {id} aborted at {node}: {reason}")
             }
-            Some((_, NodeEvent::LocalCut { .. })) => {}
+            Some((_, NodeEvent::LocalCut { .. } | NodeEvent::Committed(_))) => {}
             None => panic!("cluster stopped with {pending:?} pending"),
         }
     }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use shutter_snapshot::bank::{BankInvariant, decode_transfer};
 use shutter_snapshot::verify;
-use shutter_snapshot::{AbortWhy, GlobalSnapshot};
+use shutter_snapshot::{AbortWhy, GlobalSnapshot, LocalReport};
 use shutter_vclock::NodeId;
 
 use super::oracle::{MsgKey, Oracle};
@@ -263,5 +263,51 @@ pub fn check_end(oracle: &Oracle, nodes: &[NodeEnd]) -> Vec<String> {
         }
     }
     v.extend(oracle.violations.iter().cloned());
+    v
+}
+
+/// Every committed part (what a node's checkpoint store keeps) belongs to a completed
+/// snapshot and is exactly that node's part of it: state, cut clock and the recorded
+/// messages of every incoming channel.
+pub fn check_committed(
+    completed: &[GlobalSnapshot],
+    committed: &[(NodeId, LocalReport)],
+) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (node, part) in committed {
+        let id = part.id;
+        if !seen.insert((id, *node, part.life)) {
+            v.push(format!("snapshot {id}: {node} committed twice in one life"));
+        }
+        let Some(snap) = completed.iter().find(|s| s.id == id) else {
+            v.push(format!(
+                "snapshot {id}: {node} committed a snapshot that never completed"
+            ));
+            continue;
+        };
+        if snap.states.get(node) != Some(&part.state) || snap.cuts.get(node) != Some(&part.cut) {
+            v.push(format!(
+                "snapshot {id}: {node} committed a state or cut that is not its part"
+            ));
+        }
+        for (&(from, to), msgs) in &snap.channels {
+            if to != *node {
+                continue;
+            }
+            let mine = part
+                .channels
+                .iter()
+                .find(|(f, _)| *f == from)
+                .map_or(&[][..], |(_, m)| m.as_slice());
+            if mine != msgs.as_slice() {
+                v.push(format!(
+                    "snapshot {id}: {node} committed channel {from}->{to} with {} messages, the snapshot holds {}",
+                    mine.len(),
+                    msgs.len()
+                ));
+            }
+        }
+    }
     v
 }

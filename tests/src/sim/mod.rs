@@ -59,6 +59,8 @@ pub struct Outcome {
     pub initiated: u64,
     /// Snapshots completed (each checked).
     pub completed: u64,
+    /// Parts committed by nodes (each checked against its completed snapshot).
+    pub committed: u64,
     /// Snapshots aborted at their initiator.
     pub aborted: u64,
     /// Of those, snapshots the initiator's own check refused (`AbortWhy::FailedCheck`;

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shutter_snapshot::{AbortWhy, GlobalSnapshot, SnapshotEvent};
+use shutter_snapshot::{AbortWhy, GlobalSnapshot, LocalReport, SnapshotEvent};
 use shutter_transport::Time;
 use shutter_transport::faults::{DatagramCopy, FaultPlan, Faults};
 use shutter_vclock::NodeId;
 
-use super::checks::{NodeEnd, check_end, check_snapshot};
+use super::checks::{NodeEnd, check_committed, check_end, check_snapshot};
 use super::node::{INITIAL_BALANCE, Mark, Seen, SimEngine, SimNode, Status};
 use super::oracle::{CutRec, Oracle};
 use super::scenario::{CrashKind, Scenario};
@@ -48,6 +48,8 @@ where
     /// Completed snapshots, checked at the end when the oracle knows which messages
     /// were lost for good.
     completed: Vec<GlobalSnapshot>,
+    /// Parts committed by each node (what a checkpoint store writes).
+    committed: Vec<(NodeId, LocalReport)>,
 }
 
 fn ms(v: u64) -> Time {
@@ -100,6 +102,7 @@ where
             out: Outcome::default(),
             scratch: Vec::new(),
             completed: Vec::new(),
+            committed: Vec::new(),
         }
     }
 
@@ -410,6 +413,10 @@ where
                     }
                     self.completed.push(*snap);
                 }
+                SnapshotEvent::Committed(part) => {
+                    // Checked at the end against the completed snapshot.
+                    self.committed.push((me, *part));
+                }
                 SnapshotEvent::Aborted { id, reason } => {
                     if id.initiator == me {
                         self.out.aborted += 1;
@@ -436,6 +443,9 @@ where
     }
 
     fn finish(mut self) -> Outcome {
+        let v = check_committed(&self.completed, &self.committed);
+        self.out.violations.extend(v);
+        self.out.committed = self.committed.len() as u64;
         for snap in std::mem::take(&mut self.completed) {
             let v = check_snapshot(&self.oracle, &snap, &self.ids);
             self.out.violations.extend(v);

@@ -1,0 +1,260 @@
+//! A node's checkpoint store: its own part of every snapshot known complete, on disk.
+//!
+//! When a snapshot commits ([`crate::SnapshotEvent::Committed`]: the initiator's `Done`
+//! arrived, or this node initiated and completed it), the node writes its part: the
+//! snapshot id, its application state, its cut clock and the messages recorded on its
+//! incoming channels, with the membership it belongs to. One file per checkpoint,
+//! written atomically (temp file, fsync, rename, directory fsync) and framed like a
+//! snapshot file (magic `SHUTCKPT`, format version, body length, CRC32C). The newest
+//! `keep` are kept; older ones are deleted after each write.
+//!
+//! [`CheckpointStore::open`] reads what is there: a corrupt, truncated or foreign file
+//! (another node's, another membership's) is reported with its path and skipped, never
+//! loaded and never fatal for the others. A directory that cannot be created or written
+//! is an error naming it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shutter_vclock::NodeId;
+use thiserror::Error;
+
+use crate::persist::{self, PersistError};
+use crate::wire::{LocalReport, SnapshotId};
+
+/// First bytes of every checkpoint file.
+pub const MAGIC: [u8; 8] = *b"SHUTCKPT";
+/// The checkpoint format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// File name extension of checkpoints.
+pub const EXTENSION: &str = "ckpt";
+
+/// One node's part of one committed snapshot, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The node that wrote it.
+    pub node: NodeId,
+    /// The membership of the snapshot, sorted.
+    pub members: Vec<NodeId>,
+    /// Write order within the store (the newest has the largest).
+    pub seq: u64,
+    /// The node's part: id, state, cut clock, recorded incoming channels.
+    pub part: LocalReport,
+}
+
+impl Checkpoint {
+    /// The snapshot this checkpoint belongs to.
+    pub fn id(&self) -> SnapshotId {
+        self.part.id
+    }
+}
+
+/// What went wrong with the store or one of its files; always names the path.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The directory cannot be created, listed or written.
+    #[error("checkpoint directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A file is damaged or not a checkpoint.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: PersistError,
+    },
+    /// A valid checkpoint of another node or another membership.
+    #[error("{path}: {reason}")]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// Whose it is.
+        reason: String,
+    },
+}
+
+/// The checkpoints of one node in one directory.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    node: NodeId,
+    members: Vec<NodeId>,
+    keep: usize,
+    next_seq: u64,
+}
+
+/// What [`CheckpointStore::open`] found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Valid checkpoints of this node and membership, oldest first, with their paths.
+    pub checkpoints: Vec<(PathBuf, Checkpoint)>,
+    /// Files that were skipped, and why.
+    pub skipped: Vec<StoreError>,
+}
+
+impl CheckpointStore {
+    /// Opens (creating it if needed) the store of `node` in `dir` for the membership
+    /// `members`, keeping the newest `keep` checkpoints (at least 1), and reads what is
+    /// there. Fails only if the directory cannot be created or written.
+    pub fn open(
+        dir: &Path,
+        node: NodeId,
+        members: &[NodeId],
+        keep: usize,
+    ) -> Result<(CheckpointStore, Scan), StoreError> {
+        let dir_err = |source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(dir_err)?;
+        // Fail now, not at the first commit, if nothing can be written here.
+        let probe = dir.join(format!(".probe.{}", std::process::id()));
+        fs::write(&probe, b"").map_err(dir_err)?;
+        let _ = fs::remove_file(&probe);
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        let mut store = CheckpointStore {
+            dir: dir.to_path_buf(),
+            node,
+            members,
+            keep: keep.max(1),
+            next_seq: 1,
+        };
+        let scan = store.scan()?;
+        store.next_seq = scan
+            .checkpoints
+            .last()
+            .map_or(1, |(_, c)| c.seq.saturating_add(1));
+        Ok((store, scan))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads every checkpoint file of the directory; see [`Scan`].
+    pub fn scan(&self) -> Result<Scan, StoreError> {
+        let entries = fs::read_dir(&self.dir).map_err(|source| StoreError::Dir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut scan = Scan::default();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            match self.read(&path) {
+                Ok(c) => scan.checkpoints.push((path, c)),
+                Err(e) => scan.skipped.push(e),
+            }
+        }
+        scan.checkpoints.sort_by_key(|(_, c)| c.seq);
+        Ok(scan)
+    }
+
+    fn read(&self, path: &Path) -> Result<Checkpoint, StoreError> {
+        let file = |source| StoreError::File {
+            path: path.to_path_buf(),
+            source,
+        };
+        let bytes = fs::read(path).map_err(|e| {
+            file(PersistError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        })?;
+        let foreign = |reason: String| StoreError::Foreign {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let c = match decode(&bytes) {
+            Ok(c) => c,
+            Err(PersistError::NotShutterFile) => {
+                return Err(foreign("not a checkpoint file (bad magic)".into()));
+            }
+            Err(e) => return Err(file(e)),
+        };
+        if c.node != self.node {
+            return Err(foreign(format!(
+                "a checkpoint of {}, not of {}",
+                c.node, self.node
+            )));
+        }
+        if c.members != self.members {
+            return Err(foreign(format!(
+                "a checkpoint of the membership {}, not {}",
+                list(&c.members),
+                list(&self.members)
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Writes `part` as the newest checkpoint and deletes the oldest beyond `keep`.
+    /// Returns the new file's path.
+    pub fn write(&mut self, part: &LocalReport) -> Result<PathBuf, StoreError> {
+        let c = Checkpoint {
+            node: self.node,
+            members: self.members.clone(),
+            seq: self.next_seq,
+            part: part.clone(),
+        };
+        let path = self.dir.join(format!(
+            "ckpt-{:020}-{}-{}.{EXTENSION}",
+            c.seq, part.id.initiator, part.id.s
+        ));
+        persist::write_atomic(&path, &encode(&c)).map_err(|source| StoreError::File {
+            path: path.clone(),
+            source,
+        })?;
+        self.next_seq += 1;
+        self.prune()?;
+        Ok(path)
+    }
+
+    /// Deletes all but the newest `keep` valid checkpoints (damaged files are left for
+    /// the operator to look at).
+    fn prune(&self) -> Result<(), StoreError> {
+        let scan = self.scan()?;
+        let n = scan.checkpoints.len();
+        for (path, _) in scan.checkpoints.iter().take(n.saturating_sub(self.keep)) {
+            fs::remove_file(path).map_err(|source| StoreError::Dir {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn list(nodes: &[NodeId]) -> String {
+    let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    format!("[{}]", names.join(", "))
+}
+
+/// Encodes a checkpoint into file bytes.
+pub fn encode(c: &Checkpoint) -> Vec<u8> {
+    let body = postcard::to_allocvec(c).expect("postcard encoding into a Vec cannot fail");
+    persist::frame(&MAGIC, FORMAT_VERSION, &body)
+}
+
+/// Decodes checkpoint file bytes; never panics.
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, PersistError> {
+    let body = persist::unframe(bytes, &MAGIC, FORMAT_VERSION)?;
+    let (c, rest) = postcard::take_from_bytes::<Checkpoint>(body)?;
+    if !rest.is_empty() {
+        return Err(PersistError::TrailingBytes {
+            extra: rest.len() as u64,
+        });
+    }
+    Ok(c)
+}
