@@ -140,6 +140,26 @@ impl CheckpointStore {
         &self.dir
     }
 
+    /// The ids of the valid checkpoints, oldest first.
+    pub fn ids(&self) -> Result<Vec<SnapshotId>, StoreError> {
+        Ok(self
+            .scan()?
+            .checkpoints
+            .into_iter()
+            .map(|(_, c)| c.id())
+            .collect())
+    }
+
+    /// This node's part of snapshot `id`, if a valid checkpoint holds it.
+    pub fn find(&self, id: SnapshotId) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self
+            .scan()?
+            .checkpoints
+            .into_iter()
+            .map(|(_, c)| c)
+            .rfind(|c| c.id() == id))
+    }
+
     /// Reads every checkpoint file of the directory; see [`Scan`].
     pub fn scan(&self) -> Result<Scan, StoreError> {
         let entries = fs::read_dir(&self.dir).map_err(|source| StoreError::Dir {

@@ -75,6 +75,21 @@ pub trait SnapshotEngine {
     /// count messages tell the peer so; the default does nothing.
     fn handle_link_reset(&mut self, _now: Time, _peer: NodeId) {}
 
+    /// Merges the timestamp of a message delivered again from a restored channel state
+    /// (it belongs to the run before the restore and is not counted). The default does
+    /// nothing.
+    fn absorb(&mut self, _ts: &VClock) {}
+
+    /// A fresh engine of the same configuration resuming from a restored cut `clock`
+    /// with a new `life` and own-entry `floor` (a cluster-wide rollback), or `None` if
+    /// this engine cannot resume from a cut (Chandy-Lamport).
+    fn rebuild(&self, _clock: VClock, _life: u64, _floor: u64) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// The deadline from [`SnapshotEngine::poll_timeout`] passed.
     fn handle_timeout(&mut self, now: Time);
 

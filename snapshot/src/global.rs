@@ -174,4 +174,7 @@ pub enum InitiateError {
     /// This node already runs the configured maximum of its own snapshots.
     #[error("already running {0} snapshots initiated here")]
     TooManyActive(usize),
+    /// A cluster-wide rollback is under way.
+    #[error("a cluster-wide rollback is under way")]
+    RollingBack,
 }

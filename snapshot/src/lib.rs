@@ -40,6 +40,7 @@ pub mod mattern;
 pub mod metrics;
 pub mod persist;
 pub mod process;
+pub mod recovery;
 pub mod report;
 #[cfg(feature = "runtime")]
 pub mod runtime;

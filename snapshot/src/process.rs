@@ -247,7 +247,37 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
                 self.handle_control(now, from, c);
                 true
             }
+            // The stack's business, not the node's.
+            Envelope::Recovery(_) => true,
         }
+    }
+
+    /// Rolls this node back to its part of a snapshot: the process gets `state`, the
+    /// engine is rebuilt from the cut `clock` with a new `life` (own entry at least
+    /// `floor`), anything queued is dropped (it belongs to the abandoned run), and the
+    /// recorded incoming messages are delivered again.
+    pub fn roll_back(
+        &mut self,
+        now: Time,
+        state: &[u8],
+        clock: VClock,
+        life: u64,
+        floor: u64,
+        incoming: Vec<(NodeId, RecordedMessage)>,
+    ) -> Result<(), RollBackError> {
+        let state = decode_state::<P>(state).map_err(RollBackError::State)?;
+        let engine = self
+            .engine
+            .rebuild(clock, life, floor)
+            .ok_or(RollBackError::Unsupported)?;
+        self.process.restore(state);
+        self.engine = engine;
+        self.outbox.clear();
+        for (from, m) in incoming {
+            self.engine.absorb(&m.ts);
+            self.run(now, |p, ctx| p.on_message(ctx, from, &m.payload));
+        }
+        Ok(())
     }
 
     /// Starts a snapshot here.
@@ -293,6 +323,17 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     pub fn poll_timeout(&self) -> Option<Time> {
         self.engine.poll_timeout()
     }
+}
+
+/// Why [`Node::roll_back`] could not.
+#[derive(Debug, thiserror::Error)]
+pub enum RollBackError {
+    /// The stored state does not decode as the process's state.
+    #[error("stored state does not decode: {0}")]
+    State(postcard::Error),
+    /// The engine cannot resume from a cut (Chandy-Lamport).
+    #[error("this snapshot engine cannot resume from a cut")]
+    Unsupported,
 }
 
 impl<P: Process> Node<P, mattern::Engine> {

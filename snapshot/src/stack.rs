@@ -52,7 +52,12 @@ use crate::engine::SnapshotEngine;
 use crate::global::{AbortWhy, InitiateError, SnapshotEvent};
 use crate::metrics::SnapshotMetrics;
 use crate::process::{Node, Process};
-use crate::wire::{AppHeader, Envelope, SnapshotId};
+use crate::recovery::{Action, Epoch, Recovery};
+use crate::wire::{AppHeader, Envelope, LocalReport, SnapshotId};
+
+/// How long a node halted for a rollback waits for the next round before it takes
+/// over as coordinator.
+pub const ROLLBACK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What a stack tells its host besides datagrams.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +67,21 @@ pub enum StackEvent {
     Snapshot(SnapshotEvent),
     /// The transport heard nothing from `peer` for its idle timeout.
     PeerUnreachable(NodeId),
+    /// A cluster-wide rollback wants this node's part of snapshot `id`: read it from the
+    /// checkpoint store and call [`Stack::roll_back`] (with `None` if it is gone).
+    RestoreRequested {
+        /// The rollback round.
+        epoch: Epoch,
+        /// The snapshot to go back to.
+        id: SnapshotId,
+    },
+    /// A rollback round ended and the node runs again; `rolled_back_to` is the snapshot
+    /// the cluster went back to (`None`: no snapshot was held by every member, nothing
+    /// was restored).
+    Resumed {
+        /// The snapshot, if any.
+        rolled_back_to: Option<SnapshotId>,
+    },
     /// `peer` came back with a new transport incarnation (it restarted).
     PeerRestarted {
         /// The peer.
@@ -90,6 +110,11 @@ pub struct StackStats {
     /// Queued application messages dropped because their peer restarted (the engine's
     /// `Lost` covers their sequence numbers) or this node's transport did.
     pub backlog_dropped: u64,
+    /// Application and snapshot messages dropped because a rollback was under way or
+    /// had happened since they were sent.
+    pub rolled_back_dropped: u64,
+    /// Rollbacks this node went through (restored from a checkpoint).
+    pub rollbacks: u64,
     /// Envelopes waiting for window space right now.
     pub backlog: u64,
     /// The most envelopes that ever waited for window space at once.
@@ -159,6 +184,10 @@ where
     scratch: Vec<SnapshotEvent>,
     metrics: SnapshotMetrics,
     stats: StackStats,
+    /// The cluster-wide rollback protocol.
+    recovery: Recovery,
+    /// Whether `Process::on_start` ran (or the process was restored).
+    started: bool,
     observer: O,
 }
 
@@ -197,6 +226,7 @@ where
         }
         let core = Core::new(transport.clone())?;
         let members = node.peers().iter().copied().collect();
+        let recovery = Recovery::new(me, node.peers(), ROLLBACK_PATIENCE);
         Ok(Stack {
             me,
             core,
@@ -209,6 +239,8 @@ where
             scratch: Vec::new(),
             metrics: SnapshotMetrics::new(),
             stats: StackStats::default(),
+            recovery,
+            started: false,
             observer,
         })
     }
@@ -229,6 +261,7 @@ where
     /// carry its messages. A restored node does not call it (its process started in an
     /// earlier life).
     pub fn start(&mut self, now: Time) {
+        self.started = true;
         self.node.start(now);
         self.after_node_call(now);
         self.settle(now);
@@ -242,6 +275,9 @@ where
 
     /// The deadline from [`Stack::poll_timeout`] passed (early calls are harmless).
     pub fn handle_timeout(&mut self, now: Time) {
+        if self.recovery.poll_timeout().is_some_and(|t| t <= now) {
+            self.recovery.handle_timeout(now, now.as_micros());
+        }
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
@@ -254,6 +290,9 @@ where
 
     /// The application's periodic tick (`Process::on_tick`); the host sets the cadence.
     pub fn handle_tick(&mut self, now: Time) {
+        if self.recovery.is_halted() {
+            return;
+        }
         self.node.handle_tick(now);
         self.after_node_call(now);
         self.settle(now);
@@ -261,6 +300,9 @@ where
 
     /// An operator command for the process (`Process::on_command`).
     pub fn handle_command(&mut self, now: Time, command: &[u8]) {
+        if self.recovery.is_halted() {
+            return;
+        }
         self.node.handle_command(now, command);
         self.after_node_call(now);
         self.settle(now);
@@ -268,6 +310,9 @@ where
 
     /// Starts a snapshot here.
     pub fn initiate(&mut self, now: Time) -> Result<SnapshotId, InitiateError> {
+        if self.recovery.is_halted() {
+            return Err(InitiateError::RollingBack);
+        }
         let result = self.node.initiate(now);
         self.after_node_call(now);
         self.settle(now);
@@ -303,6 +348,71 @@ where
         Ok(())
     }
 
+    /// The snapshot ids this node's checkpoint store holds, oldest first (call at start
+    /// and after every write): what a rollback may go back to.
+    pub fn set_durable(&mut self, ids: Vec<SnapshotId>) {
+        self.recovery.set_durable(ids);
+    }
+
+    /// This node came back after a crash with checkpoints on disk: instead of starting
+    /// the process, coordinate a cluster-wide rollback to the newest snapshot every
+    /// member holds. The process runs once the rollback ends.
+    pub fn recover(&mut self, now: Time) {
+        self.recovery.start(now, now.as_micros());
+        self.settle(now);
+    }
+
+    /// Answers [`StackEvent::RestoreRequested`]: `part` is this node's part of the
+    /// snapshot from its checkpoint store (`None` if it is gone or unreadable). The
+    /// process gets its state back, the engine resumes from the cut clock with a new
+    /// life, queued messages are dropped, and the recorded incoming messages are
+    /// delivered again once.
+    pub fn roll_back(&mut self, now: Time, epoch: Epoch, part: Option<&LocalReport>) {
+        let ok = match part {
+            Some(part) => {
+                let life = now.as_micros().max(Recovery::min_life(epoch));
+                let incoming = part
+                    .channels
+                    .iter()
+                    .flat_map(|(from, msgs)| msgs.iter().map(move |m| (*from, m.clone())))
+                    .collect();
+                let floor = crate::life::clock_floor(Time(life));
+                match self
+                    .node
+                    .roll_back(now, &part.state, part.cut.clone(), life, floor, incoming)
+                {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(node = %self.me, error = %e, "cannot restore the checkpoint");
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        if ok {
+            self.stats.rollbacks += 1;
+            self.started = true;
+            // What waited for window space belongs to the abandoned run.
+            for (to, queue) in std::mem::take(&mut self.backlog) {
+                for q in queue {
+                    if let Some(stamp) = q.stamp {
+                        self.observer.app_dropped(to, stamp);
+                    }
+                }
+            }
+            self.stats.backlog = 0;
+            self.after_node_call(now);
+        }
+        self.recovery.restored(now, epoch, ok);
+        self.settle(now);
+    }
+
+    /// True while a rollback holds this node's application.
+    pub fn is_halted(&self) -> bool {
+        self.recovery.is_halted()
+    }
+
     // ----- outputs -----
 
     /// The next datagram to send.
@@ -327,10 +437,14 @@ where
     /// The earliest deadline of the transport and the engine.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        match (self.core.poll_timeout(), self.node.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.core.poll_timeout(),
+            self.node.poll_timeout(),
+            self.recovery.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ----- state -----
@@ -390,6 +504,10 @@ where
                 work = true;
                 self.on_transport_event(now, event);
             }
+            while let Some(action) = self.recovery.poll_action() {
+                work = true;
+                self.on_recovery_action(now, action);
+            }
             while let Some((to, envelope)) = self.node.poll_transmit() {
                 work = true;
                 self.enqueue(now, to, envelope);
@@ -401,6 +519,27 @@ where
                 return any;
             }
             any = true;
+        }
+    }
+
+    fn on_recovery_action(&mut self, now: Time, action: Action) {
+        match action {
+            Action::Send(to, msg) => self.enqueue(now, to, Envelope::Recovery(msg)),
+            Action::Restore(epoch, id) => {
+                self.events
+                    .push_back(StackEvent::RestoreRequested { epoch, id });
+            }
+            Action::Resumed(_, target) => {
+                if !self.started {
+                    // Nothing to roll back to: this process starts afresh.
+                    self.started = true;
+                    self.node.start(now);
+                    self.after_node_call(now);
+                }
+                self.events.push_back(StackEvent::Resumed {
+                    rolled_back_to: target,
+                });
+            }
         }
     }
 
@@ -460,6 +599,21 @@ where
                 return;
             }
         };
+        match &envelope {
+            // While halted for a rollback nothing reaches the process or the engine, and
+            // after one nothing sent before it does.
+            Envelope::App { header, .. }
+                if self.recovery.is_halted() || !self.recovery.admits(header.life) =>
+            {
+                self.stats.rolled_back_dropped += 1;
+                return;
+            }
+            Envelope::Control(_) if self.recovery.is_halted() => {
+                self.stats.rolled_back_dropped += 1;
+                return;
+            }
+            _ => {}
+        }
         match envelope {
             Envelope::App { header, payload } => {
                 self.observer.app_received(now, from, &header, &payload);
@@ -472,6 +626,10 @@ where
                 }
             }
             Envelope::Control(c) => self.node.handle_control(now, from, c),
+            Envelope::Recovery(msg) => {
+                self.recovery.on_msg(now, from, msg);
+                return;
+            }
         }
         self.after_node_call(now);
     }
@@ -512,7 +670,7 @@ where
                 self.observer.app_sent(now, to, header, payload);
                 (false, Some(header.ts.get(self.me)))
             }
-            Envelope::Control(_) => (true, None),
+            Envelope::Control(_) | Envelope::Recovery(_) => (true, None),
         };
         let queued = Queued {
             bytes: envelope.to_bytes(),

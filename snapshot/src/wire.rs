@@ -181,6 +181,8 @@ pub enum Envelope<C = Control> {
     },
     /// An engine control message.
     Control(C),
+    /// A message of the cluster-wide rollback protocol ([`crate::recovery`]).
+    Recovery(crate::recovery::RecoveryMsg),
 }
 
 impl<C: Serialize + for<'de> Deserialize<'de>> Envelope<C> {

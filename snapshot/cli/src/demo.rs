@@ -363,7 +363,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                             progress.line(|| format!("snapshot {id} aborted: {reason}"));
                         }
                     }
-                    NodeEvent::Aborted { .. } | NodeEvent::LocalCut { .. } | NodeEvent::Committed(_) => {}
+                    NodeEvent::Aborted { .. }
+                    | NodeEvent::LocalCut { .. }
+                    | NodeEvent::Committed(_)
+                    | NodeEvent::Resumed { .. } => {}
                 }
                 let (c, k, a) = (out.completed, out.consistent, out.aborted);
                 progress.set(c + a, || format!("completed {c} (consistent {k}), aborted {a}"));

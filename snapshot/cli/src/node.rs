@@ -175,7 +175,8 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
             .join(format!("n{}", id.0))
     });
     let members: Vec<NodeId> = peers.members().iter().map(|(n, _)| *n).collect();
-    let (mut store, scan) = CheckpointStore::open(&data_dir, id, &members, args.keep_checkpoints)?;
+    // Opened here to report what is there; the node's runtime owns it from now on.
+    let (_, scan) = CheckpointStore::open(&data_dir, id, &members, args.keep_checkpoints)?;
     for skipped in &scan.skipped {
         eprintln!("{id}: checkpoint skipped: {skipped}");
     }
@@ -189,6 +190,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         ),
         None => eprintln!("{id}: no checkpoints yet in {}", data_dir.display()),
     }
+    cfg.checkpoints = Some((data_dir.clone(), args.keep_checkpoints));
     // Bind the admin channel first: if it is taken, fail before joining the cluster.
     let listener = TcpListener::bind(admin_addr)
         .await
@@ -284,10 +286,15 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                             let _ = reply.send(Reply::Aborted(reason.to_string()));
                         }
                     }
-                    NodeEvent::Committed(part) => {
-                        // A failed write loses one checkpoint, not the node: say so.
-                        if let Err(e) = store.write(&part) {
-                            eprintln!("{id}: cannot write checkpoint of {}: {e}", part.id);
+                    NodeEvent::Committed(_) => {}
+                    NodeEvent::Resumed { to } => {
+                        match to {
+                            Some(sid) => eprintln!("{id}: the cluster rolled back to snapshot {sid}; running"),
+                            None => eprintln!("{id}: no snapshot is held by every member: nothing rolled back; running"),
+                        }
+                        // Snapshots in flight died with the rollback.
+                        for (_, reply) in std::mem::take(&mut pending) {
+                            let _ = reply.send(Reply::Aborted("the cluster rolled back".into()));
                         }
                     }
                     NodeEvent::LocalCut { .. } => {}

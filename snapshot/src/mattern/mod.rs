@@ -514,6 +514,19 @@ impl SnapshotEngine for Engine {
         }
     }
 
+    fn absorb(&mut self, ts: &VClock) {
+        Engine::absorb(self, ts);
+    }
+
+    fn rebuild(&self, clock: VClock, life: u64, floor: u64) -> Option<Self> {
+        let cfg = EngineConfig {
+            life,
+            clock_floor: floor,
+            ..self.cfg.clone()
+        };
+        Some(Engine::restored(cfg, clock))
+    }
+
     fn handle_timeout(&mut self, now: Time) {
         let mut doomed = self.col.expired(now);
         doomed.extend(

@@ -68,6 +68,11 @@ pub struct NodeConfig {
     /// Base transport configuration; the runtime overrides `local`, `incarnation` and
     /// `ordered`.
     pub transport: shutter_transport::Config,
+    /// The checkpoint store (directory, newest checkpoints kept), if any: the node
+    /// writes its part of every committed snapshot there, and a node that starts with
+    /// checkpoints in it rolls the cluster back to the newest one every member holds
+    /// (see `shutter_snapshot::recovery`). Mattern only.
+    pub checkpoints: Option<(std::path::PathBuf, usize)>,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +86,7 @@ impl Default for NodeConfig {
             snapshot_timeout: Duration::from_secs(10),
             tick_interval: Duration::from_millis(10),
             transport: shutter_transport::Config::default(),
+            checkpoints: None,
         }
     }
 }

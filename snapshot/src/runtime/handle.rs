@@ -15,6 +15,7 @@ use super::config::{Algorithm, NodeConfig};
 use super::task::{NodeTask, Request};
 use super::{NodeEvent, NodeStats, RuntimeError};
 use crate::chandy_lamport;
+use crate::checkpoint::CheckpointStore;
 use crate::engine::SnapshotEngine;
 use crate::global::GlobalSnapshot;
 use crate::mattern::{self, EngineConfig};
@@ -132,6 +133,16 @@ impl NodeHandle {
         for peer in bound.known {
             stack.add_peer(now, peer);
         }
+        let store = match &cfg.checkpoints {
+            Some((dir, keep)) => {
+                let (store, scan) = CheckpointStore::open(dir, cfg.id, &cfg.members(), *keep)?;
+                for skipped in scan.skipped {
+                    tracing::warn!(node = %cfg.id, "checkpoint skipped: {skipped}");
+                }
+                Some(store)
+            }
+            None => None,
+        };
         let task = NodeTask::new(
             cfg.id,
             stack,
@@ -142,6 +153,7 @@ impl NodeHandle {
             call_on_start,
             cfg.tick_interval,
             event_tx,
+            store,
         );
         tokio::spawn(task.run(request_rx));
         Ok(NodeHandle {

@@ -46,6 +46,12 @@ pub enum NodeEvent {
     /// A snapshot this node took part in is complete everywhere: this node's part of
     /// it (what its checkpoint store keeps).
     Committed(Box<LocalReport>),
+    /// A cluster-wide rollback ended and the node runs again; `to` is the snapshot the
+    /// cluster went back to (`None`: no snapshot was held by every member).
+    Resumed {
+        /// The snapshot, if any.
+        to: Option<SnapshotId>,
+    },
     /// This node took its local cut for a snapshot.
     LocalCut {
         /// The snapshot.
@@ -78,6 +84,13 @@ pub struct NodeStats {
     /// Envelopes the transport refused or could not send (the endpoint closed, or the
     /// destination has no address).
     pub send_errors: u64,
+    /// Messages dropped because a rollback was under way or happened since they were
+    /// sent.
+    pub rolled_back_dropped: u64,
+    /// Rollbacks this node went through.
+    pub rollbacks: u64,
+    /// Checkpoints written.
+    pub checkpoints_written: u64,
 }
 
 /// Why a runtime operation failed.
@@ -115,6 +128,9 @@ pub enum RuntimeError {
     /// No node with this id in the cluster.
     #[error("no node {0} in this cluster")]
     UnknownNode(NodeId),
+    /// The checkpoint store cannot be used.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::StoreError),
     /// Not supported by this runtime (the message says what).
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

@@ -13,11 +13,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
 use super::{NodeEvent, NodeStats, RuntimeError};
+use crate::checkpoint::CheckpointStore;
 use crate::engine::SnapshotEngine;
 use crate::global::{InitiateError, SnapshotEvent};
 use crate::process::{Process, encode_state};
+use crate::recovery::Epoch;
 use crate::stack::{Stack, StackEvent};
-use crate::wire::SnapshotId;
+use crate::wire::{LocalReport, SnapshotId};
 
 /// Requests from a [`super::NodeHandle`].
 #[derive(Debug)]
@@ -64,6 +66,9 @@ pub(crate) struct NodeTask<P: Process, E: SnapshotEngine> {
     call_on_start: bool,
     tick_interval: Duration,
     events: mpsc::UnboundedSender<NodeEvent>,
+    /// The checkpoint store, if configured.
+    store: Option<CheckpointStore>,
+    checkpoints_written: u64,
 }
 
 impl<P, E> NodeTask<P, E>
@@ -83,6 +88,7 @@ where
         call_on_start: bool,
         tick_interval: Duration,
         events: mpsc::UnboundedSender<NodeEvent>,
+        store: Option<CheckpointStore>,
     ) -> Self {
         Self {
             id,
@@ -95,6 +101,8 @@ where
             call_on_start,
             tick_interval,
             events,
+            store,
+            checkpoints_written: 0,
         }
     }
 
@@ -140,8 +148,16 @@ where
         }
         self.started = true;
         tracing::debug!(node = %self.id, "all member addresses known: starting");
-        if self.call_on_start {
-            self.stack.start(self.clock.now());
+        let now = self.clock.now();
+        let durable = self.durable();
+        let recover = !durable.is_empty();
+        self.stack.set_durable(durable);
+        if self.call_on_start && recover {
+            // Back after a crash with checkpoints on disk: the cluster rolls back.
+            tracing::info!(node = %self.id, "checkpoints found: rolling the cluster back");
+            self.stack.recover(now);
+        } else if self.call_on_start {
+            self.stack.start(now);
         }
     }
 
@@ -189,6 +205,48 @@ where
         }
     }
 
+    /// The snapshot ids the store holds, oldest first (none without a store).
+    fn durable(&self) -> Vec<SnapshotId> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        store.ids().unwrap_or_else(|e| {
+            tracing::error!(node = %self.id, error = %e, "cannot read the checkpoint store");
+            Vec::new()
+        })
+    }
+
+    fn commit(&mut self, part: &LocalReport) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        match store.write(part) {
+            Ok(path) => {
+                self.checkpoints_written += 1;
+                tracing::debug!(node = %self.id, path = %path.display(), "checkpoint written");
+            }
+            // A failed write loses one checkpoint, not the node.
+            Err(e) => {
+                tracing::error!(node = %self.id, id = %part.id, error = %e, "cannot write checkpoint")
+            }
+        }
+        let durable = self.durable();
+        self.stack.set_durable(durable);
+    }
+
+    fn restore(&mut self, epoch: Epoch, id: SnapshotId) {
+        let part = match self.store.as_ref().map(|s| s.find(id)) {
+            Some(Ok(Some(c))) => Some(c.part),
+            Some(Err(e)) => {
+                tracing::error!(node = %self.id, error = %e, "cannot read the checkpoint store");
+                None
+            }
+            _ => None,
+        };
+        tracing::info!(node = %self.id, %id, found = part.is_some(), "rolling back");
+        self.stack.roll_back(self.clock.now(), epoch, part.as_ref());
+    }
+
     fn stats(&self) -> NodeStats {
         let s = self.stack.stats();
         NodeStats {
@@ -205,16 +263,30 @@ where
             malformed_envelopes: s.malformed_envelopes,
             non_member_dropped: s.non_member_dropped,
             send_errors: s.send_errors,
+            rolled_back_dropped: s.rolled_back_dropped,
+            rollbacks: s.rollbacks,
+            checkpoints_written: self.checkpoints_written,
         }
     }
 
     /// After an input: datagrams to the socket, events to the handle.
     async fn drain(&mut self) {
-        let now = self.clock.now();
-        while let Some(t) = self.stack.poll_transmit(now) {
-            self.io.transmit(now, t.to, &t.bytes).await;
+        loop {
+            let now = self.clock.now();
+            while let Some(t) = self.stack.poll_transmit(now) {
+                self.io.transmit(now, t.to, &t.bytes).await;
+            }
+            self.io.flush_delayed(now).await;
+            if !self.drain_events() {
+                break;
+            }
         }
-        self.io.flush_delayed(now).await;
+    }
+
+    /// Forwards the stack's events; returns true if one of them was an input back into
+    /// the stack (a restore), whose outputs must be drained too.
+    fn drain_events(&mut self) -> bool {
+        let mut fed = false;
         while let Some(event) = self.stack.poll_event() {
             let event = match event {
                 StackEvent::Snapshot(SnapshotEvent::LocalCut { id, at, .. }) => {
@@ -224,7 +296,19 @@ where
                 StackEvent::Snapshot(SnapshotEvent::Aborted { id, reason }) => {
                     NodeEvent::Aborted { id, reason }
                 }
-                StackEvent::Snapshot(SnapshotEvent::Committed(part)) => NodeEvent::Committed(part),
+                StackEvent::Snapshot(SnapshotEvent::Committed(part)) => {
+                    self.commit(&part);
+                    NodeEvent::Committed(part)
+                }
+                StackEvent::RestoreRequested { epoch, id } => {
+                    self.restore(epoch, id);
+                    fed = true;
+                    continue;
+                }
+                StackEvent::Resumed { rolled_back_to } => {
+                    tracing::info!(node = %self.id, to = ?rolled_back_to, "rollback ended; running");
+                    NodeEvent::Resumed { to: rolled_back_to }
+                }
                 StackEvent::PeerUnreachable(peer) => {
                     tracing::info!(node = %self.id, %peer, "peer unreachable");
                     continue;
@@ -237,5 +321,6 @@ where
             // A dropped handle receiver only means nobody listens any more.
             let _ = self.events.send(event);
         }
+        fed
     }
 }

@@ -85,7 +85,10 @@ pub(crate) async fn collect(
             Some((node, NodeEvent::Aborted { id, reason })) => {
                 panic!("snapshot {id} aborted at {node}: {reason}")
             }
-            Some((_, NodeEvent::LocalCut { .. } | NodeEvent::Committed(_))) => {}
+            Some((
+                _,
+                NodeEvent::LocalCut { .. } | NodeEvent::Committed(_) | NodeEvent::Resumed { .. },
+            )) => {}
             None => panic!("cluster stopped with {pending:?} pending"),
         }
     }
