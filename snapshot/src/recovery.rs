@@ -7,8 +7,8 @@
 //! whose rollback stalled):
 //!
 //! 1. `Halt { epoch }`: every member stops its application (no ticks, no sends, incoming
-//!    application and snapshot messages dropped) and answers `Halted` with the ids of
-//!    the checkpoints it holds ([`crate::checkpoint`]);
+//!    application and snapshot messages dropped until it has restored) and answers
+//!    `Halted` with the ids of the checkpoints it holds ([`crate::checkpoint`]);
 //! 2. the coordinator picks the newest id every member holds and sends `Restore`;
 //! 3. each member restores its part (state, cut clock, recorded incoming messages
 //!    delivered again exactly once) with a new engine life, and answers `Restored`;
@@ -132,6 +132,16 @@ impl Recovery {
     /// True while the application must not run.
     pub(crate) fn is_halted(&self) -> bool {
         self.phase != Phase::Running
+    }
+
+    /// True if application and snapshot traffic may reach the node: it runs, or it has
+    /// restored its part in the current round already (members that resumed first
+    /// send in their new lives, and those messages must not be lost).
+    pub(crate) fn accepts_traffic(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Running | Phase::Halted { restored: true, .. }
+        )
     }
 
     /// True if an application message from an engine life `life` may be delivered.

@@ -603,12 +603,12 @@ where
             // While halted for a rollback nothing reaches the process or the engine, and
             // after one nothing sent before it does.
             Envelope::App { header, .. }
-                if self.recovery.is_halted() || !self.recovery.admits(header.life) =>
+                if !self.recovery.accepts_traffic() || !self.recovery.admits(header.life) =>
             {
                 self.stats.rolled_back_dropped += 1;
                 return;
             }
-            Envelope::Control(_) if self.recovery.is_halted() => {
+            Envelope::Control(_) if !self.recovery.accepts_traffic() => {
                 self.stats.rolled_back_dropped += 1;
                 return;
             }

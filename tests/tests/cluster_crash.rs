@@ -6,7 +6,7 @@
 //! chance to say goodbye) — sometimes while the cluster is idle, sometimes a few
 //! milliseconds after a `shutter snapshot` was requested through the victim or through
 //! another node — then restarted as a fresh process with the same id and the same peers
-//! file (no `--restore`). Snapshots are taken through the live nodes while it is down and
+//! file (no `--restore`, and `--on-restart rejoin`: no rollback, see `cluster_rollback`). Snapshots are taken through the live nodes while it is down and
 //! through every node after it is back. Checked over the whole run:
 //!
 //! - (a) no snapshot completes with an inconsistent cut or bad channel states: every
@@ -77,6 +77,10 @@ fn node_args<'a>(id: &'a str, peers: &'a str) -> Vec<&'a str> {
         // Bound: the nodes stop by themselves even if this process is killed.
         "--duration",
         "180s",
+        // The scenario of this test: a crashed node comes back as a fresh process and
+        // the cluster goes on without rolling back (`cluster_rollback` tests rollback).
+        "--on-restart",
+        "rejoin",
     ]
 }
 

@@ -179,6 +179,15 @@ pub struct DemoArgs {
     pub quiet: bool,
 }
 
+/// `shutter node --on-restart`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnRestart {
+    /// Roll the cluster back to the newest snapshot every member holds.
+    Rollback,
+    /// Start with a fresh application state; no rollback.
+    Rejoin,
+}
+
 /// `shutter node`.
 #[derive(Clone, Debug, Args)]
 pub struct NodeArgs {
@@ -206,6 +215,12 @@ pub struct NodeArgs {
     /// How many checkpoints the store keeps (the newest).
     #[arg(long, default_value_t = 8)]
     pub keep_checkpoints: usize,
+    /// What this node does when it starts with checkpoints in its data dir (it crashed
+    /// or was stopped): `rollback` rolls the whole cluster back to the newest snapshot
+    /// every member holds (money stays exact); `rejoin` starts with a fresh application
+    /// state and no rollback (what the previous life held is lost).
+    #[arg(long, value_enum, default_value_t = OnRestart::Rollback)]
+    pub on_restart: OnRestart,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

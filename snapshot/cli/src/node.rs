@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{self, AdminRequest, Reply, Request};
 use crate::app::{Shared, TaggedBank};
-use crate::args::NodeArgs;
+use crate::args::{NodeArgs, OnRestart};
 use crate::key;
 use crate::peers::PeersFile;
 use crate::usage;
@@ -191,6 +191,13 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         None => eprintln!("{id}: no checkpoints yet in {}", data_dir.display()),
     }
     cfg.checkpoints = Some((data_dir.clone(), args.keep_checkpoints));
+    cfg.roll_back_on_restart = args.on_restart == OnRestart::Rollback;
+    if let (OnRestart::Rejoin, Some((_, c))) = (args.on_restart, scan.checkpoints.last()) {
+        eprintln!(
+            "{id}: --on-restart rejoin: starting with a fresh state; the state of snapshot {} and everything after it is not restored",
+            c.id()
+        );
+    }
     // Bind the admin channel first: if it is taken, fail before joining the cluster.
     let listener = TcpListener::bind(admin_addr)
         .await

@@ -73,6 +73,11 @@ pub struct NodeConfig {
     /// checkpoints in it rolls the cluster back to the newest one every member holds
     /// (see `shutter_snapshot::recovery`). Mattern only.
     pub checkpoints: Option<(std::path::PathBuf, usize)>,
+    /// What a node that starts with checkpoints does: roll the cluster back (`true`, the
+    /// default, and the bank's: money stays exact), or rejoin with a fresh application
+    /// state and no rollback (`false`, for applications that can rebuild; what the
+    /// node's previous life held is lost).
+    pub roll_back_on_restart: bool,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +92,7 @@ impl Default for NodeConfig {
             tick_interval: Duration::from_millis(10),
             transport: shutter_transport::Config::default(),
             checkpoints: None,
+            roll_back_on_restart: true,
         }
     }
 }

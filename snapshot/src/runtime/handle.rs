@@ -154,6 +154,7 @@ impl NodeHandle {
             cfg.tick_interval,
             event_tx,
             store,
+            cfg.roll_back_on_restart,
         );
         tokio::spawn(task.run(request_rx));
         Ok(NodeHandle {

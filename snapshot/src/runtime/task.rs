@@ -68,6 +68,8 @@ pub(crate) struct NodeTask<P: Process, E: SnapshotEngine> {
     events: mpsc::UnboundedSender<NodeEvent>,
     /// The checkpoint store, if configured.
     store: Option<CheckpointStore>,
+    /// See `NodeConfig::roll_back_on_restart`.
+    roll_back_on_restart: bool,
     checkpoints_written: u64,
 }
 
@@ -89,6 +91,7 @@ where
         tick_interval: Duration,
         events: mpsc::UnboundedSender<NodeEvent>,
         store: Option<CheckpointStore>,
+        roll_back_on_restart: bool,
     ) -> Self {
         Self {
             id,
@@ -102,6 +105,7 @@ where
             tick_interval,
             events,
             store,
+            roll_back_on_restart,
             checkpoints_written: 0,
         }
     }
@@ -150,7 +154,14 @@ where
         tracing::debug!(node = %self.id, "all member addresses known: starting");
         let now = self.clock.now();
         let durable = self.durable();
-        let recover = !durable.is_empty();
+        let recover = !durable.is_empty() && self.roll_back_on_restart;
+        if !durable.is_empty() && !self.roll_back_on_restart {
+            tracing::warn!(
+                node = %self.id,
+                newest = ?durable.last(),
+                "rejoining with a fresh application state: what the previous life held is lost (no rollback)"
+            );
+        }
         self.stack.set_durable(durable);
         if self.call_on_start && recover {
             // Back after a crash with checkpoints on disk: the cluster rolls back.
