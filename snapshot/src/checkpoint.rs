@@ -241,12 +241,17 @@ impl CheckpointStore {
         Ok(path)
     }
 
-    /// Deletes all but the newest `keep` valid checkpoints (damaged files are left for
-    /// the operator to look at).
+    /// Deletes all but the newest `keep` valid checkpoints, and never the genesis one
+    /// (damaged files are left for the operator to look at).
     fn prune(&self) -> Result<(), StoreError> {
         let scan = self.scan()?;
-        let n = scan.checkpoints.len();
-        for (path, _) in scan.checkpoints.iter().take(n.saturating_sub(self.keep)) {
+        let regular: Vec<_> = scan
+            .checkpoints
+            .iter()
+            .filter(|(_, c)| c.id() != crate::recovery::GENESIS)
+            .collect();
+        let n = regular.len();
+        for (path, _) in regular.into_iter().take(n.saturating_sub(self.keep)) {
             fs::remove_file(path).map_err(|source| StoreError::Dir {
                 path: path.clone(),
                 source,

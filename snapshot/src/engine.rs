@@ -81,9 +81,10 @@ pub trait SnapshotEngine {
     fn absorb(&mut self, _ts: &VClock) {}
 
     /// A fresh engine of the same configuration resuming from a restored cut `clock`
-    /// with a new `life` and own-entry `floor` (a cluster-wide rollback), or `None` if
+    /// with a new `life` and own-entry `floor` (a cluster-wide rollback), ignoring
+    /// snapshots whose `s` is below `ids_from` (they ran before the rollback), or `None` if
     /// this engine cannot resume from a cut (Chandy-Lamport).
-    fn rebuild(&self, _clock: VClock, _life: u64, _floor: u64) -> Option<Self>
+    fn rebuild(&self, _clock: VClock, _life: u64, _floor: u64, _ids_from: u64) -> Option<Self>
     where
         Self: Sized,
     {
@@ -135,6 +136,10 @@ pub struct EngineConfig {
     /// the wall clock and the node's persisted reservation ([`crate::life`]); 0 for a
     /// node's first life.
     pub clock_floor: u64,
+    /// Snapshot ids with `s` below this are ignored: after a cluster-wide rollback
+    /// every member's own clock entry starts above it, so they belong to the run that
+    /// was rolled back (see `shutter_snapshot::recovery`). 0 otherwise.
+    pub ids_from: u64,
 }
 
 impl EngineConfig {
@@ -150,6 +155,7 @@ impl EngineConfig {
             max_channel_bytes: 64 << 20,
             life: 0,
             clock_floor: 0,
+            ids_from: 0,
         }
     }
 }

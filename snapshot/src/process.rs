@@ -35,7 +35,7 @@ use shutter_vclock::{NodeId, VClock};
 use crate::engine::SnapshotEngine;
 use crate::global::{InitiateError, SnapshotEvent};
 use crate::mattern;
-use crate::wire::{AppHeader, Envelope, RecordedMessage, SnapshotId};
+use crate::wire::{AppHeader, Envelope, LocalReport, RecordedMessage, SnapshotId};
 
 /// What a process may do while it handles an input: learn who it is and send.
 #[derive(Debug)]
@@ -252,23 +252,28 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
         }
     }
 
-    /// Rolls this node back to its part of a snapshot: the process gets `state`, the
-    /// engine is rebuilt from the cut `clock` with a new `life` (own entry at least
-    /// `floor`), anything queued is dropped (it belongs to the abandoned run), and the
+    /// Rolls this node back to its `part` of a snapshot: the process gets its state, the
+    /// engine is rebuilt from its cut clock with a new `life` (own entry at least
+    /// `floor`, snapshot ids below `ids_from` ignored), anything queued is dropped (it belongs to the abandoned run), and the
     /// recorded incoming messages are delivered again.
     pub fn roll_back(
         &mut self,
         now: Time,
-        state: &[u8],
-        clock: VClock,
+        part: &LocalReport,
         life: u64,
         floor: u64,
-        incoming: Vec<(NodeId, RecordedMessage)>,
+        ids_from: u64,
     ) -> Result<(), RollBackError> {
-        let state = decode_state::<P>(state).map_err(RollBackError::State)?;
+        let state = decode_state::<P>(&part.state).map_err(RollBackError::State)?;
+        let clock = part.cut.clone();
+        let incoming: Vec<(NodeId, RecordedMessage)> = part
+            .channels
+            .iter()
+            .flat_map(|(from, msgs)| msgs.iter().map(move |m| (*from, m.clone())))
+            .collect();
         let engine = self
             .engine
-            .rebuild(clock, life, floor)
+            .rebuild(clock, life, floor, ids_from)
             .ok_or(RollBackError::Unsupported)?;
         self.process.restore(state);
         self.engine = engine;

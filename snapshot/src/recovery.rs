@@ -33,6 +33,16 @@ use shutter_vclock::NodeId;
 
 use crate::wire::SnapshotId;
 
+/// The opening checkpoint every node writes before its process first runs: its
+/// initial state with empty channels. Together they are a consistent snapshot (no
+/// message was sent before any of them), so a rollback always has something every
+/// member holds, even before the cluster's first snapshot committed everywhere. Real
+/// snapshot ids never have `s == 0`.
+pub const GENESIS: SnapshotId = SnapshotId {
+    initiator: NodeId(0),
+    s: 0,
+};
+
 /// A rollback round: `(epoch, coordinator)`, ordered; the larger supersedes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Epoch {

@@ -354,6 +354,21 @@ where
         self.recovery.set_durable(ids);
     }
 
+    /// The genesis checkpoint ([`crate::recovery::GENESIS`]): this node's state and
+    /// clock before its process first ran, with empty channels. Write it to the store
+    /// before [`Stack::start`] on a node's very first start.
+    pub fn genesis(&self, now: Time) -> LocalReport {
+        LocalReport {
+            id: crate::recovery::GENESIS,
+            state: crate::process::encode_state(self.node.process()),
+            cut: self.node.engine().clock().clone(),
+            cut_at: now,
+            channels: Vec::new(),
+            life: 0,
+            seen: Vec::new(),
+        }
+    }
+
     /// This node came back after a crash with checkpoints on disk: instead of starting
     /// the process, coordinate a cluster-wide rollback to the newest snapshot every
     /// member holds. The process runs once the rollback ends.
@@ -371,16 +386,11 @@ where
         let ok = match part {
             Some(part) => {
                 let life = now.as_micros().max(Recovery::min_life(epoch));
-                let incoming = part
-                    .channels
-                    .iter()
-                    .flat_map(|(from, msgs)| msgs.iter().map(move |m| (*from, m.clone())))
-                    .collect();
                 let floor = crate::life::clock_floor(Time(life));
-                match self
-                    .node
-                    .roll_back(now, &part.state, part.cut.clone(), life, floor, incoming)
-                {
+                // Every member's new life is at least this, so every id after the
+                // rollback is at least its floor; smaller ones ran before it.
+                let ids_from = crate::life::clock_floor(Time(Recovery::min_life(epoch)));
+                match self.node.roll_back(now, part, life, floor, ids_from) {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(node = %self.me, error = %e, "cannot restore the checkpoint");

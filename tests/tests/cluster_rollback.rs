@@ -55,14 +55,14 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(dir: &Path, fault_seed: u64) -> Cluster {
+    fn start(dir: &Path, fault_seed: u64, loss: f64) -> Cluster {
         let peers = dir.join("peers.toml");
         write_peers(
             &peers,
             &loopback_addrs(NODES),
             &format!(
                 "[faults]\nseed = {fault_seed}\n[faults.default]\n\
-                 loss = {{ model = \"bernoulli\", p = 0.1 }}\n\
+                 loss = {{ model = \"bernoulli\", p = {loss} }}\n\
                  duplicate = 0.05\nreorder = 0.05\nreorder_delay_ms = 5\njitter_ms = 1\n"
             ),
         );
@@ -146,13 +146,14 @@ impl Cluster {
         std::fs::read_to_string(&self.logs[i]).unwrap_or_default()
     }
 
-    /// Waits until every node's current log has at least `n` rollback lines.
-    fn wait_rolled_back(&self, counts: &[usize], ctx: &str) {
+    /// Waits until every node's current log has at least `n` rollback lines; returns
+    /// how long that took.
+    fn wait_rolled_back(&self, counts: &[usize], ctx: &str) -> Duration {
         let start = Instant::now();
         loop {
             let now: Vec<usize> = (0..NODES).map(|i| rollbacks(&self.log(i))).collect();
             if now.iter().zip(counts).all(|(a, b)| a >= b) {
-                return;
+                return start.elapsed();
             }
             if start.elapsed() > ROLLBACK_LIMIT {
                 let logs: Vec<String> = (0..NODES)
@@ -163,7 +164,7 @@ impl Cluster {
                     logs.join("\n")
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
@@ -193,6 +194,25 @@ fn check_all_saved(snaps: &Path) -> usize {
     n
 }
 
+/// Average size and count of the regular (non-genesis) checkpoint files under `dir`.
+fn checkpoint_bytes(dir: &Path) -> (u64, usize) {
+    let mut sizes = Vec::new();
+    for node in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(node.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".ckpt") && !name.ends_with("-n0-0.ckpt") {
+                sizes.push(f.metadata().map(|m| m.len()).unwrap_or(0));
+            }
+        }
+    }
+    let n = sizes.len().max(1) as u64;
+    (sizes.iter().sum::<u64>() / n, sizes.len())
+}
+
 fn seed_from_env() -> u64 {
     std::env::var(SEED_ENV)
         .map(|s| {
@@ -218,8 +238,19 @@ fn kill_restart_rolls_back_with_the_money_exact() {
     );
     println!("    seed {seed}, {rounds} rounds; replay with:\n    {replay}");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Injected loss on every link (default 10%); SHUTTER_ROLLBACK_LOSS=0 for a clean run.
+    let loss: f64 = std::env::var("SHUTTER_ROLLBACK_LOSS")
+        .ok()
+        .map(|l| {
+            l.trim()
+                .parse()
+                .expect("SHUTTER_ROLLBACK_LOSS is a probability")
+        })
+        .unwrap_or(0.1);
     let dir = temp_dir("rollback");
-    let mut cluster = Cluster::start(&dir, seed & 0x7fff_ffff);
+    let mut cluster = Cluster::start(&dir, seed & 0x7fff_ffff, loss);
+    // From the restarted node's ready line to every node's "rolled back" line.
+    let mut recovery_ms: Vec<f64> = Vec::new();
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
     // A snapshot every node holds: what the first rollback goes back to.
@@ -284,16 +315,32 @@ fn kill_restart_rolls_back_with_the_money_exact() {
             }
         }
         rolled[victim] = 1;
-        cluster.wait_rolled_back(&rolled, &ctx);
-        println!("    every node rolled back");
+        let took = cluster.wait_rolled_back(&rolled, &ctx);
+        recovery_ms.push(took.as_secs_f64() * 1000.0);
+        println!(
+            "    every node rolled back {:.1} ms after the restart was ready",
+            took.as_secs_f64() * 1000.0
+        );
         for via in 0..NODES {
             cluster.snapshot_eventually(via, &format!("{ctx}, after the rollback"));
         }
     }
     let checked = check_all_saved(&cluster.snaps);
+    let bytes = checkpoint_bytes(&dir.join("shutter-data"));
+    recovery_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| recovery_ms[((recovery_ms.len() - 1) as f64 * p).round() as usize];
     println!(
-        "    summary: seed {seed}, {rounds} kills, {checked} saved snapshots all consistent with exactly {TOTAL}, {:.1} s",
+        "    summary: seed {seed}, loss {loss}, {rounds} kills, {checked} saved snapshots all consistent with exactly {TOTAL}, {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+    println!(
+        "    restart ready -> cluster running again (logs polled every 2 ms): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} kills; checkpoint files: {} B average over {} files",
+        pct(0.5),
+        pct(0.99),
+        recovery_ms[recovery_ms.len() - 1],
+        recovery_ms.len(),
+        bytes.0,
+        bytes.1
     );
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);

@@ -148,6 +148,7 @@ fn a_crashed_node_never_reuses_vector_time() {
         Algorithm::Mattern,
         Options {
             clock_floors: false,
+            ..Options::default()
         },
     );
     assert!(

@@ -146,6 +146,7 @@ impl Engine {
                 // A node joins its own snapshots only by initiating them: one it does not
                 // know was started by an earlier life of this node, before a crash.
                 id.initiator != self.cfg.me
+                    && id.s >= self.cfg.ids_from
                     && !self.active.contains_key(id)
                     && !self.col.is_finished(id)
                     && self.is_member(id.initiator)
@@ -446,7 +447,7 @@ impl SnapshotEngine for Engine {
             }
             return;
         };
-        if !self.is_member(id.initiator) || self.col.is_finished(&id) {
+        if !self.is_member(id.initiator) || self.col.is_finished(&id) || id.s < self.cfg.ids_from {
             return;
         }
         self.col.count(Some(id));
@@ -518,10 +519,11 @@ impl SnapshotEngine for Engine {
         Engine::absorb(self, ts);
     }
 
-    fn rebuild(&self, clock: VClock, life: u64, floor: u64) -> Option<Self> {
+    fn rebuild(&self, clock: VClock, life: u64, floor: u64, ids_from: u64) -> Option<Self> {
         let cfg = EngineConfig {
             life,
             clock_floor: floor,
+            ids_from,
             ..self.cfg.clone()
         };
         Some(Engine::restored(cfg, clock))

@@ -153,9 +153,16 @@ where
         self.started = true;
         tracing::debug!(node = %self.id, "all member addresses known: starting");
         let now = self.clock.now();
-        let durable = self.durable();
-        let recover = !durable.is_empty() && self.roll_back_on_restart;
-        if !durable.is_empty() && !self.roll_back_on_restart {
+        let mut durable = self.durable();
+        // Checkpoints from an earlier life mean this is a restart.
+        let restarted = !durable.is_empty();
+        if !restarted && self.call_on_start && self.store.is_some() {
+            let genesis = self.stack.genesis(now);
+            self.commit(&genesis);
+            durable = self.durable();
+        }
+        let recover = restarted && self.roll_back_on_restart;
+        if restarted && !self.roll_back_on_restart {
             tracing::warn!(
                 node = %self.id,
                 newest = ?durable.last(),

@@ -80,6 +80,8 @@ pub struct Outcome {
     pub abandoned: u64,
     /// Crashes that happened.
     pub crashes: u64,
+    /// With recovery: rollbacks the nodes went through (one per node per round).
+    pub rollbacks: u64,
     /// Largest send backlog of any node.
     pub max_backlog: usize,
     /// Fault injector counters.
@@ -107,11 +109,21 @@ pub struct Options {
     /// only to show what the checks find when a crashed node reuses vector time, as
     /// every node did before lives had floors.
     pub clock_floors: bool,
+    /// Nodes keep a checkpoint store that survives crashes, and a node that comes back
+    /// after a real crash rolls the cluster back (`shutter node`'s default; see
+    /// `shutter_snapshot::recovery`; every store starts with the genesis checkpoint).
+    /// Transport restarts become real crashes. The checks become: every completed snapshot holds exactly the opening money, and so
+    /// do the nodes at the end. Off: nodes rejoin fresh after a crash (what the ground
+    /// truth oracle checks in detail).
+    pub recovery: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { clock_floors: true }
+        Options {
+            clock_floors: true,
+            recovery: false,
+        }
     }
 }
 

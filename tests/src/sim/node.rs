@@ -19,7 +19,7 @@ use shutter_snapshot::life;
 use shutter_snapshot::mattern::{self, EngineConfig};
 use shutter_snapshot::process::{Context, Node, Process};
 use shutter_snapshot::stack::{Observer, Stack};
-use shutter_snapshot::{AppHeader, SnapshotEvent};
+use shutter_snapshot::{AppHeader, LocalReport, SnapshotEvent, SnapshotId};
 use shutter_transport::Time;
 use shutter_transport::auth::{Auth, KeyRing};
 use shutter_transport::core::{Config, Event, MessageId};
@@ -29,6 +29,9 @@ use super::oracle::MsgKey;
 
 /// Opening balance of every bank node.
 pub const INITIAL_BALANCE: u64 = 1_000;
+
+/// Checkpoints a simulated disk keeps (`shutter node`'s default).
+pub const DISK_KEEP: usize = 8;
 
 /// Where a local cut lies in the process's history: the state it recorded and how many
 /// messages the process had sent and received at that moment.
@@ -387,6 +390,9 @@ where
     floors: bool,
     /// Real crashes so far (the number of this node's current life, from 0).
     pub lives: u32,
+    /// The checkpoint store: parts of committed snapshots, oldest first. Survives
+    /// crashes (it is the node's disk).
+    pub disk: Vec<LocalReport>,
 }
 
 impl<E: SimEngine> SimNode<E>
@@ -396,9 +402,13 @@ where
     /// Node `me` of `nodes`, transport incarnation 1; `floors`: see [`engine_config`].
     pub fn new(me: NodeId, nodes: &[NodeId], seed: u64, ordered: bool, floors: bool) -> Self {
         let app = SimApp::new(me, seed);
+        let mut stack = Self::build(me, nodes, app, Time::ZERO, 1, ordered, floors);
+        // The opening checkpoint, written before the process first runs.
+        let genesis = stack.genesis(Time::ZERO);
+        stack.set_durable(vec![genesis.id]);
         SimNode {
             id: me,
-            stack: Self::build(me, nodes, app, Time::ZERO, 1, ordered, floors),
+            stack,
             status: Status::Up,
             next_tick: Time::ZERO,
             max_backlog: 0,
@@ -408,7 +418,26 @@ where
             seed,
             floors,
             lives: 0,
+            disk: vec![genesis],
         }
+    }
+
+    /// Writes a committed part to the node's disk (the genesis checkpoint and the newest
+    /// [`DISK_KEEP`] others are kept, as `shutter node` does) and tells the stack what it
+    /// holds.
+    pub fn commit(&mut self, part: LocalReport) {
+        self.disk.push(part);
+        if self.disk.len() > DISK_KEEP + 1 {
+            // disk[0] is the genesis checkpoint.
+            self.disk.remove(1);
+        }
+        let ids = self.disk.iter().map(|p| p.id).collect();
+        self.stack.set_durable(ids);
+    }
+
+    /// The disk's part of snapshot `id`.
+    pub fn stored(&self, id: SnapshotId) -> Option<LocalReport> {
+        self.disk.iter().rev().find(|p| p.id == id).cloned()
     }
 
     fn build(
@@ -483,6 +512,9 @@ where
             self.ordered,
             self.floors,
         );
+        // The disk survived.
+        let ids = self.disk.iter().map(|p| p.id).collect();
+        self.stack.set_durable(ids);
     }
 
     /// Replaces the transport with a fresh one of the next incarnation (the process and

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shutter_snapshot::{AbortWhy, GlobalSnapshot, LocalReport, SnapshotEvent};
+use shutter_snapshot::bank::BankInvariant;
+use shutter_snapshot::stack::StackEvent;
+use shutter_snapshot::{AbortWhy, GlobalSnapshot, LocalReport, SnapshotEvent, verify};
 use shutter_transport::Time;
 use shutter_transport::faults::{DatagramCopy, FaultPlan, Faults};
 use shutter_vclock::NodeId;
@@ -50,6 +52,8 @@ where
     completed: Vec<GlobalSnapshot>,
     /// Parts committed by each node (what a checkpoint store writes).
     committed: Vec<(NodeId, LocalReport)>,
+    /// See [`Options::recovery`].
+    recovery: bool,
 }
 
 fn ms(v: u64) -> Time {
@@ -103,6 +107,7 @@ where
             scratch: Vec::new(),
             completed: Vec::new(),
             committed: Vec::new(),
+            recovery: opts.recovery,
         }
     }
 
@@ -206,6 +211,12 @@ where
             if self.nodes[i].status != Status::Up {
                 continue;
             }
+            // With recovery, a transport restart is a real crash (its abandoned messages
+            // would be lost otherwise).
+            let kind = match kind {
+                CrashKind::Restart if self.recovery => CrashKind::Crash,
+                k => k,
+            };
             self.out.crashes += 1;
             let id = self.nodes[i].id;
             if kind != CrashKind::Pause {
@@ -240,7 +251,12 @@ where
                         Status::Crashed(_) => {
                             // A new process: nothing of the old one's memory survives.
                             self.nodes[i].crash_restart(now);
-                            self.nodes[i].stack.start(now);
+                            if self.recovery {
+                                // Back with its disk: the cluster rolls back.
+                                self.nodes[i].stack.recover(now);
+                            } else {
+                                self.nodes[i].stack.start(now);
+                            }
                         }
                         _ => {}
                     }
@@ -318,10 +334,32 @@ where
             }
         }
         // Snapshot events reach the oracle through the observer (with the state capture
-        // of the call that produced them); the rest need nothing here.
-        while self.nodes[i].stack.poll_event().is_some() {}
+        // of the call that produced them); a restore request is the host's to answer.
+        let mut fed = false;
+        while let Some(ev) = self.nodes[i].stack.poll_event() {
+            match ev {
+                StackEvent::RestoreRequested { epoch, id } => {
+                    let part = self.nodes[i].stored(id);
+                    self.nodes[i].stack.roll_back(now, epoch, part.as_ref());
+                    fed = true;
+                }
+                StackEvent::Resumed { rolled_back_to } => {
+                    if rolled_back_to.is_some() {
+                        self.out.rollbacks += 1;
+                    } else {
+                        self.out.violations.push(format!(
+                            "{me}: a rollback found no snapshot every member holds"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
         for seen in self.nodes[i].take_seen() {
             self.on_seen(i, seen);
+        }
+        if fed {
+            self.service(i);
         }
     }
 
@@ -414,6 +452,9 @@ where
                     self.completed.push(*snap);
                 }
                 SnapshotEvent::Committed(part) => {
+                    if self.recovery {
+                        self.nodes[i].commit((*part).clone());
+                    }
                     // Checked at the end against the completed snapshot.
                     self.committed.push((me, *part));
                 }
@@ -442,10 +483,46 @@ where
         }
     }
 
+    /// With recovery the ground truth is the money: every completed snapshot is
+    /// consistent and holds exactly the opening money, and so do the nodes once
+    /// everything has settled (no message in flight at quiescence).
+    fn finish_recovery(mut self) -> Outcome {
+        let total = INITIAL_BALANCE * self.ids.len() as u64;
+        for snap in std::mem::take(&mut self.completed) {
+            if let Err(e) = verify::check_all(&snap, &[&BankInvariant { total }]) {
+                self.out
+                    .violations
+                    .push(format!("snapshot {}: {e}", snap.id));
+            }
+        }
+        let end: u64 = self.nodes.iter().map(|n| n.app().balance()).sum();
+        if self.out.violations.is_empty() && end != total {
+            self.out
+                .violations
+                .push(format!("the nodes hold {end} at the end, not {total}"));
+        }
+        self.out.completed_ids = self.oracle.completed.keys().copied().collect();
+        self.out.aborts = std::mem::take(&mut self.oracle.aborted);
+        self.out.initiated = self.oracle.initiated.len() as u64;
+        self.out.app_messages = self.oracle.sends.len() as u64;
+        self.out.max_backlog = self
+            .nodes
+            .iter()
+            .map(|n| n.backlog_peak() as usize)
+            .max()
+            .unwrap_or(0);
+        self.out.faults = self.faults.stats().clone();
+        self.out.end = self.now;
+        self.out
+    }
+
     fn finish(mut self) -> Outcome {
         let v = check_committed(&self.completed, &self.committed);
         self.out.violations.extend(v);
         self.out.committed = self.committed.len() as u64;
+        if self.recovery {
+            return self.finish_recovery();
+        }
         for snap in std::mem::take(&mut self.completed) {
             let v = check_snapshot(&self.oracle, &snap, &self.ids);
             self.out.violations.extend(v);
