@@ -162,10 +162,17 @@ fn check_v2_header(raw: &[u8]) -> Result<(), String> {
         V2_COOKIE => raw.to_vec(),
         V2_COMPRESSED_COOKIE => {
             let mut inner = Vec::new();
-            flate2::read::ZlibDecoder::new(&raw[8..])
-                .take(40)
-                .read_to_end(&mut inner)
-                .map_err(|e| format!("interval log histogram: {e}"))?;
+            // The header and the payload it declares, at most (checked below). What
+            // decompresses before a damaged part is kept (std's `read_to_end` keeps it):
+            // the deserializer reports the damage itself.
+            let read = flate2::read::ZlibDecoder::new(&raw[8..])
+                .take(40 + u64::from(MAX_PAYLOAD))
+                .read_to_end(&mut inner);
+            if let Err(e) = read
+                && inner.len() < 40
+            {
+                return Err(format!("interval log histogram: {e}"));
+            }
             inner
         }
         _ => return bad("not a V2 histogram"),
@@ -189,7 +196,41 @@ fn check_v2_header(raw: &[u8]) -> Result<(), String> {
     if doublings * sub_buckets > 2 * MAX_COUNTS {
         return bad("declared range and precision need too much memory");
     }
+    let declared = be32(&header[4..]) as usize;
+    let payload = &header[40..header.len().min(40 + declared)];
+    if !counts_negatable(payload) {
+        return bad("a count out of range");
+    }
     Ok(())
+}
+
+/// True unless a count of the V2 payload (zig-zag LEB128, at most 9 bytes, the 9th
+/// contributing 8 bits) decodes to `i64::MIN`: `hdrhistogram` negates negative counts
+/// (runs of zeros) and overflows on that one (found by the `hlog` fuzz target,
+/// tests/fuzz/regressions/hlog/count-negate-overflow-fuzzed: a panic wherever overflow
+/// checks are on). A truncated last count is left to the deserializer's own error.
+fn counts_negatable(mut payload: &[u8]) -> bool {
+    while !payload.is_empty() {
+        let mut v = 0u64;
+        let mut used = 0;
+        for (i, &byte) in payload.iter().enumerate().take(9) {
+            used = i + 1;
+            if i == 8 {
+                v |= u64::from(byte) << 56;
+                break;
+            }
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        if v == u64::MAX {
+            // Zig-zag of i64::MIN.
+            return false;
+        }
+        payload = &payload[used..];
+    }
+    true
 }
 
 #[cfg(test)]
@@ -207,6 +248,32 @@ mod tests {
             "Tag=x,0.000,1.000,1.000,HISTEwAAAAAAAAAAAAAAA4AAAAAAAAAA//////////8/8AAAAAAAAA==\n";
         let e = read_hlog(log.as_bytes()).unwrap_err();
         assert!(e.contains("out of range"), "{e}");
+    }
+
+    /// Found by the `hlog` fuzz target
+    /// (tests/fuzz/regressions/hlog/count-negate-overflow-fuzzed): a count whose zig-zag
+    /// varint is `u64::MAX` (`i64::MIN`) overflowed `hdrhistogram`'s negation.
+    #[test]
+    fn a_count_of_i64_min_is_refused_without_overflow() {
+        let mut h = crate::report::new_histogram();
+        h.record(100).unwrap();
+        let mut raw = Vec::new();
+        hdrhistogram::serialization::Serializer::serialize(
+            &mut hdrhistogram::serialization::V2Serializer::new(),
+            &h,
+            &mut raw,
+        )
+        .unwrap();
+        // Replace the payload with one count of nine 0xff bytes.
+        raw.truncate(40);
+        raw.extend_from_slice(&[0xff; 9]);
+        raw[4..8].copy_from_slice(&9u32.to_be_bytes());
+        let line = format!(
+            "Tag=x,0.000,1.000,1.000,{}\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw)
+        );
+        let e = read_hlog(line.as_bytes()).unwrap_err();
+        assert!(e.contains("count out of range"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,10 @@ struct OutMessage {
     count: u32,
     chunk: usize,
     acked: Vec<bool>,
+    /// Fragments waiting in the retransmit queue: at most one entry per fragment, or a
+    /// timeout with several copies in flight (urgent echoes, `expedite`) would queue a
+    /// lost fragment once per copy.
+    queued: Vec<bool>,
     acked_count: u32,
     /// Next fragment never transmitted.
     next_new: u32,
@@ -139,6 +143,7 @@ impl SendState {
                 count: count as u32,
                 chunk,
                 acked: vec![false; count],
+                queued: vec![false; count],
                 acked_count: 0,
                 next_new: 0,
                 first_sent: None,
@@ -225,6 +230,9 @@ impl SendState {
     ) {
         if f.retransmit {
             self.retx.pop_front();
+            if let Some(m) = self.messages.get_mut(&f.id) {
+                m.queued[f.index as usize] = false;
+            }
         } else if f.echo {
             self.echo_ready.pop_front();
         } else if let Some(m) = self.messages.get_mut(&f.id) {
@@ -414,11 +422,11 @@ impl SendState {
     fn requeue(&mut self, pn: u64) {
         if let Some(p) = self.sent.remove(&pn) {
             for &(id, index) in &p.fragments {
-                if self
-                    .messages
-                    .get(&id)
-                    .is_some_and(|m| !m.acked[index as usize])
+                if let Some(m) = self.messages.get_mut(&id)
+                    && !m.acked[index as usize]
+                    && !m.queued[index as usize]
                 {
+                    m.queued[index as usize] = true;
                     self.retx.push_back((id, index));
                 }
             }
