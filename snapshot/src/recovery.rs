@@ -17,7 +17,7 @@
 //! Nobody sends application messages between `Halt` and `Resume`, so after `Resume` every
 //! member runs from the snapshot and nothing sent before it can reach a restored process:
 //! such stragglers carry an engine life below the epoch and are dropped
-//! ([`Recovery::admits`]). Epochs are wall-clock microseconds of the coordinator (made
+//! (`Recovery::admits`). Epochs are wall-clock microseconds of the coordinator (made
 //! larger than any seen, ties broken by node id); a higher epoch supersedes a lower one
 //! at every member, so a coordinator that crashes midway is replaced by whichever member
 //! times out first, and a rollback that restarts simply restores again. A member that

@@ -54,7 +54,7 @@ fn a_timeout_resends_each_lost_fragment_once_however_many_copies_were_in_flight(
     core.handle_datagram(now, NodeId(1), &w.finish());
     drain(&mut core, now);
     // A timeout declares the first packet lost: the link counts as lossy.
-    now = now + Duration::from_secs(1);
+    now += Duration::from_secs(1);
     core.handle_timeout(now);
     drain(&mut core, now);
     core.send(now, NodeId(1), vec![9; 7228]).unwrap();
