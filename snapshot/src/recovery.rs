@@ -95,6 +95,8 @@ enum Phase {
 #[derive(Debug)]
 struct Round {
     epoch: Epoch,
+    /// The snapshot an operator asked for (`None`: the newest every member holds).
+    wanted: Option<SnapshotId>,
     halted: BTreeMap<NodeId, Vec<SnapshotId>>,
     target: Option<SnapshotId>,
     restored: BTreeSet<NodeId>,
@@ -179,12 +181,15 @@ impl Recovery {
         }
     }
 
-    /// Starts a round coordinated here, at wall-clock (or virtual) microsecond `clock`.
-    pub(crate) fn start(&mut self, now: Time, clock: u64) {
+    /// Starts a round coordinated here, at wall-clock (or virtual) microsecond `clock`,
+    /// to `wanted` if given (it must be held by every member), else to the newest
+    /// snapshot every member holds.
+    pub(crate) fn start(&mut self, now: Time, clock: u64, wanted: Option<SnapshotId>) {
         let at = clock.max(self.seen.map_or(0, |e| e.at.saturating_add(1)));
         let epoch = Epoch { at, by: self.me };
         self.round = Some(Round {
             epoch,
+            wanted,
             halted: BTreeMap::new(),
             target: None,
             restored: BTreeSet::new(),
@@ -205,7 +210,7 @@ impl Recovery {
             && since + self.patience <= now
         {
             tracing::warn!(node = %self.me, "rollback stalled; coordinating a new round");
-            self.start(now, clock);
+            self.start(now, clock, None);
         }
     }
 
@@ -266,11 +271,14 @@ impl Recovery {
                 // The newest id every member holds ("newest" by this node's own order of
                 // commits, which is the order it learned of completions).
                 let common = |id: &SnapshotId| round.halted.values().all(|h| h.contains(id));
-                let target = round.halted[&self.me]
-                    .iter()
-                    .rev()
-                    .find(|id| common(id))
-                    .copied();
+                let target = match round.wanted {
+                    Some(id) => common(&id).then_some(id),
+                    None => round.halted[&self.me]
+                        .iter()
+                        .rev()
+                        .find(|id| common(id))
+                        .copied(),
+                };
                 match target {
                     Some(id) => {
                         round.target = Some(id);
@@ -304,7 +312,7 @@ impl Recovery {
                     // A member lost its part between Halted and Restore: start over.
                     tracing::warn!(node = %self.me, member = %from, "a member could not restore; restarting the rollback");
                     let at = epoch.at.saturating_add(1);
-                    self.start(now, at);
+                    self.start(now, at, None);
                     return;
                 }
                 round.restored.insert(from);

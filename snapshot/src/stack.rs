@@ -373,8 +373,24 @@ where
     /// the process, coordinate a cluster-wide rollback to the newest snapshot every
     /// member holds. The process runs once the rollback ends.
     pub fn recover(&mut self, now: Time) {
-        self.recovery.start(now, now.as_micros());
+        self.recovery.start(now, now.as_micros(), None);
         self.settle(now);
+    }
+
+    /// An operator asks for a cluster-wide rollback, coordinated here: to `to` if given
+    /// (every member must hold it, or nothing is restored), else to the newest snapshot
+    /// every member holds. The outcome is a [`StackEvent::Resumed`].
+    pub fn request_rollback(
+        &mut self,
+        now: Time,
+        to: Option<SnapshotId>,
+    ) -> Result<(), InitiateError> {
+        if self.recovery.is_halted() {
+            return Err(InitiateError::RollingBack);
+        }
+        self.recovery.start(now, now.as_micros(), to);
+        self.settle(now);
+        Ok(())
     }
 
     /// Answers [`StackEvent::RestoreRequested`]: `part` is this node's part of the

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use ring::hmac;
+use shutter_snapshot::wire::SnapshotId;
 use shutter_transport::auth::{Auth, KeyRing, random_bytes};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,6 +42,8 @@ const MAX_REPLY_LINE: u64 = 1 << 20;
 const MAX_SNAPSHOT: u64 = 1 << 30;
 /// Time a client has to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a `ROLLBACK` request waits for the cluster to run again.
+const ROLLBACK_WAIT: Duration = Duration::from_secs(60);
 /// Longest a `SNAPSHOT` request may ask to wait.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 /// First word of the node's greeting.
@@ -104,6 +107,28 @@ pub enum Request {
     },
     /// Report the node's status.
     Status,
+    /// Roll the cluster back, coordinated by this node (to `to`, or the newest
+    /// snapshot every node holds), and answer once it runs again.
+    Rollback {
+        /// The snapshot, if the operator named one.
+        to: Option<SnapshotId>,
+    },
+}
+
+/// Parses `nK@S` as `shutter snapshot` and the logs print snapshot ids.
+pub fn parse_snapshot_id(text: &str) -> Result<SnapshotId, String> {
+    let bad = || format!("bad snapshot id {text:?} (expected nK@S, e.g. n0@1234)");
+    let (k, s) = text.split_once('@').ok_or_else(bad)?;
+    let k: u32 = k
+        .strip_prefix('n')
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    let s: u64 = s.parse().map_err(|_| bad())?;
+    Ok(SnapshotId {
+        initiator: shutter_vclock::NodeId(k),
+        s,
+    })
 }
 
 impl Request {
@@ -112,6 +137,10 @@ impl Request {
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
             (Some("STATUS"), None, _) => Ok(Request::Status),
+            (Some("ROLLBACK"), None, _) => Ok(Request::Rollback { to: None }),
+            (Some("ROLLBACK"), Some(id), None) => Ok(Request::Rollback {
+                to: Some(parse_snapshot_id(id)?),
+            }),
             (Some("SNAPSHOT"), Some(ms), None) => {
                 let ms: u64 = ms
                     .parse()
@@ -121,7 +150,7 @@ impl Request {
                 })
             }
             _ => Err(format!(
-                "unknown request {line:?} (expected SNAPSHOT <ms> or STATUS)"
+                "unknown request {line:?} (expected SNAPSHOT <ms>, STATUS or ROLLBACK [nK@S])"
             )),
         }
     }
@@ -131,6 +160,8 @@ impl Request {
         match self {
             Request::Snapshot { timeout } => format!("SNAPSHOT {}\n", timeout.as_millis()),
             Request::Status => "STATUS\n".to_string(),
+            Request::Rollback { to: None } => "ROLLBACK\n".to_string(),
+            Request::Rollback { to: Some(id) } => format!("ROLLBACK {id}\n"),
         }
     }
 }
@@ -144,6 +175,8 @@ pub enum Reply {
     Aborted(String),
     /// Status as one JSON object.
     Status(String),
+    /// The cluster rolled back to this snapshot and runs again.
+    RolledBack(String),
     /// The request failed.
     Error(String),
 }
@@ -170,6 +203,10 @@ impl Reply {
             }
             Reply::Error(e) => {
                 out.write_all(format!("ERROR {}\n", one_line(e)).as_bytes())
+                    .await?
+            }
+            Reply::RolledBack(id) => {
+                out.write_all(format!("ROLLEDBACK {}\n", one_line(id)).as_bytes())
                     .await?
             }
         }
@@ -205,6 +242,7 @@ impl Reply {
             "ABORTED" => Reply::Aborted(rest.to_string()),
             "STATUS" => Reply::Status(rest.to_string()),
             "ERROR" => Reply::Error(rest.to_string()),
+            "ROLLEDBACK" => Reply::RolledBack(rest.to_string()),
             "" => bail!("the node closed the connection without answering"),
             _ => bail!("unexpected reply {line:?}"),
         })
@@ -301,6 +339,7 @@ async fn handle(
                 let wait = match &request {
                     Request::Snapshot { timeout } => *timeout,
                     Request::Status => REQUEST_TIMEOUT,
+                    Request::Rollback { .. } => ROLLBACK_WAIT,
                 };
                 let (tx, rx) = oneshot::channel();
                 if to_node
@@ -384,9 +423,21 @@ mod tests {
             Request::Snapshot {
                 timeout: Duration::from_millis(1500),
             },
+            Request::Rollback { to: None },
+            Request::Rollback {
+                to: Some(SnapshotId {
+                    initiator: shutter_vclock::NodeId(3),
+                    s: 28_738_407_553_140_564,
+                }),
+            },
         ] {
             assert_eq!(Request::parse(r.to_line().trim_end()), Ok(r));
         }
+        assert!(
+            Request::parse("ROLLBACK 3@4")
+                .unwrap_err()
+                .contains("bad snapshot id")
+        );
         assert!(
             Request::parse("HELLO")
                 .unwrap_err()
@@ -407,6 +458,9 @@ mod tests {
                 let reply = match req.request {
                     Request::Status => Reply::Status("{\"id\":0}".into()),
                     Request::Snapshot { .. } => Reply::Snapshot(vec![1, 2, 3, b'\n', 5]),
+                    Request::Rollback { to } => {
+                        Reply::RolledBack(to.map_or("n1@5".into(), |id| id.to_string()))
+                    }
                 };
                 req.reply.send(reply).unwrap();
             }

@@ -29,6 +29,9 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Ask every node of a running cluster (or one) for its status and print a table.
     Status(StatusArgs),
+    /// Roll the whole running cluster back to a snapshot every node holds in its
+    /// checkpoint store (the newest, or --to ID).
+    Rollback(RollbackArgs),
     /// Print and verify a saved snapshot file.
     Inspect(InspectArgs),
     /// Print the summary of a report directory (its report.json), a report.json, or the
@@ -282,6 +285,27 @@ pub struct StatusArgs {
     /// Print one JSON object per node instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// The cluster key.
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+/// `shutter rollback`.
+#[derive(Clone, Debug, Args)]
+pub struct RollbackArgs {
+    /// The peers file of the running cluster.
+    #[arg(long)]
+    pub peers: PathBuf,
+    /// The node that coordinates the rollback.
+    #[arg(long, default_value_t = 0)]
+    pub via: u32,
+    /// The snapshot to go back to, as printed by `shutter snapshot` (e.g. `n0@1234`);
+    /// default: the newest every node holds.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Give up after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// The cluster key.
     #[command(flatten)]
     pub key: KeyArgs,

@@ -24,6 +24,7 @@ pub mod key;
 pub mod node;
 pub mod peers;
 pub mod report;
+pub mod rollback;
 pub mod snapshot;
 pub mod status;
 pub mod summary;
@@ -139,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Node(a) => node::run(a).await,
                     Command::Snapshot(a) => snapshot::run(a).await,
                     Command::Status(a) => status::run(a).await,
+                    Command::Rollback(a) => rollback::run(a).await,
                     Command::Inspect(_) | Command::Report(_) | Command::Keygen(_) => {
                         unreachable!("handled above")
                     }

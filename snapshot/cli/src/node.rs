@@ -233,6 +233,8 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         shared.admin_refused.clone(),
     ));
     let mut pending: BTreeMap<SnapshotId, oneshot::Sender<Reply>> = BTreeMap::new();
+    // Rollbacks requested here, waiting for the cluster to run again.
+    let mut rollbacks: Vec<(Option<SnapshotId>, oneshot::Sender<Reply>)> = Vec::new();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     // Ctrl-C or SIGTERM stops the node (with its final line), also when `--duration` is set.
     let stop = async {
@@ -261,6 +263,15 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                         };
                         let _ = req.reply.send(reply);
                     }
+                    Request::Rollback { to } => match node.roll_back(to).await {
+                        Ok(()) => {
+                            eprintln!("{id}: admin request: rolling the cluster back");
+                            rollbacks.push((to, req.reply));
+                        }
+                        Err(e) => {
+                            let _ = req.reply.send(Reply::Error(e.to_string()));
+                        }
+                    },
                     Request::Snapshot { .. } => match node.initiate().await {
                         Ok(sid) => {
                             eprintln!("{id}: admin request: initiated snapshot {sid}");
@@ -302,6 +313,17 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                         // Snapshots in flight died with the rollback.
                         for (_, reply) in std::mem::take(&mut pending) {
                             let _ = reply.send(Reply::Aborted("the cluster rolled back".into()));
+                        }
+                        for (wanted, reply) in rollbacks.drain(..) {
+                            let _ = reply.send(match (to, wanted) {
+                                (Some(sid), _) => Reply::RolledBack(sid.to_string()),
+                                (None, Some(w)) => Reply::Error(format!(
+                                    "snapshot {w} is not held by every node: nothing rolled back"
+                                )),
+                                (None, None) => Reply::Error(
+                                    "no snapshot is held by every node: nothing rolled back".into(),
+                                ),
+                            });
                         }
                     }
                     NodeEvent::LocalCut { .. } => {}

@@ -49,7 +49,9 @@ pub async fn run(args: SnapshotArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         Reply::Error(e) => bail!("{via} refused: {e}"),
-        Reply::Status(_) => bail!("{via} answered with a status instead of a snapshot"),
+        Reply::Status(_) | Reply::RolledBack(_) => {
+            bail!("{via} answered something else than a snapshot")
+        }
     };
     let snap = persist::decode(&bytes).context("the snapshot received does not decode")?;
     std::fs::create_dir_all(&args.out)

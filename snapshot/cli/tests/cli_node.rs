@@ -99,6 +99,41 @@ fn node_snapshot_inspect_and_restore_across_processes() {
         assert_eq!(Some(&part.cut), snap.cuts.get(&node), "n{i} cut");
     }
 
+    // `shutter rollback`: the whole cluster goes back to a snapshot every node holds,
+    // the one named, or the newest; one nobody holds is refused with the reason.
+    let p = peers.to_str().unwrap();
+    let first = snap.id.to_string();
+    let out = run(
+        &["rollback", "--peers", p, "--via", "2", "--to", &first],
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("the cluster rolled back to snapshot {first}")),
+        "{stdout}"
+    );
+    let out = run(
+        &["rollback", "--peers", p, "--via", "0", "--to", "n1@7"],
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("snapshot n1@7 is not held by every node"),
+        "{stderr}"
+    );
+    let out = run(&["rollback", "--peers", p], LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("the cluster rolled back to snapshot"),
+        "{stdout}"
+    );
+    // And the cluster runs on from there with the money of the snapshot.
+    let after = persist::load(&take_snapshot(&peers, "0", &dir.join("after-rollback"))).unwrap();
+    verify::check_all(&after, &[&BankInvariant { total: 3_000 }]).unwrap();
+
     let out = run(&["inspect", file.to_str().unwrap()], LIMIT);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");

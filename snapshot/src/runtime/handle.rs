@@ -276,6 +276,13 @@ impl NodeHandle {
         self.call(|reply| Request::Stats { reply }).await?
     }
 
+    /// Rolls the whole cluster back, coordinated by this node: to `to` if given (every
+    /// member must hold it), else to the newest snapshot every member holds. The outcome
+    /// arrives as [`NodeEvent::Resumed`]. Needs a checkpoint store.
+    pub async fn roll_back(&self, to: Option<SnapshotId>) -> Result<(), RuntimeError> {
+        self.call(|reply| Request::RollBack { to, reply }).await?
+    }
+
     /// The process's current state, decoded as `S` (normally `P::State`).
     pub async fn app_state<S: DeserializeOwned>(&self) -> Result<S, RuntimeError> {
         let bytes = self.call(|reply| Request::AppState { reply }).await?;

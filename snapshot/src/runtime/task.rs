@@ -45,6 +45,11 @@ pub(crate) enum Request {
     },
     /// The process's current state, postcard-encoded.
     AppState { reply: oneshot::Sender<Vec<u8>> },
+    /// Roll the cluster back (see `Stack::request_rollback`).
+    RollBack {
+        to: Option<SnapshotId>,
+        reply: oneshot::Sender<Result<(), RuntimeError>>,
+    },
     /// Stop and report final statistics.
     Shutdown {
         reply: oneshot::Sender<Result<NodeStats, RuntimeError>>,
@@ -218,6 +223,20 @@ where
             }
             Request::AppState { reply } => {
                 let _ = reply.send(encode_state(self.stack.node().process()));
+            }
+            Request::RollBack { to, reply } => {
+                let result = if !self.started {
+                    Err(RuntimeError::NotStarted(self.id))
+                } else if self.store.is_none() {
+                    Err(RuntimeError::Config(
+                        "no checkpoint store: nothing to roll back to".into(),
+                    ))
+                } else {
+                    self.stack
+                        .request_rollback(now, to)
+                        .map_err(RuntimeError::Initiate)
+                };
+                let _ = reply.send(result);
             }
             Request::Shutdown { .. } => unreachable!("handled by the loop"),
         }
