@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -56,6 +57,9 @@ pub struct NodeStatus {
     /// What was dropped, by reason.
     #[serde(default)]
     pub dropped: Dropped,
+    /// The snapshot this node was started from with `--restore`, if any.
+    #[serde(default)]
+    pub restored_from: Option<String>,
 }
 
 /// Datagrams, messages and admin requests refused, by reason (all counters only grow).
@@ -112,7 +116,11 @@ impl Dropped {
     }
 }
 
-async fn status(node: &NodeHandle, shared: &Shared) -> Result<NodeStatus> {
+async fn status(
+    node: &NodeHandle,
+    shared: &Shared,
+    restored_from: Option<SnapshotId>,
+) -> Result<NodeStatus> {
     let stats = node.stats().await?;
     let state: BankState = node.app_state().await?;
     Ok(NodeStatus {
@@ -126,7 +134,54 @@ async fn status(node: &NodeHandle, shared: &Shared) -> Result<NodeStatus> {
         snapshots_aborted: stats.snapshots.aborted(),
         snapshots_failed_check: stats.snapshots.failed_checks(),
         dropped: Dropped::from_stats(&stats, shared.admin_refused.load(Ordering::Relaxed)),
+        restored_from: restored_from.map(|id| id.to_string()),
     })
+}
+
+/// Restoring one node of a running cluster from a snapshot mixes two cuts (the others
+/// keep their current states and the messages in flight), which creates or destroys
+/// money silently. So before `--restore`, every other member is asked for its status: one
+/// that answers and was not itself restored from the same snapshot is running on, and
+/// the restore is refused, saying what to do instead.
+async fn refuse_restore_into_a_live_cluster(
+    peers: &PeersFile,
+    me: NodeId,
+    snapshot: SnapshotId,
+    auth: &shutter_transport::Auth,
+) -> Result<()> {
+    let asks: Vec<_> = peers
+        .members()
+        .into_iter()
+        .filter(|(n, _)| *n != me)
+        .filter_map(|(n, _)| peers.admin_of(n).map(|a| (n, a)))
+        .map(|(n, addr)| {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let reply =
+                    admin::request(addr, &Request::Status, Duration::from_secs(1), &auth).await;
+                (n, reply)
+            })
+        })
+        .collect();
+    for ask in asks {
+        let Ok((n, Ok(Reply::Status(json)))) = ask.await else {
+            continue; // not running (or not answering): nothing to mix with
+        };
+        let from = serde_json::from_str::<NodeStatus>(&json)
+            .ok()
+            .and_then(|s| s.restored_from);
+        if from.as_deref() != Some(snapshot.to_string().as_str()) {
+            anyhow::bail!(
+                "{n} is running{}: restoring {me} alone from snapshot {snapshot} would mix two \
+                 cuts and create or destroy money. Stop every node and restore all of them \
+                 from the same file, or roll the running cluster back with \
+                 `shutter rollback --to {snapshot}`",
+                from.map(|f| format!(" (restored from {f})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `shutter node`.
@@ -202,10 +257,13 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     let listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin channel on tcp {admin_addr}"))?;
+    let mut restored_from = None;
     let mut node = match &args.restore {
         Some(path) => {
             let snap = persist::load(path)
                 .with_context(|| format!("cannot load snapshot {}", path.display()))?;
+            refuse_restore_into_a_live_cluster(&peers, id, snap.id, &auth).await?;
+            restored_from = Some(snap.id);
             NodeHandle::restore(cfg, process, &snap)
                 .await
                 .with_context(|| format!("cannot restore {id} from {}", path.display()))?
@@ -257,7 +315,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                 let Some(req) = req else { break };
                 match req.request {
                     Request::Status => {
-                        let reply = match status(&node, &shared).await {
+                        let reply = match status(&node, &shared, restored_from).await {
                             Ok(s) => Reply::Status(serde_json::to_string(&s)?),
                             Err(e) => Reply::Error(format!("{e:#}")),
                         };
@@ -335,7 +393,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     }
     server.abort();
     shared.paused.store(true, Ordering::Relaxed);
-    let last = status(&node, &shared).await.ok();
+    let last = status(&node, &shared, restored_from).await.ok();
     node.shutdown().await.context("shutting down")?;
     if let Some(s) = last {
         println!("node {id} stopped: {}", serde_json::to_string(&s)?);

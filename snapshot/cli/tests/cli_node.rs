@@ -145,6 +145,29 @@ fn node_snapshot_inspect_and_restore_across_processes() {
         stdout.contains("ok    money conserved (total 3000)"),
         "{stdout}"
     );
+    // Restoring one node of the live cluster is refused, saying why: the others run on.
+    let mut nodes = nodes;
+    drop(nodes.remove(0));
+    let out = run(
+        &[
+            "node",
+            "--id",
+            "0",
+            "--peers",
+            peers.to_str().unwrap(),
+            "--restore",
+            file.to_str().unwrap(),
+            "--duration",
+            "5s",
+        ],
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("is running") && stderr.contains("would mix two cuts"),
+        "{stderr}"
+    );
     drop(nodes);
 
     // A new cluster (new ports) resumes from the file and conserves the money.
