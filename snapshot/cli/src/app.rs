@@ -144,6 +144,10 @@ impl Process for TaggedBank {
 
     fn restore(&mut self, state: BankState) {
         self.bank.restore(state);
+        // The deliveries remembered belong to the run that was rolled back: the
+        // restored state has not seen the ones after its cut, and the recorded ones among
+        // them are delivered again, rightly. Only later duplicates count.
+        self.seen.clear();
     }
 }
 
@@ -178,6 +182,27 @@ mod tests {
         shared.paused.store(true, Ordering::Relaxed);
         a.on_tick(&mut ctx);
         assert!(ctx.take_outgoing().is_empty());
+    }
+
+    /// After a rollback the recorded in-flight transfers are delivered again, once: that
+    /// is not a duplicate (found by `cluster_processes`, whose restarted node now rolls
+    /// the cluster back).
+    #[test]
+    fn a_restore_forgets_the_deliveries_of_the_rolled_back_run() {
+        let shared = Arc::new(Shared::default());
+        let mut a = TaggedBank::new(Bank::new(NodeId(0), BankConfig::default()), shared.clone());
+        let mut b = TaggedBank::new(Bank::new(NodeId(1), BankConfig::default()), shared.clone());
+        let mut ctx = Context::new(NodeId(0), Time::ZERO, vec![NodeId(1)]);
+        a.on_command(&mut ctx, &shutter_snapshot::bank::transfer_command(NodeId(1), 5));
+        let (_, payload) = ctx.take_outgoing().pop().expect("a transfer");
+        let cut = b.snapshot();
+        let mut ctx = Context::new(NodeId(1), Time::ZERO, vec![NodeId(0)]);
+        b.on_message(&mut ctx, NodeId(0), &payload);
+        b.restore(cut);
+        b.on_message(&mut ctx, NodeId(0), &payload);
+        assert_eq!(shared.duplicates.load(Ordering::Relaxed), 0);
+        b.on_message(&mut ctx, NodeId(0), &payload);
+        assert_eq!(shared.duplicates.load(Ordering::Relaxed), 1);
     }
 
     #[test]
