@@ -193,7 +193,10 @@ mod tests {
         let mut a = TaggedBank::new(Bank::new(NodeId(0), BankConfig::default()), shared.clone());
         let mut b = TaggedBank::new(Bank::new(NodeId(1), BankConfig::default()), shared.clone());
         let mut ctx = Context::new(NodeId(0), Time::ZERO, vec![NodeId(1)]);
-        a.on_command(&mut ctx, &shutter_snapshot::bank::transfer_command(NodeId(1), 5));
+        a.on_command(
+            &mut ctx,
+            &shutter_snapshot::bank::transfer_command(NodeId(1), 5),
+        );
         let (_, payload) = ctx.take_outgoing().pop().expect("a transfer");
         let cut = b.snapshot();
         let mut ctx = Context::new(NodeId(1), Time::ZERO, vec![NodeId(0)]);
