@@ -501,19 +501,7 @@ where
                 .violations
                 .push(format!("the nodes hold {end} at the end, not {total}"));
         }
-        self.out.completed_ids = self.oracle.completed.keys().copied().collect();
-        self.out.aborts = std::mem::take(&mut self.oracle.aborted);
-        self.out.initiated = self.oracle.initiated.len() as u64;
-        self.out.app_messages = self.oracle.sends.len() as u64;
-        self.out.max_backlog = self
-            .nodes
-            .iter()
-            .map(|n| n.backlog_peak() as usize)
-            .max()
-            .unwrap_or(0);
-        self.out.faults = self.faults.stats().clone();
-        self.out.end = self.now;
-        self.out
+        self.summarize()
     }
 
     fn finish(mut self) -> Outcome {
@@ -555,10 +543,6 @@ where
                 .violations
                 .extend(self.oracle.violations.iter().cloned());
         }
-        self.out.completed_ids = self.oracle.completed.keys().copied().collect();
-        self.out.aborts = std::mem::take(&mut self.oracle.aborted);
-        self.out.initiated = self.oracle.initiated.len() as u64;
-        self.out.app_messages = self.oracle.sends.len() as u64;
         self.out.lost_to_restarts = self
             .oracle
             .sends
@@ -566,6 +550,15 @@ where
             .filter(|k| !self.oracle.deliveries.contains_key(k))
             .count() as u64;
         self.out.abandoned = self.oracle.abandoned.len() as u64;
+        self.summarize()
+    }
+
+    /// The counts every run reports, whichever checks ran.
+    fn summarize(mut self) -> Outcome {
+        self.out.completed_ids = self.oracle.completed.keys().copied().collect();
+        self.out.aborts = std::mem::take(&mut self.oracle.aborted);
+        self.out.initiated = self.oracle.initiated.len() as u64;
+        self.out.app_messages = self.oracle.sends.len() as u64;
         self.out.max_backlog = self
             .nodes
             .iter()
