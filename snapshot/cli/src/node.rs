@@ -121,8 +121,9 @@ async fn status(
     shared: &Shared,
     restored_from: Option<SnapshotId>,
 ) -> Result<NodeStatus> {
-    let stats = node.stats().await?;
-    let state: BankState = node.app_state().await?;
+    // One request, so a transfer delivered in between cannot show in the balance but
+    // not in the counters (the final money check relies on the two agreeing).
+    let (stats, state): (_, BankState) = node.stats_and_state().await?;
     Ok(NodeStatus {
         id: node.id().0,
         balance: state.balance,

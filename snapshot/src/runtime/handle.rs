@@ -289,6 +289,18 @@ impl NodeHandle {
         Ok(postcard::from_bytes(&bytes)?)
     }
 
+    /// Statistics and the process's state (decoded as `S`) at one instant: nothing is
+    /// delivered between the two, so counters and state agree (two separate calls can
+    /// see a delivery in the state that the counters miss).
+    pub async fn stats_and_state<S: DeserializeOwned>(
+        &self,
+    ) -> Result<(NodeStats, S), RuntimeError> {
+        let (stats, bytes) = self
+            .call(|reply| Request::StatsAndState { reply })
+            .await??;
+        Ok((stats, postcard::from_bytes(&bytes)?))
+    }
+
     /// Stops the node (queued outgoing messages are dropped) and returns its final
     /// statistics.
     pub async fn shutdown(self) -> Result<NodeStats, RuntimeError> {

@@ -45,6 +45,10 @@ pub(crate) enum Request {
     },
     /// The process's current state, postcard-encoded.
     AppState { reply: oneshot::Sender<Vec<u8>> },
+    /// Statistics and the process's state (postcard) taken at the same instant.
+    StatsAndState {
+        reply: oneshot::Sender<Result<(NodeStats, Vec<u8>), RuntimeError>>,
+    },
     /// Roll the cluster back (see `Stack::request_rollback`).
     RollBack {
         to: Option<SnapshotId>,
@@ -223,6 +227,10 @@ where
             }
             Request::AppState { reply } => {
                 let _ = reply.send(encode_state(self.stack.node().process()));
+            }
+            Request::StatsAndState { reply } => {
+                let state = encode_state(self.stack.node().process());
+                let _ = reply.send(Ok((self.stats(), state)));
             }
             Request::RollBack { to, reply } => {
                 let result = if !self.started {
