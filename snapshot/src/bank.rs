@@ -1,7 +1,8 @@
 //! The example application: a bank. Each node holds a balance and, on ticks, sends random
 //! transfers (seeded ChaCha) to random peers, never going negative. Money is conserved,
 //! so every consistent snapshot satisfies [`BankInvariant`]: the balances plus the money
-//! in recorded channel messages equal the total.
+//! in recorded channel messages equal the total. A transfer the stack gives back as
+//! undeliverable (its receiver restarted) is refunded.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shutter_vclock::NodeId;
 
 use crate::global::GlobalSnapshot;
-use crate::process::{Context, Process};
+use crate::process::{Context, Process, Undeliverable};
 use crate::verify::Invariant;
 
 /// Parameters of one bank node.
@@ -66,6 +67,8 @@ pub struct Bank {
     rng: ChaCha8Rng,
     /// Messages that were not transfers (counted, never applied).
     rejected: u64,
+    /// Transfers refunded because they will never arrive.
+    refunded: u64,
 }
 
 impl Bank {
@@ -77,6 +80,7 @@ impl Bank {
             balance: cfg.initial,
             rng: ChaCha8Rng::seed_from_u64(seed),
             rejected: 0,
+            refunded: 0,
         }
     }
 
@@ -88,6 +92,11 @@ impl Bank {
     /// Malformed messages ignored so far.
     pub fn rejected(&self) -> u64 {
         self.rejected
+    }
+
+    /// Transfers refunded so far (see [`Process::on_undeliverable`]).
+    pub fn refunded(&self) -> u64 {
+        self.refunded
     }
 
     /// Sends `amount` to `to` if the balance allows; returns whether it did.
@@ -108,6 +117,21 @@ impl Process for Bank {
         match decode_transfer(payload) {
             Some(amount) => self.balance = self.balance.saturating_add(amount),
             None => self.rejected += 1,
+        }
+    }
+
+    /// A transfer that will never arrive is refunded (whether or not the receiver's
+    /// previous life got it before it died: that life's money died with it).
+    fn on_undeliverable(
+        &mut self,
+        _ctx: &mut Context,
+        _to: NodeId,
+        payload: &[u8],
+        _why: Undeliverable,
+    ) {
+        if let Some(amount) = decode_transfer(payload) {
+            self.balance = self.balance.saturating_add(amount);
+            self.refunded += 1;
         }
     }
 

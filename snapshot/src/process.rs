@@ -83,6 +83,18 @@ impl Context {
     }
 }
 
+/// Why [`Process::on_undeliverable`] gave a message back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Undeliverable {
+    /// It never left this node (it waited for window space when the receiver's session
+    /// ended): certainly not delivered.
+    NeverSent,
+    /// It was sent to the receiver's previous life, which restarted before acknowledging
+    /// it: never delivered to the new life, and whatever the previous life did with it
+    /// died with that life's memory.
+    Unacknowledged,
+}
+
 /// A single-threaded application whose state can be snapshotted and restored.
 pub trait Process {
     /// The serialisable local state.
@@ -99,6 +111,20 @@ pub trait Process {
 
     /// An operator command (opaque bytes).
     fn on_command(&mut self, _ctx: &mut Context, _command: &[u8]) {}
+
+    /// An application message this process sent to `to` will never be delivered: its
+    /// receiver restarted (see [`Undeliverable`] for what is certain), so the process can
+    /// compensate (the bank refunds the transfer). Messages sent before the last
+    /// rollback are not reported: the rollback already undid them. Not called while the
+    /// cluster is halted for a rollback (whose restore replaces the state anyway).
+    fn on_undeliverable(
+        &mut self,
+        _ctx: &mut Context,
+        _to: NodeId,
+        _payload: &[u8],
+        _why: Undeliverable,
+    ) {
+    }
 
     /// The current local state.
     fn snapshot(&self) -> Self::State;
@@ -118,7 +144,8 @@ pub fn decode_state<P: Process>(bytes: &[u8]) -> Result<P::State, postcard::Erro
 }
 
 /// One process plus one engine, sans-IO. Call order: an input (`start`, `handle_tick`,
-/// `handle_command`, `handle_envelope`, `handle_app`, `handle_control`, `initiate`,
+/// `handle_command`, `handle_envelope`, `handle_app`, `handle_control`,
+/// `handle_undeliverable`, `initiate`,
 /// `handle_peer_unreachable`, `handle_link_reset`, `handle_timeout`), then drain
 /// [`Node::poll_transmit`] and [`Node::poll_event`] until `None`, then re-arm the timer
 /// from [`Node::poll_timeout`].
@@ -199,6 +226,18 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     /// Operator command.
     pub fn handle_command(&mut self, now: Time, command: &[u8]) {
         self.run(now, |p, ctx| p.on_command(ctx, command));
+    }
+
+    /// The stack gave up on an application message this node sent (see
+    /// [`Process::on_undeliverable`]).
+    pub fn handle_undeliverable(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        payload: &[u8],
+        why: Undeliverable,
+    ) {
+        self.run(now, |p, ctx| p.on_undeliverable(ctx, to, payload, why));
     }
 
     /// An application message from the transport: snapshot first (if announced), then

@@ -51,7 +51,7 @@ use shutter_vclock::NodeId;
 use crate::engine::SnapshotEngine;
 use crate::global::{AbortWhy, InitiateError, SnapshotEvent};
 use crate::metrics::SnapshotMetrics;
-use crate::process::{Node, Process};
+use crate::process::{Node, Process, Undeliverable};
 use crate::recovery::{Action, Epoch, Recovery};
 use crate::wire::{AppHeader, Envelope, LocalReport, SnapshotId};
 
@@ -115,6 +115,9 @@ pub struct StackStats {
     pub rolled_back_dropped: u64,
     /// Rollbacks this node went through (restored from a checkpoint).
     pub rollbacks: u64,
+    /// Application messages handed back to the process as undeliverable
+    /// ([`Process::on_undeliverable`]).
+    pub app_returned: u64,
     /// Envelopes waiting for window space right now.
     pub backlog: u64,
     /// The most envelopes that ever waited for window space at once.
@@ -138,6 +141,17 @@ pub trait Observer<P> {
     fn app_received(&mut self, now: Time, from: NodeId, header: &AppHeader, payload: &[u8]) {}
     /// The engine ruled the message just received stale: it is not delivered.
     fn app_discarded(&mut self, now: Time, from: NodeId, header: &AppHeader) {}
+    /// An application message this node sent to `to` is handed back to the process as
+    /// undeliverable (before [`Process::on_undeliverable`] runs).
+    fn app_returned(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        header: &AppHeader,
+        payload: &[u8],
+        why: Undeliverable,
+    ) {
+    }
     /// A transport message that does not decode as an envelope was dropped.
     fn malformed(&mut self, from: NodeId, error: &postcard::Error) {}
     /// Every transport event, before the stack acts on it.
@@ -321,7 +335,9 @@ where
 
     /// This node's transport restarted (its socket was lost, say) with `incarnation`,
     /// which must exceed the previous one: the core is replaced, queued envelopes are
-    /// dropped, and every link is reset. Process and engine state are kept.
+    /// dropped (application messages among them go back to the process,
+    /// [`Undeliverable::NeverSent`]), and every link is reset. Process and engine state
+    /// are kept.
     pub fn restart_transport(&mut self, now: Time, incarnation: u64) -> Result<(), ConfigError> {
         let mut cfg = self.transport.clone();
         cfg.incarnation = incarnation;
@@ -330,11 +346,13 @@ where
         for &p in &self.peers {
             self.core.add_peer(p);
         }
+        let mut unsent = Vec::new();
         for (to, queue) in std::mem::take(&mut self.backlog) {
             for q in queue {
                 if let Some(stamp) = q.stamp {
                     self.stats.backlog_dropped += 1;
                     self.observer.app_dropped(to, stamp);
+                    unsent.push((to, q.bytes));
                 }
             }
         }
@@ -343,6 +361,11 @@ where
         for peer in self.node.peers().to_vec() {
             self.node.handle_link_reset(now, peer);
             self.after_node_call(now);
+        }
+        // What never left goes back to the process. What the old core had in flight is
+        // not: the receivers are alive and may have delivered it.
+        for (to, bytes) in unsent {
+            self.give_back(now, to, &bytes, Undeliverable::NeverSent);
         }
         self.settle(now);
         Ok(())
@@ -582,15 +605,18 @@ where
                 // The restarted process lost its part in running snapshots: abort them.
                 self.node.handle_peer_unreachable(now, peer);
                 self.after_node_call(now);
-                // Messages still queued were stamped for the ended session.
+                // Messages still queued were stamped for the ended session: they go
+                // back to the process.
+                let mut unsent = Vec::new();
                 if let Some(queue) = self.backlog.get_mut(&peer) {
                     let observer = &mut self.observer;
                     let stats = &mut self.stats;
-                    queue.retain(|q| match q.stamp {
+                    queue.retain_mut(|q| match q.stamp {
                         Some(stamp) => {
                             stats.backlog_dropped += 1;
                             stats.backlog -= 1;
                             observer.app_dropped(peer, stamp);
+                            unsent.push(std::mem::take(&mut q.bytes));
                             false
                         }
                         None => true,
@@ -599,16 +625,42 @@ where
                         self.backlog.remove(&peer);
                     }
                 }
-                // Tell the peer which sequence numbers it will never get.
+                // Tell the peer which sequence numbers it will never get (before the
+                // process may send anything new to it).
                 self.node.handle_link_reset(now, peer);
                 self.after_node_call(now);
+                for bytes in unsent {
+                    self.give_back(now, peer, &bytes, Undeliverable::NeverSent);
+                }
                 self.events
                     .push_back(StackEvent::PeerRestarted { peer, incarnation });
             }
-            // Acks, window space and abandoned messages need nothing more: the pump
-            // runs after every input, and `handle_link_reset` covers what a restart abandons.
-            Event::Acked { .. } | Event::Writable { .. } | Event::Abandoned { .. } => {}
+            // The engine's `handle_link_reset` (on `PeerRestarted`, just before) covered
+            // the sequence numbers; the process gets the payload back.
+            Event::Abandoned { to, bytes, .. } => {
+                self.give_back(now, to, &bytes, Undeliverable::Unacknowledged);
+            }
+            // Acks and window space need nothing more: the pump runs after every input.
+            Event::Acked { .. } | Event::Writable { .. } => {}
         }
+    }
+
+    /// Hands an application message this node sent back to its process as
+    /// undeliverable; other envelopes are the stack's own and need nothing. Not while
+    /// halted for a rollback (the restore replaces the state), nor for messages sent
+    /// before the last rollback (it undid them).
+    fn give_back(&mut self, now: Time, to: NodeId, bytes: &[u8], why: Undeliverable) {
+        let Ok(Envelope::App { header, payload }) = Envelope::<E::Control>::from_bytes(bytes)
+        else {
+            return;
+        };
+        if self.recovery.is_halted() || !self.recovery.admits(header.life) {
+            return;
+        }
+        self.stats.app_returned += 1;
+        self.observer.app_returned(now, to, &header, &payload, why);
+        self.node.handle_undeliverable(now, to, &payload, why);
+        self.after_node_call(now);
     }
 
     fn on_delivered(&mut self, now: Time, from: NodeId, bytes: &[u8]) {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use shutter_vclock::NodeId;
 
 use shutter_snapshot::bank::{Bank, BankState};
-use shutter_snapshot::process::{Context, Process};
+use shutter_snapshot::process::{Context, Process, Undeliverable};
 
 /// Length of the tag appended to every transfer.
 pub const TAG_LEN: usize = 16;
@@ -135,6 +135,18 @@ impl Process for TaggedBank {
 
     fn on_command(&mut self, ctx: &mut Context, command: &[u8]) {
         self.bank.on_command(ctx, command);
+        self.tag_outgoing(ctx);
+    }
+
+    fn on_undeliverable(
+        &mut self,
+        ctx: &mut Context,
+        to: NodeId,
+        payload: &[u8],
+        why: Undeliverable,
+    ) {
+        let (body, _) = split_tag(payload);
+        self.bank.on_undeliverable(ctx, to, body, why);
         self.tag_outgoing(ctx);
     }
 

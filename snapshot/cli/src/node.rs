@@ -43,6 +43,9 @@ pub struct NodeStatus {
     pub messages_sent: u64,
     /// Transfers delivered.
     pub messages_delivered: u64,
+    /// Transfers refunded: the stack gave them back because their receiver restarted.
+    #[serde(default)]
+    pub messages_refunded: u64,
     /// Transfers delivered twice (must be 0).
     pub duplicates_delivered: u64,
     /// Transport retransmissions.
@@ -129,6 +132,7 @@ async fn status(
         balance: state.balance,
         messages_sent: stats.app_messages_sent,
         messages_delivered: stats.app_messages_delivered,
+        messages_refunded: stats.app_messages_returned,
         duplicates_delivered: shared.duplicates.load(Ordering::Relaxed),
         retransmits: stats.transport.core.retransmits,
         snapshots_completed: stats.snapshots.completed(),

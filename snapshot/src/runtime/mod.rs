@@ -74,6 +74,9 @@ pub struct NodeStats {
     pub app_messages_sent: u64,
     /// Application messages delivered to the process (re-deliveries on restore excluded).
     pub app_messages_delivered: u64,
+    /// Application messages handed back to the process as undeliverable (their
+    /// receiver restarted; see `Process::on_undeliverable`).
+    pub app_messages_returned: u64,
     /// Application messages discarded because their sender had declared them lost
     /// after a restart (see `Delivery::stale`).
     pub stale_discarded: u64,

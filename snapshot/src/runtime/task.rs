@@ -303,6 +303,7 @@ where
             },
             snapshots: self.stack.metrics().clone(),
             app_messages_sent: s.app_sent,
+            app_messages_returned: s.app_returned,
             app_messages_delivered: s.app_delivered,
             stale_discarded: s.stale_discarded,
             malformed_envelopes: s.malformed_envelopes,

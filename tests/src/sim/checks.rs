@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use shutter_snapshot::bank::{BankInvariant, decode_transfer};
 use shutter_snapshot::verify;
 use shutter_snapshot::{AbortWhy, GlobalSnapshot, LocalReport};
+use shutter_transport::Time;
 use shutter_vclock::NodeId;
 
 use super::oracle::{MsgKey, Oracle};
@@ -83,7 +84,10 @@ pub fn check_snapshot(oracle: &Oracle, snap: &GlobalSnapshot, nodes: &[NodeId]) 
     }
     // Channel exactness, and the money that left the system before the cut: pre-cut
     // transfers that were never delivered (lost to a restart, excused in `check_end`).
+    // A transfer refunded before its sender's cut is back in the sender's state: not
+    // lost if it never arrived, and money made twice if it did (at a life that died).
     let mut lost_before_cut = 0;
+    let mut refunded_twice = 0;
     let mut expected: BTreeMap<(NodeId, NodeId), Vec<MsgKey>> = BTreeMap::new();
     for (key, sent) in &oracle.sends {
         let (Some(mi), Some(mj)) = (marks.get(&key.from), marks.get(&sent.to)) else {
@@ -92,9 +96,16 @@ pub fn check_snapshot(oracle: &Oracle, snap: &GlobalSnapshot, nodes: &[NodeId]) 
         if sent.ord > mi.sent {
             continue;
         }
+        let amount = decode_transfer(&sent.payload).unwrap_or(0);
+        let refunded = oracle.returned_by(key, mi.returned);
         if !oracle.deliveries.contains_key(key) {
-            lost_before_cut += decode_transfer(&sent.payload).unwrap_or(0);
+            if !refunded {
+                lost_before_cut += amount;
+            }
             continue;
+        }
+        if refunded {
+            refunded_twice += amount;
         }
         let before_cut = oracle.deliveries.get(key).is_some_and(|rs| {
             rs.iter()
@@ -104,7 +115,8 @@ pub fn check_snapshot(oracle: &Oracle, snap: &GlobalSnapshot, nodes: &[NodeId]) 
             expected.entry((key.from, sent.to)).or_default().push(*key);
         }
     }
-    let total = u64::try_from(total - i128::from(lost_before_cut)).unwrap_or(0);
+    let total = u64::try_from(total - i128::from(lost_before_cut) + i128::from(refunded_twice))
+        .unwrap_or(0);
     if let Err(e) = verify::check_all(snap, &[&BankInvariant { total }]) {
         v.push(format!("snapshot {id}: verify: {e}"));
     }
@@ -211,18 +223,38 @@ pub fn check_end(oracle: &Oracle, nodes: &[NodeEnd]) -> Vec<String> {
         }
     }
     let mut lost_money = 0;
+    let mut refunded_twice: i128 = 0;
     for (key, sent) in &oracle.sends {
         let n = oracle.deliveries.get(key).map_or(0, Vec::len);
+        let refunded = oracle.returned.contains_key(key);
+        let amount = decode_transfer(&sent.payload).unwrap_or(0);
         if n == 1 {
+            if refunded {
+                // Delivered to a life that then died, and refunded: that life's money
+                // is already counted as destroyed by its crash.
+                refunded_twice += i128::from(amount);
+            }
             continue;
         }
         let excused = n == 0 && oracle.loss_excused(key);
         if excused {
-            lost_money += decode_transfer(&sent.payload).unwrap_or(0);
+            if !refunded {
+                lost_money += amount;
+            }
         } else {
             v.push(format!(
                 "{key:?} ({} -> {}, sent at {}) delivered {n} times",
                 key.from, sent.to, sent.at
+            ));
+        }
+    }
+    // Whatever the stack gave up on went back to its sender's process (the sender did
+    // not crash meanwhile: then its stack went with it).
+    for key in &oracle.abandoned {
+        let sent_at = oracle.sends.get(key).map_or(Time::ZERO, |s| s.at);
+        if !oracle.returned.contains_key(key) && !oracle.really_crashed_since(key.from, sent_at) {
+            v.push(format!(
+                "{key:?} was given up on but never handed back to its sender"
             ));
         }
     }
@@ -232,10 +264,11 @@ pub fn check_end(oracle: &Oracle, nodes: &[NodeEnd]) -> Vec<String> {
         .iter()
         .map(|&n| oracle.crash_money(n, u32::MAX))
         .sum();
-    if i128::from(balances) + i128::from(lost_money) != opening + crashes {
+    if i128::from(balances) + i128::from(lost_money) != opening + crashes + refunded_twice {
         v.push(format!(
             "money not conserved: balances {balances} + lost to restarts {lost_money} != \
-             opening {opening} + created/destroyed by crashes {crashes}"
+             opening {opening} + created/destroyed by crashes {crashes} + refunds of \
+             delivered transfers {refunded_twice}"
         ));
     }
     for n in nodes {

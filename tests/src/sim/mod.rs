@@ -78,6 +78,9 @@ pub struct Outcome {
     pub lost_to_restarts: u64,
     /// Messages the transport reported abandoned.
     pub abandoned: u64,
+    /// Application messages handed back to their sender's process as undeliverable
+    /// (the bank refunds them).
+    pub returned: u64,
     /// Crashes that happened.
     pub crashes: u64,
     /// With recovery: rollbacks the nodes went through (one per node per round).

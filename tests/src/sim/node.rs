@@ -17,7 +17,7 @@ use shutter_snapshot::bank::{Bank, BankConfig, BankState};
 use shutter_snapshot::chandy_lamport;
 use shutter_snapshot::life;
 use shutter_snapshot::mattern::{self, EngineConfig};
-use shutter_snapshot::process::{Context, Node, Process};
+use shutter_snapshot::process::{Context, Node, Process, Undeliverable};
 use shutter_snapshot::stack::{Observer, Stack};
 use shutter_snapshot::{AppHeader, LocalReport, SnapshotEvent, SnapshotId};
 use shutter_transport::Time;
@@ -41,6 +41,8 @@ pub struct Mark {
     pub sent: u64,
     /// Application messages delivered before the cut.
     pub delivered: u64,
+    /// Application messages handed back (refunded) before the cut.
+    pub returned: u64,
     /// The encoded state handed to the engine.
     pub state: Vec<u8>,
 }
@@ -51,6 +53,7 @@ pub struct SimApp {
     bank: Bank,
     sent: u64,
     delivered: u64,
+    returned: u64,
     /// Set by `snapshot()`, taken by the simulator after each call into the node.
     mark: RefCell<Option<Mark>>,
 }
@@ -58,12 +61,13 @@ pub struct SimApp {
 impl SimApp {
     /// A bank node `me` seeded from `seed`.
     pub fn new(me: NodeId, seed: u64) -> SimApp {
-        Self::continuing(me, seed, 0, 0)
+        Self::continuing(me, seed, [0; 3])
     }
 
-    /// A fresh bank `me` (opening balance) whose observer counts continue from `sent`
-    /// and `delivered`: the next life of a crashed node.
-    pub fn continuing(me: NodeId, seed: u64, sent: u64, delivered: u64) -> SimApp {
+    /// A fresh bank `me` (opening balance) whose observer counts (sent, delivered,
+    /// returned) continue from `counts`: the next life of a crashed node.
+    pub fn continuing(me: NodeId, seed: u64, counts: [u64; 3]) -> SimApp {
+        let [sent, delivered, returned] = counts;
         let cfg = BankConfig {
             seed,
             initial: INITIAL_BALANCE,
@@ -74,6 +78,7 @@ impl SimApp {
             bank: Bank::new(me, cfg),
             sent,
             delivered,
+            returned,
             mark: RefCell::new(None),
         }
     }
@@ -86,6 +91,11 @@ impl SimApp {
     /// Messages delivered so far.
     pub fn delivered(&self) -> u64 {
         self.delivered
+    }
+
+    /// Messages handed back as undeliverable so far.
+    pub fn returned(&self) -> u64 {
+        self.returned
     }
 
     /// Current balance.
@@ -116,12 +126,24 @@ impl Process for SimApp {
         }
     }
 
+    fn on_undeliverable(
+        &mut self,
+        ctx: &mut Context,
+        to: NodeId,
+        payload: &[u8],
+        why: Undeliverable,
+    ) {
+        self.returned += 1;
+        self.bank.on_undeliverable(ctx, to, payload, why);
+    }
+
     fn snapshot(&self) -> BankState {
         let state = self.bank.snapshot();
         let bytes = postcard::to_allocvec(&state).expect("encoding into a Vec cannot fail");
         *self.mark.borrow_mut() = Some(Mark {
             sent: self.sent,
             delivered: self.delivered,
+            returned: self.returned,
             state: bytes,
         });
         state
@@ -258,6 +280,8 @@ pub enum Seen {
         /// `ts[from]` of the message.
         seq: u64,
     },
+    /// The stack handed an application message back to the process (refunded).
+    Returned(MsgKey),
     /// Something that does not decode as an envelope reached the stack.
     Malformed {
         /// Sender.
@@ -332,6 +356,20 @@ impl Observer<SimApp> for Recorder {
         });
     }
 
+    fn app_returned(
+        &mut self,
+        _now: Time,
+        _to: NodeId,
+        header: &AppHeader,
+        _payload: &[u8],
+        _why: Undeliverable,
+    ) {
+        self.seen.push(Seen::Returned(MsgKey {
+            from: self.me,
+            seq: header.ts.get(self.me),
+        }));
+    }
+
     fn malformed(&mut self, from: NodeId, error: &postcard::Error) {
         self.seen.push(Seen::Malformed {
             from,
@@ -341,7 +379,7 @@ impl Observer<SimApp> for Recorder {
 
     fn transport_event(&mut self, event: &Event) {
         match *event {
-            Event::Abandoned { to, id } => self.seen.push(Seen::Settled {
+            Event::Abandoned { to, id, .. } => self.seen.push(Seen::Settled {
                 to,
                 id,
                 abandoned: true,
@@ -498,10 +536,14 @@ where
         self.account();
         self.send_errors += self.stack.stats().send_errors;
         self.lives += 1;
-        let (sent, delivered) = (self.app().sent(), self.app().delivered());
+        let counts = [
+            self.app().sent(),
+            self.app().delivered(),
+            self.app().returned(),
+        ];
         // A new process draws new transfers.
         let seed = self.seed ^ u64::from(self.lives).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let app = SimApp::continuing(self.id, seed, sent, delivered);
+        let app = SimApp::continuing(self.id, seed, counts);
         let incarnation = self.stack.core().incarnation() + 1;
         self.stack = Self::build(
             self.id,

@@ -87,12 +87,18 @@ pub struct Oracle {
     pub aborted: BTreeMap<SnapshotId, Vec<(NodeId, AbortReason)>>,
     /// Messages the transport declared abandoned (receiver restarted).
     pub abandoned: BTreeSet<MsgKey>,
+    /// Application messages handed back to their sender's process (refunded), with the
+    /// sender's count of returns at that moment (compared with [`Mark::returned`]).
+    ///
+    /// [`Mark::returned`]: super::node::Mark::returned
+    pub returned: BTreeMap<MsgKey, u64>,
     /// Transport ids of unacknowledged application messages: `(sender, receiver, id)`.
     pub in_transport: BTreeMap<(NodeId, NodeId, MessageId), MsgKey>,
     /// Violations found while logging (duplicate identities and the like).
     pub violations: Vec<String>,
     send_count: BTreeMap<NodeId, u64>,
     delivery_count: BTreeMap<NodeId, u64>,
+    return_count: BTreeMap<NodeId, u64>,
 }
 
 impl Oracle {
@@ -152,6 +158,27 @@ impl Oracle {
             self.violations
                 .push(format!("{key:?} delivered {count} times"));
         }
+    }
+
+    /// Logs that `key`'s sender got it back as undeliverable.
+    pub fn returned(&mut self, key: MsgKey) {
+        let ord = {
+            let c = self.return_count.entry(key.from).or_default();
+            *c += 1;
+            *c
+        };
+        if self.returned.insert(key, ord).is_some() {
+            self.violations
+                .push(format!("{key:?} handed back to its sender twice"));
+        }
+    }
+
+    /// True if `key` went back to its sender no later than the sender's `returned`-th
+    /// return (before its cut, for a cut's [`Mark::returned`]).
+    ///
+    /// [`Mark::returned`]: super::node::Mark::returned
+    pub fn returned_by(&self, key: &MsgKey, returned: u64) -> bool {
+        self.returned.get(key).is_some_and(|&ord| ord <= returned)
     }
 
     /// Logs a real crash of `node`, whose process held `held` and whose next life opens

@@ -391,6 +391,7 @@ where
                     "{me}: engine discarded message {seq} of {from} as stale"
                 ));
             }
+            Seen::Returned(key) => self.oracle.returned(key),
             Seen::Malformed { from, error } => self.out.violations.push(format!(
                 "{me}: undecodable message from {from} reached the stack: {error}"
             )),
@@ -559,6 +560,7 @@ where
         self.out.aborts = std::mem::take(&mut self.oracle.aborted);
         self.out.initiated = self.oracle.initiated.len() as u64;
         self.out.app_messages = self.oracle.sends.len() as u64;
+        self.out.returned = self.oracle.returned.len() as u64;
         self.out.max_backlog = self
             .nodes
             .iter()

@@ -124,12 +124,16 @@ pub enum Event {
         incarnation: u64,
     },
     /// The message will never be acknowledged: its receiver restarted before
-    /// acknowledging it. It may or may not have been delivered to the old incarnation.
+    /// acknowledging it. It may or may not have been delivered to the old incarnation,
+    /// and it will never be delivered to the new one.
     Abandoned {
         /// The receiver.
         to: NodeId,
         /// The message.
         id: MessageId,
+        /// Its bytes, as given to [`Core::send`], so the sender can tell its
+        /// application what did not arrive.
+        bytes: Vec<u8>,
     },
 }
 
@@ -532,11 +536,12 @@ impl Core {
         self.stats.peer_restarts += 1;
         self.events
             .push_back(Event::PeerRestarted { peer, incarnation });
-        for id in abandoned {
+        for (id, bytes) in abandoned {
             self.stats.messages_abandoned += 1;
             self.events.push_back(Event::Abandoned {
                 to: peer,
                 id: MessageId(id),
+                bytes,
             });
         }
         self.check_writable(peer);

@@ -439,8 +439,11 @@ impl SendState {
 
     /// Forgets every message and packet (the peer restarted); message ids restart at 0,
     /// packet numbers continue. Returns the ids of the unacknowledged messages.
-    pub(crate) fn reset(&mut self) -> Vec<u64> {
-        let abandoned = self.messages.keys().copied().collect();
+    pub(crate) fn reset(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let abandoned = std::mem::take(&mut self.messages)
+            .into_iter()
+            .map(|(id, m)| (id, m.bytes))
+            .collect();
         *self = SendState {
             next_pn: self.next_pn,
             blocked: self.blocked,
