@@ -135,6 +135,25 @@ impl Process for Bank {
         }
     }
 
+    /// A removed member's money, and the transfers that were on their way to it, are
+    /// this node's now.
+    fn on_inherit(
+        &mut self,
+        _ctx: &mut Context,
+        _removed: NodeId,
+        state: BankState,
+        in_flight: &[(NodeId, Vec<u8>)],
+    ) {
+        let arriving: u64 = in_flight
+            .iter()
+            .filter_map(|(_, p)| decode_transfer(p))
+            .fold(0, u64::saturating_add);
+        self.balance = self
+            .balance
+            .saturating_add(state.balance)
+            .saturating_add(arriving);
+    }
+
     fn on_command(&mut self, ctx: &mut Context, command: &[u8]) {
         match postcard::from_bytes::<(NodeId, u64)>(command) {
             Ok((to, amount)) => {

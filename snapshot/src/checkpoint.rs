@@ -8,6 +8,14 @@
 //! snapshot file (magic `SHUTCKPT`, format version, body length, CRC32C). The newest
 //! `keep` are kept; older ones are deleted after each write.
 //!
+//! The initiator of a snapshot also keeps every other member's part of it, as
+//! *replicas* in its own checkpoint of that snapshot (one file, one fsync): when a
+//! member is removed for good, the replica lets another member inherit its part
+//! ([`crate::recovery`], "Removing a member"). After a removal the store moves to the
+//! new membership ([`CheckpointStore::change_members`]); the heir's checkpoint of the
+//! snapshot the cluster went back to then lists the part it inherited, so rolling back
+//! to it again inherits it again.
+//!
 //! [`CheckpointStore::open`] reads what is there: a corrupt, truncated or foreign file
 //! (another node's, another membership's) is reported with its path and skipped, never
 //! loaded and never fatal for the others. A directory that cannot be created or written
@@ -26,7 +34,7 @@ use crate::wire::{LocalReport, SnapshotId};
 /// First bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"SHUTCKPT";
 /// The checkpoint format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// File name extension of checkpoints.
 pub const EXTENSION: &str = "ckpt";
 
@@ -41,6 +49,12 @@ pub struct Checkpoint {
     pub seq: u64,
     /// The node's part: id, state, cut clock, recorded incoming channels.
     pub part: LocalReport,
+    /// Parts of removed members this node took over at this snapshot (see
+    /// [`crate::process::Process::on_inherit`]), by removed member.
+    pub inherited: Vec<(NodeId, LocalReport)>,
+    /// Other members' parts of this snapshot, kept by its initiator (as it assembled
+    /// them), by member.
+    pub replicas: Vec<(NodeId, LocalReport)>,
 }
 
 impl Checkpoint {
@@ -150,6 +164,20 @@ impl CheckpointStore {
             .collect())
     }
 
+    /// Per other member, the snapshot ids of which this store holds a replica of its
+    /// part, oldest first.
+    pub fn replica_ids(
+        &self,
+    ) -> Result<std::collections::BTreeMap<NodeId, Vec<SnapshotId>>, StoreError> {
+        let mut map = std::collections::BTreeMap::<NodeId, Vec<SnapshotId>>::new();
+        for (_, c) in self.scan()?.checkpoints {
+            for (n, _) in &c.replicas {
+                map.entry(*n).or_default().push(c.id());
+            }
+        }
+        Ok(map)
+    }
+
     /// This node's part of snapshot `id`, if a valid checkpoint holds it.
     pub fn find(&self, id: SnapshotId) -> Result<Option<Checkpoint>, StoreError> {
         Ok(self
@@ -219,14 +247,32 @@ impl CheckpointStore {
         Ok(c)
     }
 
+    /// The membership this store's checkpoints belong to.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
     /// Writes `part` as the newest checkpoint and deletes the oldest beyond `keep`.
     /// Returns the new file's path.
     pub fn write(&mut self, part: &LocalReport) -> Result<PathBuf, StoreError> {
+        self.write_with(part, &[], &[])
+    }
+
+    /// [`CheckpointStore::write`] with the parts of removed members this node
+    /// inherited at this snapshot, and the other members' parts it keeps as replicas.
+    pub fn write_with(
+        &mut self,
+        part: &LocalReport,
+        inherited: &[(NodeId, LocalReport)],
+        replicas: &[(NodeId, LocalReport)],
+    ) -> Result<PathBuf, StoreError> {
         let c = Checkpoint {
             node: self.node,
             members: self.members.clone(),
             seq: self.next_seq,
             part: part.clone(),
+            inherited: inherited.to_vec(),
+            replicas: replicas.to_vec(),
         };
         let path = self.dir.join(format!(
             "ckpt-{:020}-{}-{}.{EXTENSION}",
@@ -239,6 +285,43 @@ impl CheckpointStore {
         self.next_seq += 1;
         self.prune()?;
         Ok(path)
+    }
+
+    /// Moves the store to a new membership (a member was removed): checkpoints written
+    /// from now on carry `members`. Call [`CheckpointStore::drop_other_memberships`]
+    /// once the first one is written.
+    pub fn change_members(&mut self, members: &[NodeId]) {
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        self.members = members;
+    }
+
+    /// Deletes this node's checkpoints of other memberships: after a membership change
+    /// nothing can roll back to them (it would bring back a removed member's part).
+    /// Damaged and other nodes' files are left alone.
+    pub fn drop_other_memberships(&self) -> Result<usize, StoreError> {
+        let entries = fs::read_dir(&self.dir).map_err(|source| StoreError::Dir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut dropped = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            let Ok(bytes) = fs::read(&path) else { continue };
+            let Ok(c) = decode(&bytes) else { continue };
+            if c.node == self.node && c.members != self.members {
+                fs::remove_file(&path).map_err(|source| StoreError::Dir {
+                    path: path.clone(),
+                    source,
+                })?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
     }
 
     /// Deletes all but the newest `keep` valid checkpoints, and never the genesis one

@@ -82,9 +82,17 @@ pub trait SnapshotEngine {
 
     /// A fresh engine of the same configuration resuming from a restored cut `clock`
     /// with a new `life` and own-entry `floor` (a cluster-wide rollback), ignoring
-    /// snapshots whose `s` is below `ids_from` (they ran before the rollback), or `None` if
-    /// this engine cannot resume from a cut (Chandy-Lamport).
-    fn rebuild(&self, _clock: VClock, _life: u64, _floor: u64, _ids_from: u64) -> Option<Self>
+    /// snapshots whose `s` is below `ids_from` (they ran before the rollback), among
+    /// `nodes` (the membership after the rollback), or `None` if this engine cannot
+    /// resume from a cut (Chandy-Lamport).
+    fn rebuild(
+        &self,
+        _clock: VClock,
+        _life: u64,
+        _floor: u64,
+        _ids_from: u64,
+        _nodes: &[NodeId],
+    ) -> Option<Self>
     where
         Self: Sized,
     {

@@ -67,6 +67,32 @@ impl GlobalSnapshot {
             .filter(move |((_, t), _)| *t == to)
             .flat_map(|((from, _), msgs)| msgs.iter().map(move |m| (*from, m)))
     }
+
+    /// `node`'s part as it reported it (state, cut clock, incoming channel states), for
+    /// keeping as a replica; `None` if `node` is not in the snapshot. The engine life and
+    /// the senders' lives it had seen are not kept (0 and empty): a restore does not
+    /// need them.
+    pub fn part(&self, node: NodeId) -> Option<LocalReport> {
+        Some(LocalReport {
+            id: self.id,
+            state: self.states.get(&node)?.clone(),
+            cut: self.cuts.get(&node)?.clone(),
+            cut_at: self
+                .timings
+                .local_cuts
+                .get(&node)
+                .copied()
+                .unwrap_or_default(),
+            channels: self
+                .channels
+                .iter()
+                .filter(|((_, to), msgs)| *to == node && !msgs.is_empty())
+                .map(|((from, _), msgs)| (*from, msgs.clone()))
+                .collect(),
+            life: 0,
+            seen: Vec::new(),
+        })
+    }
 }
 
 /// Why a snapshot was abandoned.

@@ -126,6 +126,21 @@ pub trait Process {
     ) {
     }
 
+    /// `removed` left the cluster for good and this process inherits its part of the
+    /// snapshot the cluster went back to: `state` is what `removed` had at its cut and
+    /// `in_flight` the messages sent to it before their senders' cuts that it had not
+    /// received, by sender (they will never reach anybody else). Called right after
+    /// this process was restored from the same snapshot. The default drops them, so a
+    /// process that must conserve something (the bank's money) takes them over here.
+    fn on_inherit(
+        &mut self,
+        _ctx: &mut Context,
+        _removed: NodeId,
+        _state: Self::State,
+        _in_flight: &[(NodeId, Vec<u8>)],
+    ) {
+    }
+
     /// The current local state.
     fn snapshot(&self) -> Self::State;
 
@@ -293,8 +308,9 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
 
     /// Rolls this node back to its `part` of a snapshot: the process gets its state, the
     /// engine is rebuilt from its cut clock with a new `life` (own entry at least
-    /// `floor`, snapshot ids below `ids_from` ignored), anything queued is dropped (it belongs to the abandoned run), and the
-    /// recorded incoming messages are delivered again.
+    /// `floor`, snapshot ids below `ids_from` ignored) among `nodes` (the membership
+    /// from now on, this node included), anything queued is dropped (it belongs to the
+    /// abandoned run), and the recorded incoming messages are delivered again.
     pub fn roll_back(
         &mut self,
         now: Time,
@@ -302,6 +318,7 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
         life: u64,
         floor: u64,
         ids_from: u64,
+        nodes: &[NodeId],
     ) -> Result<(), RollBackError> {
         let state = decode_state::<P>(&part.state).map_err(RollBackError::State)?;
         let clock = part.cut.clone();
@@ -312,15 +329,39 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
             .collect();
         let engine = self
             .engine
-            .rebuild(clock, life, floor, ids_from)
+            .rebuild(clock, life, floor, ids_from, nodes)
             .ok_or(RollBackError::Unsupported)?;
         self.process.restore(state);
         self.engine = engine;
+        let me = self.engine.me();
+        self.peers = nodes.iter().copied().filter(|n| *n != me).collect();
+        self.peers.sort_unstable();
+        self.peers.dedup();
         self.outbox.clear();
         for (from, m) in incoming {
             self.engine.absorb(&m.ts);
             self.run(now, |p, ctx| p.on_message(ctx, from, &m.payload));
         }
+        Ok(())
+    }
+
+    /// Hands the part of a removed member (`removed`'s state and the messages that
+    /// were in flight to it, by sender) to this node's process: see
+    /// [`Process::on_inherit`]. Call right after [`Node::roll_back`] to the same
+    /// snapshot.
+    pub fn inherit(
+        &mut self,
+        now: Time,
+        removed: NodeId,
+        part: &LocalReport,
+    ) -> Result<(), RollBackError> {
+        let state = decode_state::<P>(&part.state).map_err(RollBackError::State)?;
+        let in_flight: Vec<(NodeId, Vec<u8>)> = part
+            .channels
+            .iter()
+            .flat_map(|(from, msgs)| msgs.iter().map(move |m| (*from, m.payload.clone())))
+            .collect();
+        self.run(now, |p, ctx| p.on_inherit(ctx, removed, state, &in_flight));
         Ok(())
     }
 

@@ -23,6 +23,19 @@
 //! times out first, and a rollback that restarts simply restores again. A member that
 //! is down holds every round up; its restart starts a new epoch. Mattern only (the
 //! engine must resume from a cut clock).
+//!
+//! # Removing a member
+//!
+//! A member that is dead for good would hold every round (and every snapshot) up, so an
+//! operator removes it ([`crate::stack::Stack::request_removal`]). That is a round too,
+//! in the manner of Flink rescaling from a checkpoint: the removed node is not asked, the
+//! others go back to the newest snapshot they all hold *and* whose removed part one of
+//! them holds (the initiator of a snapshot keeps every member's part as a replica), and
+//! that one, the heir, takes the removed node's state and the messages that were in
+//! flight to it ([`crate::process::Process::on_inherit`]: the bank adds the money). So
+//! nothing is lost or created, and later snapshots no longer wait for the removed node.
+//! A member that learnt of a pending removal keeps it across a coordinator's crash: the
+//! round it starts on timeout removes the same node.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -52,15 +65,27 @@ pub struct Epoch {
     pub by: NodeId,
 }
 
+/// A member leaving for good, and the member that inherits its part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Removal {
+    /// The member that leaves.
+    pub node: NodeId,
+    /// The member that holds its part of the target snapshot and takes it over.
+    pub heir: NodeId,
+}
+
 /// The rollback protocol's messages (carried in [`crate::wire::Envelope::Recovery`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecoveryMsg {
-    /// Coordinator to all: stop and say which checkpoints you hold.
-    Halt(Epoch),
-    /// Member to coordinator: halted; these snapshot ids are durable here.
-    Halted(Epoch, Vec<SnapshotId>),
-    /// Coordinator to all: restore your part of `id`.
-    Restore(Epoch, SnapshotId),
+    /// Coordinator to all: stop and say which checkpoints you hold; `Some(n)`: the
+    /// round removes member `n` (which is not asked).
+    Halt(Epoch, Option<NodeId>),
+    /// Member to coordinator: halted; these snapshot ids are durable here, and (in a
+    /// removal round) of these it also holds the removed member's part.
+    Halted(Epoch, Vec<SnapshotId>, Vec<SnapshotId>),
+    /// Coordinator to all: restore your part of `id` (and, in a removal round, the heir
+    /// also takes over the removed member's part).
+    Restore(Epoch, SnapshotId, Option<Removal>),
     /// Member to coordinator: restored (or, with `false`, could not: its part is gone).
     Restored(Epoch, bool),
     /// Coordinator to all: run again. `None`: no snapshot is held by every member, so
@@ -73,8 +98,9 @@ pub enum RecoveryMsg {
 pub(crate) enum Action {
     /// Send `msg` to `to`.
     Send(NodeId, RecoveryMsg),
-    /// Restore this node's part of the snapshot (the host reads it from its store).
-    Restore(Epoch, SnapshotId),
+    /// Restore this node's part of the snapshot (the host reads it from its store), and
+    /// apply the removal if any.
+    Restore(Epoch, SnapshotId, Option<Removal>),
     /// Run again; `Some` if the cluster rolled back to that snapshot.
     Resumed(Epoch, Option<SnapshotId>),
 }
@@ -97,7 +123,12 @@ struct Round {
     epoch: Epoch,
     /// The snapshot an operator asked for (`None`: the newest every member holds).
     wanted: Option<SnapshotId>,
-    halted: BTreeMap<NodeId, Vec<SnapshotId>>,
+    /// The member this round removes, if any.
+    removing: Option<NodeId>,
+    /// Who takes part: every member but the one removed.
+    quorum: Vec<NodeId>,
+    /// Per member: the ids it holds, and those of which it holds the removed part.
+    halted: BTreeMap<NodeId, (Vec<SnapshotId>, Vec<SnapshotId>)>,
     target: Option<SnapshotId>,
     restored: BTreeSet<NodeId>,
 }
@@ -119,6 +150,10 @@ pub(crate) struct Recovery {
     round: Option<Round>,
     /// Snapshot ids this node holds durably, newest last (set by the host).
     durable: Vec<SnapshotId>,
+    /// Per other member, the snapshot ids of which this node holds that member's part.
+    replicas: BTreeMap<NodeId, Vec<SnapshotId>>,
+    /// A removal learnt from a `Halt` and not finished yet.
+    removing: Option<NodeId>,
     actions: VecDeque<Action>,
 }
 
@@ -137,6 +172,8 @@ impl Recovery {
             floor: 0,
             round: None,
             durable: Vec::new(),
+            replicas: BTreeMap::new(),
+            removing: None,
             actions: VecDeque::new(),
         }
     }
@@ -170,6 +207,15 @@ impl Recovery {
         self.durable = ids;
     }
 
+    pub(crate) fn set_replicas(&mut self, replicas: BTreeMap<NodeId, Vec<SnapshotId>>) {
+        self.replicas = replicas;
+    }
+
+    /// Every member, this node included, sorted.
+    pub(crate) fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -183,25 +229,41 @@ impl Recovery {
 
     /// Starts a round coordinated here, at wall-clock (or virtual) microsecond `clock`,
     /// to `wanted` if given (it must be held by every member), else to the newest
-    /// snapshot every member holds.
-    pub(crate) fn start(&mut self, now: Time, clock: u64, wanted: Option<SnapshotId>) {
+    /// snapshot every member holds; removing member `removing` if given (or the removal
+    /// an interrupted round left pending).
+    pub(crate) fn start(
+        &mut self,
+        now: Time,
+        clock: u64,
+        wanted: Option<SnapshotId>,
+        removing: Option<NodeId>,
+    ) {
         let at = clock.max(self.seen.map_or(0, |e| e.at.saturating_add(1)));
         let epoch = Epoch { at, by: self.me };
+        let removing = removing.or(self.removing);
+        let quorum: Vec<NodeId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|n| Some(*n) != removing)
+            .collect();
+        for &n in &quorum {
+            if n != self.me {
+                self.actions
+                    .push_back(Action::Send(n, RecoveryMsg::Halt(epoch, removing)));
+            }
+        }
         self.round = Some(Round {
             epoch,
             wanted,
+            removing,
+            quorum,
             halted: BTreeMap::new(),
             target: None,
             restored: BTreeSet::new(),
         });
-        for &n in &self.members {
-            if n != self.me {
-                self.actions
-                    .push_back(Action::Send(n, RecoveryMsg::Halt(epoch)));
-            }
-        }
         // The coordinator halts itself like any member.
-        self.on_msg(now, self.me, RecoveryMsg::Halt(epoch));
+        self.on_msg(now, self.me, RecoveryMsg::Halt(epoch, removing));
     }
 
     /// A member stalled past its patience takes over with a new round.
@@ -210,12 +272,13 @@ impl Recovery {
             && since + self.patience <= now
         {
             tracing::warn!(node = %self.me, "rollback stalled; coordinating a new round");
-            self.start(now, clock, None);
+            self.start(now, clock, None, None);
         }
     }
 
-    /// The host restored this node's part of `id` for `epoch` (`ok`: it could).
-    pub(crate) fn restored(&mut self, now: Time, epoch: Epoch, ok: bool) {
+    /// The host restored this node's part of `id` for `epoch` (`ok`: it could), having
+    /// applied `removal` if any.
+    pub(crate) fn restored(&mut self, now: Time, epoch: Epoch, ok: bool, removal: Option<Removal>) {
         if let Phase::Halted {
             epoch: e,
             restored,
@@ -227,6 +290,10 @@ impl Recovery {
             *since = now;
             if ok {
                 self.floor = Self::min_life(epoch);
+                if let Some(r) = removal {
+                    self.members.retain(|n| *n != r.node);
+                    self.replicas.remove(&r.node);
+                }
             }
             self.reply(now, epoch.by, RecoveryMsg::Restored(epoch, ok));
         }
@@ -243,9 +310,16 @@ impl Recovery {
     /// A recovery message from `from` (members only; the stack checks).
     pub(crate) fn on_msg(&mut self, now: Time, from: NodeId, msg: RecoveryMsg) {
         match msg {
-            RecoveryMsg::Halt(epoch) => {
-                if from != epoch.by || self.seen.is_some_and(|s| s > epoch) {
+            RecoveryMsg::Halt(epoch, removing) => {
+                if from != epoch.by
+                    || self.seen.is_some_and(|s| s > epoch)
+                    || removing == Some(self.me)
+                {
                     return;
+                }
+                // A removal outlives the round that announced it (see the module docs).
+                if removing.is_some() {
+                    self.removing = removing;
                 }
                 self.seen = Some(epoch);
                 if self.round.as_ref().is_some_and(|r| r.epoch < epoch) {
@@ -258,51 +332,80 @@ impl Recovery {
                     since: now,
                 };
                 let have = self.durable.clone();
-                self.reply(now, epoch.by, RecoveryMsg::Halted(epoch, have));
+                let replicas = removing
+                    .and_then(|n| self.replicas.get(&n).cloned())
+                    .unwrap_or_default();
+                self.reply(now, epoch.by, RecoveryMsg::Halted(epoch, have, replicas));
             }
-            RecoveryMsg::Halted(epoch, have) => {
+            RecoveryMsg::Halted(epoch, have, replicas) => {
                 let Some(round) = self.round.as_mut().filter(|r| r.epoch == epoch) else {
                     return;
                 };
-                round.halted.insert(from, have);
-                if round.halted.len() < self.members.len() || round.target.is_some() {
+                if !round.quorum.contains(&from) {
+                    return;
+                }
+                round.halted.insert(from, (have, replicas));
+                if round.halted.len() < round.quorum.len() || round.target.is_some() {
                     return;
                 }
                 // The newest id every member holds ("newest" by this node's own order of
-                // commits, which is the order it learned of completions).
-                let common = |id: &SnapshotId| round.halted.values().all(|h| h.contains(id));
+                // commits, which is the order it learned of completions); in a removal
+                // round, one whose removed part a member holds too (the lowest such
+                // member inherits it).
+                let common = |id: &SnapshotId| round.halted.values().all(|(h, _)| h.contains(id));
+                let heir = |id: &SnapshotId| {
+                    round
+                        .halted
+                        .iter()
+                        .find(|(_, (_, r))| r.contains(id))
+                        .map(|(n, _)| *n)
+                };
+                let fits = |id: &SnapshotId| {
+                    common(id) && (round.removing.is_none() || heir(id).is_some())
+                };
                 let target = match round.wanted {
-                    Some(id) => common(&id).then_some(id),
+                    Some(id) => fits(&id).then_some(id),
                     None => round.halted[&self.me]
+                        .0
                         .iter()
                         .rev()
-                        .find(|id| common(id))
+                        .find(|id| fits(id))
                         .copied(),
+                };
+                let removal = match (target, round.removing) {
+                    (Some(id), Some(node)) => heir(&id).map(|heir| Removal { node, heir }),
+                    _ => None,
                 };
                 match target {
                     Some(id) => {
                         round.target = Some(id);
-                        for &n in &self.members {
+                        for &n in &round.quorum {
                             if n != self.me {
-                                self.actions
-                                    .push_back(Action::Send(n, RecoveryMsg::Restore(epoch, id)));
+                                self.actions.push_back(Action::Send(
+                                    n,
+                                    RecoveryMsg::Restore(epoch, id, removal),
+                                ));
                             }
                         }
-                        self.on_msg(now, self.me, RecoveryMsg::Restore(epoch, id));
+                        self.on_msg(now, self.me, RecoveryMsg::Restore(epoch, id, removal));
                     }
                     None => {
-                        tracing::error!(node = %self.me, "no checkpoint is held by every member: nothing to roll back to");
+                        if let Some(node) = round.removing {
+                            tracing::error!(node = %self.me, removing = %node, "no snapshot is held by every other member with a replica of the removed member's part: it stays a member");
+                        } else {
+                            tracing::error!(node = %self.me, "no checkpoint is held by every member: nothing to roll back to");
+                        }
                         self.resume_all(now, epoch, None);
                     }
                 }
             }
-            RecoveryMsg::Restore(epoch, id) => {
+            RecoveryMsg::Restore(epoch, id, removal) => {
                 if from != epoch.by
                     || !matches!(self.phase, Phase::Halted { epoch: e, .. } if e == epoch)
                 {
                     return;
                 }
-                self.actions.push_back(Action::Restore(epoch, id));
+                self.actions.push_back(Action::Restore(epoch, id, removal));
             }
             RecoveryMsg::Restored(epoch, ok) => {
                 let Some(round) = self.round.as_mut().filter(|r| r.epoch == epoch) else {
@@ -312,11 +415,14 @@ impl Recovery {
                     // A member lost its part between Halted and Restore: start over.
                     tracing::warn!(node = %self.me, member = %from, "a member could not restore; restarting the rollback");
                     let at = epoch.at.saturating_add(1);
-                    self.start(now, at, None);
+                    self.start(now, at, None, None);
+                    return;
+                }
+                if !round.quorum.contains(&from) {
                     return;
                 }
                 round.restored.insert(from);
-                if round.restored.len() == self.members.len() {
+                if round.restored.len() == round.quorum.len() {
                     let target = round.target;
                     self.resume_all(now, epoch, target);
                 }
@@ -328,14 +434,19 @@ impl Recovery {
                     return;
                 }
                 self.phase = Phase::Running;
+                // Done (or, with no target, given up): either way not pending any more.
+                self.removing = None;
                 self.actions.push_back(Action::Resumed(epoch, target));
             }
         }
     }
 
     fn resume_all(&mut self, now: Time, epoch: Epoch, target: Option<SnapshotId>) {
-        self.round = None;
-        for &n in &self.members {
+        let quorum = self
+            .round
+            .take()
+            .map_or_else(|| self.members.clone(), |r| r.quorum);
+        for &n in &quorum {
             if n != self.me {
                 self.actions
                     .push_back(Action::Send(n, RecoveryMsg::Resume(epoch, target)));

@@ -52,7 +52,7 @@ use crate::engine::SnapshotEngine;
 use crate::global::{AbortWhy, InitiateError, SnapshotEvent};
 use crate::metrics::SnapshotMetrics;
 use crate::process::{Node, Process, Undeliverable};
-use crate::recovery::{Action, Epoch, Recovery};
+use crate::recovery::{Action, Epoch, Recovery, Removal};
 use crate::wire::{AppHeader, Envelope, LocalReport, SnapshotId};
 
 /// How long a node halted for a rollback waits for the next round before it takes
@@ -68,12 +68,15 @@ pub enum StackEvent {
     /// The transport heard nothing from `peer` for its idle timeout.
     PeerUnreachable(NodeId),
     /// A cluster-wide rollback wants this node's part of snapshot `id`: read it from the
-    /// checkpoint store and call [`Stack::roll_back`] (with `None` if it is gone).
+    /// checkpoint store and call [`Stack::roll_back`] (with `None` if it is gone); if
+    /// `removal` names this node as the heir, also the removed member's replica.
     RestoreRequested {
         /// The rollback round.
         epoch: Epoch,
         /// The snapshot to go back to.
         id: SnapshotId,
+        /// The member this round removes, and its heir.
+        removal: Option<Removal>,
     },
     /// A rollback round ended and the node runs again; `rolled_back_to` is the snapshot
     /// the cluster went back to (`None`: no snapshot was held by every member, nothing
@@ -115,6 +118,8 @@ pub struct StackStats {
     pub rolled_back_dropped: u64,
     /// Rollbacks this node went through (restored from a checkpoint).
     pub rollbacks: u64,
+    /// Members removed from the cluster while this node ran.
+    pub members_removed: u64,
     /// Application messages handed back to the process as undeliverable
     /// ([`Process::on_undeliverable`]).
     pub app_returned: u64,
@@ -161,6 +166,20 @@ pub trait Observer<P> {
     fn node_call(&mut self, now: Time, process: &P, events: &[SnapshotEvent]) {}
 }
 
+/// Why [`Stack::request_removal`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RemovalError {
+    /// The node is not (or no longer) a member.
+    #[error("{0} is not a member")]
+    NotAMember(NodeId),
+    /// A node cannot remove itself.
+    #[error("{0} cannot remove itself: ask another member")]
+    Itself(NodeId),
+    /// A rollback round is under way.
+    #[error("a cluster-wide rollback is under way")]
+    RollingBack,
+}
+
 /// The observer that observes nothing.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoObserver;
@@ -200,6 +219,8 @@ where
     stats: StackStats,
     /// The cluster-wide rollback protocol.
     recovery: Recovery,
+    /// The removal of the round whose restore was requested, until it is answered.
+    restoring: Option<(Epoch, Option<Removal>)>,
     /// Whether `Process::on_start` ran (or the process was restored).
     started: bool,
     observer: O,
@@ -254,6 +275,7 @@ where
             metrics: SnapshotMetrics::new(),
             stats: StackStats::default(),
             recovery,
+            restoring: None,
             started: false,
             observer,
         })
@@ -396,7 +418,7 @@ where
     /// the process, coordinate a cluster-wide rollback to the newest snapshot every
     /// member holds. The process runs once the rollback ends.
     pub fn recover(&mut self, now: Time) {
-        self.recovery.start(now, now.as_micros(), None);
+        self.recovery.start(now, now.as_micros(), None, None);
         self.settle(now);
     }
 
@@ -411,25 +433,89 @@ where
         if self.recovery.is_halted() {
             return Err(InitiateError::RollingBack);
         }
-        self.recovery.start(now, now.as_micros(), to);
+        self.recovery.start(now, now.as_micros(), to, None);
         self.settle(now);
         Ok(())
     }
 
+    /// An operator removes `node`, a member that is dead for good, coordinated here: a
+    /// rollback round without it (see [`crate::recovery`], "Removing a member"), after
+    /// which it is no member any more. The outcome is a [`StackEvent::Resumed`]
+    /// (`rolled_back_to: None` if no snapshot could take the removed part along: it stays
+    /// a member).
+    pub fn request_removal(&mut self, now: Time, node: NodeId) -> Result<(), RemovalError> {
+        if node == self.me {
+            return Err(RemovalError::Itself(node));
+        }
+        if !self.members.contains(&node) {
+            return Err(RemovalError::NotAMember(node));
+        }
+        if self.recovery.is_halted() {
+            return Err(RemovalError::RollingBack);
+        }
+        self.recovery.start(now, now.as_micros(), None, Some(node));
+        self.settle(now);
+        Ok(())
+    }
+
+    /// The members, this node included, sorted.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.recovery.members().to_vec()
+    }
+
+    /// Per other member, the snapshot ids of which this node's store holds that
+    /// member's part (a replica: see [`crate::checkpoint`]); call at start and after
+    /// every replica write.
+    pub fn set_replicas(&mut self, replicas: BTreeMap<NodeId, Vec<SnapshotId>>) {
+        self.recovery.set_replicas(replicas);
+    }
+
     /// Answers [`StackEvent::RestoreRequested`]: `part` is this node's part of the
-    /// snapshot from its checkpoint store (`None` if it is gone or unreadable). The
-    /// process gets its state back, the engine resumes from the cut clock with a new
-    /// life, queued messages are dropped, and the recorded incoming messages are
-    /// delivered again once.
-    pub fn roll_back(&mut self, now: Time, epoch: Epoch, part: Option<&LocalReport>) {
+    /// snapshot from its checkpoint store (`None` if it is gone or unreadable), and
+    /// `inherited` the parts of removed members this node takes over with it (those its
+    /// checkpoint lists, plus the removed member's replica if this round names this node
+    /// the heir). The process gets its state back, the engine resumes from the cut
+    /// clock with a new life, queued messages are dropped, the recorded incoming
+    /// messages are delivered again once, and the inherited parts go to
+    /// [`Process::on_inherit`]. Returns whether it restored.
+    pub fn roll_back(
+        &mut self,
+        now: Time,
+        epoch: Epoch,
+        part: Option<&LocalReport>,
+        inherited: &[(NodeId, LocalReport)],
+    ) -> bool {
+        let removal = self
+            .restoring
+            .take()
+            .filter(|(e, _)| *e == epoch)
+            .and_then(|(_, r)| r);
+        let mut nodes = self.recovery.members().to_vec();
+        if let Some(r) = removal {
+            nodes.retain(|n| *n != r.node);
+        }
+        let heir_without_part = removal
+            .is_some_and(|r| r.heir == self.me && !inherited.iter().any(|(n, _)| *n == r.node));
         let ok = match part {
+            Some(_) if heir_without_part => {
+                tracing::error!(node = %self.me, "cannot inherit: the removed member's replica is gone");
+                false
+            }
             Some(part) => {
                 let life = now.as_micros().max(Recovery::min_life(epoch));
                 let floor = crate::life::clock_floor(Time(life));
                 // Every member's new life is at least this, so every id after the
                 // rollback is at least its floor; smaller ones ran before it.
                 let ids_from = crate::life::clock_floor(Time(Recovery::min_life(epoch)));
-                match self.node.roll_back(now, part, life, floor, ids_from) {
+                let restored = self
+                    .node
+                    .roll_back(now, part, life, floor, ids_from, &nodes)
+                    .and_then(|()| {
+                        inherited
+                            .iter()
+                            .try_for_each(|(n, p)| self.node.inherit(now, *n, p))
+                    });
+                match restored {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(node = %self.me, error = %e, "cannot restore the checkpoint");
@@ -439,6 +525,15 @@ where
             }
             None => false,
         };
+        if ok && let Some(r) = removal {
+            // From now on the removed node is nobody: its datagrams are dropped as
+            // from a non-member, nothing is sent or retransmitted to it.
+            self.members.remove(&r.node);
+            self.peers.remove(&r.node);
+            self.core.remove_peer(r.node);
+            self.stats.members_removed += 1;
+            tracing::info!(node = %self.me, removed = %r.node, heir = %r.heir, "member removed");
+        }
         if ok {
             self.stats.rollbacks += 1;
             self.started = true;
@@ -453,8 +548,9 @@ where
             self.stats.backlog = 0;
             self.after_node_call(now);
         }
-        self.recovery.restored(now, epoch, ok);
+        self.recovery.restored(now, epoch, ok, removal);
         self.settle(now);
+        ok
     }
 
     /// True while a rollback holds this node's application.
@@ -574,9 +670,10 @@ where
     fn on_recovery_action(&mut self, now: Time, action: Action) {
         match action {
             Action::Send(to, msg) => self.enqueue(now, to, Envelope::Recovery(msg)),
-            Action::Restore(epoch, id) => {
+            Action::Restore(epoch, id, removal) => {
+                self.restoring = Some((epoch, removal));
                 self.events
-                    .push_back(StackEvent::RestoreRequested { epoch, id });
+                    .push_back(StackEvent::RestoreRequested { epoch, id, removal });
             }
             Action::Resumed(_, target) => {
                 if !self.started {

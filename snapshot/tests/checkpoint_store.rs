@@ -149,6 +149,8 @@ fn decoding_rejects_every_kind_of_damage_without_panicking() {
         members: members(),
         seq: 1,
         part: part(1),
+        inherited: vec![(NodeId(3), part(3))],
+        replicas: vec![(NodeId(2), part(2))],
     };
     let bytes = checkpoint::encode(&c);
     assert_eq!(checkpoint::decode(&bytes).unwrap(), c);

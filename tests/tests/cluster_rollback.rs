@@ -121,6 +121,9 @@ impl Cluster {
             self.snaps.to_str().expect("utf-8 path"),
             "--timeout",
             "6s",
+            // The money of all four, also after one is removed (its heir holds it).
+            "--total",
+            &TOTAL.to_string(),
         ];
         self.host.run(&args, COMMAND_LIMIT)
     }
@@ -346,9 +349,97 @@ fn kill_restart_rolls_back_with_the_money_exact() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Lines of a node log saying the cluster rolled back (removal rounds say so too).
+fn removed(log: &str, gone: usize) -> bool {
+    log.lines()
+        .any(|l| l.contains(&format!("admin request: removing n{gone}")))
+}
+
+/// `remove_a_dead_node_then_restart_a_survivor`: n3 is killed for good after a snapshot
+/// through n0 committed (n0 keeps every member's part of it). `shutter remove --node 3
+/// --via 1`: the other three go back to that snapshot, n0 inherits n3's money and the
+/// transfers that were on their way to it. Checked: the command succeeds; snapshots
+/// through every survivor complete afterwards (nothing waits for n3); the peers file
+/// without n3, a survivor killed and restarted rolls the smaller cluster back by itself
+/// (its store moved to the new membership); every saved snapshot, before and after,
+/// holds exactly the opening money of all four.
+fn remove_a_dead_node_then_restart_a_survivor() {
+    let seed = seed_from_env();
+    println!(
+        "    seed {seed}; replay with: {SEED_ENV}={seed} cargo test -p shutter-tests --test cluster_rollback -- remove --nocapture"
+    );
+    let dir = temp_dir("remove");
+    let mut cluster = Cluster::start(&dir, seed & 0x7fff_ffff, 0.1);
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.snapshot_eventually(0, "before the kill");
+    std::thread::sleep(Duration::from_millis(300));
+    println!("    kill -9 n3 for good; the others go on sending it transfers");
+    cluster.nodes[3].kill();
+    std::thread::sleep(Duration::from_millis(700));
+    let peers = cluster.peers.to_str().expect("utf-8 path").to_owned();
+    let out = cluster.host.run(
+        &["remove", "--peers", &peers, "--node", "3", "--via", "1"],
+        COMMAND_LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "shutter remove failed\n{stdout}\n{stderr}\n--- n1:\n{}",
+        tail(&cluster.log(1))
+    );
+    assert!(stdout.contains("n3 removed"), "{stdout}");
+    assert!(removed(&cluster.log(1), 3), "n1 logs the removal");
+    println!("    {}", stdout.lines().next().unwrap_or_default());
+    for via in 0..3 {
+        cluster.snapshot_eventually(via, "after the removal");
+    }
+    // The operator's part: n3 leaves the peers file (the key stays the same).
+    let text_before = std::fs::read_to_string(&cluster.peers).expect("peers file");
+    let start = text_before.find("[[nodes]]\nid = 3\n").expect("n3's entry");
+    let end = text_before[start..]
+        .find("\n\n")
+        .map_or(text_before.len(), |e| start + e + 2);
+    let without = format!("{}{}", &text_before[..start], &text_before[end..]);
+    std::fs::write(&cluster.peers, without).expect("rewrite peers file");
+    println!("    n3 deleted from the peers file; kill -9 n2 and start it again");
+    cluster.nodes[2].kill();
+    std::thread::sleep(Duration::from_millis(400));
+    let before: Vec<usize> = (0..3).map(|i| rollbacks(&cluster.log(i))).collect();
+    cluster.restart(2, 1);
+    let wanted = [before[0] + 1, before[1] + 1, 1];
+    let start = Instant::now();
+    loop {
+        let now: Vec<usize> = (0..3).map(|i| rollbacks(&cluster.log(i))).collect();
+        if now.iter().zip(&wanted).all(|(a, b)| a >= b) {
+            break;
+        }
+        assert!(
+            start.elapsed() < ROLLBACK_LIMIT,
+            "the three did not roll back after n2's restart (rollbacks {now:?}, wanted {wanted:?})\n--- n2:\n{}",
+            tail(&cluster.log(2))
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for via in 0..3 {
+        cluster.snapshot_eventually(via, "after the survivor's restart");
+    }
+    let checked = check_all_saved(&cluster.snaps);
+    println!(
+        "    summary: {checked} saved snapshots (4 nodes, then 3) all consistent with exactly {TOTAL}"
+    );
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() -> ExitCode {
-    test_main(&[(
-        "kill_restart_rolls_back_with_the_money_exact",
-        kill_restart_rolls_back_with_the_money_exact,
-    )])
+    test_main(&[
+        (
+            "kill_restart_rolls_back_with_the_money_exact",
+            kill_restart_rolls_back_with_the_money_exact,
+        ),
+        (
+            "remove_a_dead_node_then_restart_a_survivor",
+            remove_a_dead_node_then_restart_a_survivor,
+        ),
+    ])
 }

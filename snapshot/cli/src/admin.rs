@@ -113,6 +113,12 @@ pub enum Request {
         /// The snapshot, if the operator named one.
         to: Option<SnapshotId>,
     },
+    /// Remove a member that is dead for good, coordinated by this node, and answer once
+    /// the cluster runs without it.
+    Remove {
+        /// The member.
+        node: shutter_vclock::NodeId,
+    },
 }
 
 /// Parses `nK@S` as `shutter snapshot` and the logs print snapshot ids.
@@ -138,6 +144,17 @@ impl Request {
         match (words.next(), words.next(), words.next()) {
             (Some("STATUS"), None, _) => Ok(Request::Status),
             (Some("ROLLBACK"), None, _) => Ok(Request::Rollback { to: None }),
+            (Some("REMOVE"), Some(n), None) => {
+                let bad = || format!("bad node {n:?} (expected nK, e.g. n3)");
+                let k: u32 = n
+                    .strip_prefix('n')
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?;
+                Ok(Request::Remove {
+                    node: shutter_vclock::NodeId(k),
+                })
+            }
             (Some("ROLLBACK"), Some(id), None) => Ok(Request::Rollback {
                 to: Some(parse_snapshot_id(id)?),
             }),
@@ -150,7 +167,7 @@ impl Request {
                 })
             }
             _ => Err(format!(
-                "unknown request {line:?} (expected SNAPSHOT <ms>, STATUS or ROLLBACK [nK@S])"
+                "unknown request {line:?} (expected SNAPSHOT <ms>, STATUS, ROLLBACK [nK@S] or REMOVE nK)"
             )),
         }
     }
@@ -162,6 +179,7 @@ impl Request {
             Request::Status => "STATUS\n".to_string(),
             Request::Rollback { to: None } => "ROLLBACK\n".to_string(),
             Request::Rollback { to: Some(id) } => format!("ROLLBACK {id}\n"),
+            Request::Remove { node } => format!("REMOVE {node}\n"),
         }
     }
 }
@@ -339,7 +357,7 @@ async fn handle(
                 let wait = match &request {
                     Request::Snapshot { timeout } => *timeout,
                     Request::Status => REQUEST_TIMEOUT,
-                    Request::Rollback { .. } => ROLLBACK_WAIT,
+                    Request::Rollback { .. } | Request::Remove { .. } => ROLLBACK_WAIT,
                 };
                 let (tx, rx) = oneshot::channel();
                 if to_node
@@ -424,6 +442,9 @@ mod tests {
                 timeout: Duration::from_millis(1500),
             },
             Request::Rollback { to: None },
+            Request::Remove {
+                node: shutter_vclock::NodeId(7),
+            },
             Request::Rollback {
                 to: Some(SnapshotId {
                     initiator: shutter_vclock::NodeId(3),
@@ -461,6 +482,7 @@ mod tests {
                     Request::Rollback { to } => {
                         Reply::RolledBack(to.map_or("n1@5".into(), |id| id.to_string()))
                     }
+                    Request::Remove { .. } => Reply::RolledBack("n1@5".into()),
                 };
                 req.reply.send(reply).unwrap();
             }

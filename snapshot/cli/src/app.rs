@@ -150,6 +150,21 @@ impl Process for TaggedBank {
         self.tag_outgoing(ctx);
     }
 
+    fn on_inherit(
+        &mut self,
+        ctx: &mut Context,
+        removed: NodeId,
+        state: BankState,
+        in_flight: &[(NodeId, Vec<u8>)],
+    ) {
+        let untagged: Vec<(NodeId, Vec<u8>)> = in_flight
+            .iter()
+            .map(|(from, p)| (*from, split_tag(p).0.to_vec()))
+            .collect();
+        self.bank.on_inherit(ctx, removed, state, &untagged);
+        self.tag_outgoing(ctx);
+    }
+
     fn snapshot(&self) -> BankState {
         self.bank.snapshot()
     }

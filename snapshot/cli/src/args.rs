@@ -32,6 +32,9 @@ pub enum Command {
     /// Roll the whole running cluster back to a snapshot every node holds in its
     /// checkpoint store (the newest, or --to ID).
     Rollback(RollbackArgs),
+    /// Remove a node that is dead for good from the running cluster: the others roll
+    /// back to a snapshot that holds its part and one of them inherits it.
+    Remove(RemoveArgs),
     /// Print and verify a saved snapshot file.
     Inspect(InspectArgs),
     /// Print the summary of a report directory (its report.json), a report.json, or the
@@ -303,6 +306,27 @@ pub struct RollbackArgs {
     /// default: the newest every node holds.
     #[arg(long)]
     pub to: Option<String>,
+    /// Give up after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The cluster key.
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+/// `shutter remove`.
+#[derive(Clone, Debug, Args)]
+pub struct RemoveArgs {
+    /// The peers file of the running cluster.
+    #[arg(long)]
+    pub peers: PathBuf,
+    /// The node to remove (it must be down for good: a removed node that still runs is
+    /// cut off, and its state is taken over from the snapshot).
+    #[arg(long)]
+    pub node: u32,
+    /// The node that coordinates the removal (any other running member).
+    #[arg(long, default_value_t = 0)]
+    pub via: u32,
     /// Give up after this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,

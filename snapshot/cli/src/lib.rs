@@ -141,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Snapshot(a) => snapshot::run(a).await,
                     Command::Status(a) => status::run(a).await,
                     Command::Rollback(a) => rollback::run(a).await,
+                    Command::Remove(a) => rollback::remove(a).await,
                     Command::Inspect(_) | Command::Report(_) | Command::Keygen(_) => {
                         unreachable!("handled above")
                     }

@@ -43,6 +43,9 @@ pub struct NodeStatus {
     pub messages_sent: u64,
     /// Transfers delivered.
     pub messages_delivered: u64,
+    /// The members now (smaller after `shutter remove`).
+    #[serde(default)]
+    pub members: Vec<u32>,
     /// Transfers refunded: the stack gave them back because their receiver restarted.
     #[serde(default)]
     pub messages_refunded: u64,
@@ -132,6 +135,7 @@ async fn status(
         balance: state.balance,
         messages_sent: stats.app_messages_sent,
         messages_delivered: stats.app_messages_delivered,
+        members: stats.members.iter().map(|n| n.0).collect(),
         messages_refunded: stats.app_messages_returned,
         duplicates_delivered: shared.duplicates.load(Ordering::Relaxed),
         retransmits: stats.transport.core.retransmits,
@@ -296,8 +300,9 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         shared.admin_refused.clone(),
     ));
     let mut pending: BTreeMap<SnapshotId, oneshot::Sender<Reply>> = BTreeMap::new();
-    // Rollbacks requested here, waiting for the cluster to run again.
-    let mut rollbacks: Vec<(Option<SnapshotId>, oneshot::Sender<Reply>)> = Vec::new();
+    // Rollbacks (and removals) requested here, waiting for the cluster to run again.
+    let mut rollbacks: Vec<(Option<SnapshotId>, Option<NodeId>, oneshot::Sender<Reply>)> =
+        Vec::new();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     // Ctrl-C or SIGTERM stops the node (with its final line), also when `--duration` is set.
     let stop = async {
@@ -329,7 +334,16 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     Request::Rollback { to } => match node.roll_back(to).await {
                         Ok(()) => {
                             eprintln!("{id}: admin request: rolling the cluster back");
-                            rollbacks.push((to, req.reply));
+                            rollbacks.push((to, None, req.reply));
+                        }
+                        Err(e) => {
+                            let _ = req.reply.send(Reply::Error(e.to_string()));
+                        }
+                    },
+                    Request::Remove { node: gone } => match node.remove_member(gone).await {
+                        Ok(()) => {
+                            eprintln!("{id}: admin request: removing {gone} from the cluster");
+                            rollbacks.push((None, Some(gone), req.reply));
                         }
                         Err(e) => {
                             let _ = req.reply.send(Reply::Error(e.to_string()));
@@ -377,8 +391,13 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                         for (_, reply) in std::mem::take(&mut pending) {
                             let _ = reply.send(Reply::Aborted("the cluster rolled back".into()));
                         }
-                        for (wanted, reply) in rollbacks.drain(..) {
+                        let members = node.stats().await.map(|s| s.members).unwrap_or_default();
+                        for (wanted, removing, reply) in rollbacks.drain(..) {
                             let _ = reply.send(match (to, wanted) {
+                                _ if removing.is_some_and(|g| members.contains(&g)) => Reply::Error(format!(
+                                    "{} is still a member: no snapshot held by every other member has its part (one must complete after its initiator started keeping replicas)",
+                                    removing.map(|g| g.to_string()).unwrap_or_default()
+                                )),
                                 (Some(sid), _) => Reply::RolledBack(sid.to_string()),
                                 (None, Some(w)) => Reply::Error(format!(
                                     "snapshot {w} is not held by every node: nothing rolled back"

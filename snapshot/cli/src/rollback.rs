@@ -3,6 +3,10 @@
 //! the one named by `--to`. Every node restores its part (state and the messages that
 //! were in flight at the cut) and the cluster runs on from there. Prints the snapshot
 //! gone back to; exit code 1 if the cluster could not roll back (the error says why).
+//!
+//! `shutter remove` is the same round without one member that is dead for good: the
+//! others go back to a snapshot whose initiator kept that member's part, and it
+//! inherits it (the bank: the member's money and the transfers on their way to it).
 
 use std::process::ExitCode;
 
@@ -10,7 +14,7 @@ use anyhow::{Result, bail};
 use shutter_vclock::NodeId;
 
 use crate::admin::{self, Reply, Request, parse_snapshot_id};
-use crate::args::RollbackArgs;
+use crate::args::{RemoveArgs, RollbackArgs};
 use crate::key;
 use crate::peers::PeersFile;
 use crate::usage;
@@ -33,6 +37,51 @@ pub async fn run(args: RollbackArgs) -> Result<ExitCode> {
     match admin::request(addr, &Request::Rollback { to }, args.timeout, &auth).await? {
         Reply::RolledBack(id) => {
             println!("the cluster rolled back to snapshot {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Reply::Error(e) => bail!("n{} refused: {e}", args.via),
+        other => bail!("n{} answered something else: {other:?}", args.via),
+    }
+}
+
+/// `shutter remove`.
+pub async fn remove(args: RemoveArgs) -> Result<ExitCode> {
+    let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
+    let gone = NodeId(args.node);
+    if peers.addr_of(gone).is_none() {
+        return Err(usage(format!(
+            "{}: --node {}: no such node in the peers file",
+            args.peers.display(),
+            args.node
+        )));
+    }
+    if args.via == args.node {
+        return Err(usage(format!(
+            "--via {}: the node being removed cannot coordinate its own removal; name another",
+            args.via
+        )));
+    }
+    let Some(addr) = peers.admin_of(NodeId(args.via)) else {
+        return Err(usage(format!(
+            "{}: --via {}: no such node in the peers file",
+            args.peers.display(),
+            args.via
+        )));
+    };
+    let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
+    match admin::request(addr, &Request::Remove { node: gone }, args.timeout, &auth).await? {
+        Reply::RolledBack(id) => {
+            println!(
+                "{gone} removed: the cluster went back to snapshot {id}, and a member inherited {gone}'s part"
+            );
+            println!(
+                "delete {gone} from {} before restarting any node (its checkpoints now belong to the smaller cluster)",
+                args.peers.display()
+            );
+            println!(
+                "the money stays the opening money of all {} nodes: check later snapshots with `--total` (default: the nodes in the snapshot x 1000)",
+                peers.members().len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Reply::Error(e) => bail!("n{} refused: {e}", args.via),

@@ -519,11 +519,19 @@ impl SnapshotEngine for Engine {
         Engine::absorb(self, ts);
     }
 
-    fn rebuild(&self, clock: VClock, life: u64, floor: u64, ids_from: u64) -> Option<Self> {
+    fn rebuild(
+        &self,
+        clock: VClock,
+        life: u64,
+        floor: u64,
+        ids_from: u64,
+        nodes: &[NodeId],
+    ) -> Option<Self> {
         let cfg = EngineConfig {
             life,
             clock_floor: floor,
             ids_from,
+            nodes: nodes.to_vec(),
             ..self.cfg.clone()
         };
         Some(Engine::restored(cfg, clock))

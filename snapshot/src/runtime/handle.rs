@@ -283,6 +283,15 @@ impl NodeHandle {
         self.call(|reply| Request::RollBack { to, reply }).await?
     }
 
+    /// Removes `node`, a member that is dead for good, from the cluster, coordinated by
+    /// this node: the others roll back to the newest snapshot whose `node` part one of
+    /// them keeps, that one inherits it, and `node` is no member afterwards (see
+    /// [`crate::recovery`]). The outcome arrives as [`NodeEvent::Resumed`]; check
+    /// [`NodeStats::members`]. Needs a checkpoint store.
+    pub async fn remove_member(&self, node: NodeId) -> Result<(), RuntimeError> {
+        self.call(|reply| Request::Remove { node, reply }).await?
+    }
+
     /// The process's current state, decoded as `S` (normally `P::State`).
     pub async fn app_state<S: DeserializeOwned>(&self) -> Result<S, RuntimeError> {
         let bytes = self.call(|reply| Request::AppState { reply }).await?;

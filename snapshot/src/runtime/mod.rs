@@ -70,6 +70,8 @@ pub struct NodeStats {
     pub transport: EndpointStats,
     /// Latency, control messages and recorded messages of snapshots this node initiated.
     pub snapshots: SnapshotMetrics,
+    /// The members now, this node included (smaller after a removal).
+    pub members: Vec<NodeId>,
     /// Application messages handed to the transport queue.
     pub app_messages_sent: u64,
     /// Application messages delivered to the process (re-deliveries on restore excluded).

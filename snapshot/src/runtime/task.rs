@@ -17,7 +17,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::engine::SnapshotEngine;
 use crate::global::{InitiateError, SnapshotEvent};
 use crate::process::{Process, encode_state};
-use crate::recovery::Epoch;
+use crate::recovery::{Epoch, Removal};
 use crate::stack::{Stack, StackEvent};
 use crate::wire::{LocalReport, SnapshotId};
 
@@ -54,6 +54,11 @@ pub(crate) enum Request {
         to: Option<SnapshotId>,
         reply: oneshot::Sender<Result<(), RuntimeError>>,
     },
+    /// Remove a member for good (see `Stack::request_removal`).
+    Remove {
+        node: NodeId,
+        reply: oneshot::Sender<Result<(), RuntimeError>>,
+    },
     /// Stop and report final statistics.
     Shutdown {
         reply: oneshot::Sender<Result<NodeStats, RuntimeError>>,
@@ -80,6 +85,9 @@ pub(crate) struct NodeTask<P: Process, E: SnapshotEngine> {
     /// See `NodeConfig::roll_back_on_restart`.
     roll_back_on_restart: bool,
     checkpoints_written: u64,
+    /// The other members' parts of the snapshot this node just completed as initiator,
+    /// written with its own part when that commits (right after).
+    pending_replicas: Option<(SnapshotId, Vec<(NodeId, LocalReport)>)>,
 }
 
 impl<P, E> NodeTask<P, E>
@@ -116,6 +124,7 @@ where
             store,
             roll_back_on_restart,
             checkpoints_written: 0,
+            pending_replicas: None,
         }
     }
 
@@ -162,13 +171,12 @@ where
         self.started = true;
         tracing::debug!(node = %self.id, "all member addresses known: starting");
         let now = self.clock.now();
-        let mut durable = self.durable();
+        let durable = self.durable();
         // Checkpoints from an earlier life mean this is a restart.
         let restarted = !durable.is_empty();
         if !restarted && self.call_on_start && self.store.is_some() {
             let genesis = self.stack.genesis(now);
             self.commit(&genesis);
-            durable = self.durable();
         }
         let recover = restarted && self.roll_back_on_restart;
         if restarted && !self.roll_back_on_restart {
@@ -178,7 +186,7 @@ where
                 "rejoining with a fresh application state: what the previous life held is lost (no rollback)"
             );
         }
-        self.stack.set_durable(durable);
+        self.refresh_durable();
         if self.call_on_start && recover {
             // Back after a crash with checkpoints on disk: the cluster rolls back.
             tracing::info!(node = %self.id, "checkpoints found: rolling the cluster back");
@@ -246,6 +254,20 @@ where
                 };
                 let _ = reply.send(result);
             }
+            Request::Remove { node, reply } => {
+                let result = if !self.started {
+                    Err(RuntimeError::NotStarted(self.id))
+                } else if self.store.is_none() {
+                    Err(RuntimeError::Config(
+                        "no checkpoint store: no replica to inherit the removed part from".into(),
+                    ))
+                } else {
+                    self.stack
+                        .request_removal(now, node)
+                        .map_err(|e| RuntimeError::Config(e.to_string()))
+                };
+                let _ = reply.send(result);
+            }
             Request::Shutdown { .. } => unreachable!("handled by the loop"),
         }
     }
@@ -261,11 +283,41 @@ where
         })
     }
 
+    /// Tells the stack what the store holds: own parts and replicas.
+    fn refresh_durable(&mut self) {
+        let durable = self.durable();
+        self.stack.set_durable(durable);
+        let replicas = self
+            .store
+            .as_ref()
+            .map(|s| s.replica_ids())
+            .transpose()
+            .unwrap_or_else(|e| {
+                tracing::error!(node = %self.id, error = %e, "cannot read the checkpoint store");
+                None
+            })
+            .unwrap_or_default();
+        self.stack.set_replicas(replicas);
+    }
+
     fn commit(&mut self, part: &LocalReport) {
+        let replicas = match self.pending_replicas.take() {
+            Some((id, replicas)) if id == part.id => replicas,
+            _ => Vec::new(),
+        };
+        self.write_checkpoint(part, &[], &replicas);
+    }
+
+    fn write_checkpoint(
+        &mut self,
+        part: &LocalReport,
+        inherited: &[(NodeId, LocalReport)],
+        replicas: &[(NodeId, LocalReport)],
+    ) {
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        match store.write(part) {
+        match store.write_with(part, inherited, replicas) {
             Ok(path) => {
                 self.checkpoints_written += 1;
                 tracing::debug!(node = %self.id, path = %path.display(), "checkpoint written");
@@ -275,21 +327,57 @@ where
                 tracing::error!(node = %self.id, id = %part.id, error = %e, "cannot write checkpoint")
             }
         }
-        let durable = self.durable();
-        self.stack.set_durable(durable);
+        self.refresh_durable();
     }
 
-    fn restore(&mut self, epoch: Epoch, id: SnapshotId) {
-        let part = match self.store.as_ref().map(|s| s.find(id)) {
-            Some(Ok(Some(c))) => Some(c.part),
+    fn restore(&mut self, epoch: Epoch, id: SnapshotId, removal: Option<Removal>) {
+        let checkpoint = match self.store.as_ref().map(|s| s.find(id)) {
+            Some(Ok(c)) => c,
             Some(Err(e)) => {
                 tracing::error!(node = %self.id, error = %e, "cannot read the checkpoint store");
                 None
             }
-            _ => None,
+            None => None,
         };
-        tracing::info!(node = %self.id, %id, found = part.is_some(), "rolling back");
-        self.stack.roll_back(self.clock.now(), epoch, part.as_ref());
+        tracing::info!(node = %self.id, %id, found = checkpoint.is_some(), "rolling back");
+        let now = self.clock.now();
+        let Some(c) = checkpoint else {
+            self.stack.roll_back(now, epoch, None, &[]);
+            return;
+        };
+        let mut inherited = c.inherited.clone();
+        let heir_of = removal.filter(|r| r.heir == self.id).map(|r| r.node);
+        if let Some(gone) = heir_of
+            && let Some((_, p)) = c.replicas.iter().find(|(n, _)| *n == gone)
+        {
+            inherited.push((gone, p.clone()));
+        }
+        let ok = self.stack.roll_back(now, epoch, Some(&c.part), &inherited);
+        if let (true, Some(r)) = (ok, removal) {
+            // Re-base the store on the new membership: this snapshot, as restored
+            // (with what was inherited), is what a later rollback goes back to.
+            self.members.remove(&r.node);
+            let replicas: Vec<_> = c
+                .replicas
+                .into_iter()
+                .filter(|(n, _)| *n != r.node)
+                .collect();
+            if let Some(store) = self.store.as_mut() {
+                store.change_members(&self.stack.members());
+            }
+            self.write_checkpoint(&c.part, &inherited, &replicas);
+            if let Some(store) = &self.store {
+                match store.drop_other_memberships() {
+                    Ok(n) => {
+                        tracing::info!(node = %self.id, dropped = n, "checkpoints of the old membership deleted")
+                    }
+                    Err(e) => {
+                        tracing::error!(node = %self.id, error = %e, "cannot delete old checkpoints")
+                    }
+                }
+            }
+            self.refresh_durable();
+        }
     }
 
     fn stats(&self) -> NodeStats {
@@ -302,6 +390,7 @@ where
                 driver: self.io.counters(),
             },
             snapshots: self.stack.metrics().clone(),
+            members: self.stack.members(),
             app_messages_sent: s.app_sent,
             app_messages_returned: s.app_returned,
             app_messages_delivered: s.app_delivered,
@@ -338,7 +427,17 @@ where
                 StackEvent::Snapshot(SnapshotEvent::LocalCut { id, at, .. }) => {
                     NodeEvent::LocalCut { id, at }
                 }
-                StackEvent::Snapshot(SnapshotEvent::Completed(snap)) => NodeEvent::Completed(*snap),
+                StackEvent::Snapshot(SnapshotEvent::Completed(snap)) => {
+                    if self.store.is_some() && snap.id.initiator == self.id {
+                        let replicas = snap
+                            .nodes()
+                            .filter(|n| *n != self.id)
+                            .filter_map(|n| snap.part(n).map(|p| (n, p)))
+                            .collect();
+                        self.pending_replicas = Some((snap.id, replicas));
+                    }
+                    NodeEvent::Completed(*snap)
+                }
                 StackEvent::Snapshot(SnapshotEvent::Aborted { id, reason }) => {
                     NodeEvent::Aborted { id, reason }
                 }
@@ -346,8 +445,8 @@ where
                     self.commit(&part);
                     NodeEvent::Committed(part)
                 }
-                StackEvent::RestoreRequested { epoch, id } => {
-                    self.restore(epoch, id);
+                StackEvent::RestoreRequested { epoch, id, removal } => {
+                    self.restore(epoch, id, removal);
                     fed = true;
                     continue;
                 }

@@ -338,9 +338,15 @@ where
         let mut fed = false;
         while let Some(ev) = self.nodes[i].stack.poll_event() {
             match ev {
-                StackEvent::RestoreRequested { epoch, id } => {
+                StackEvent::RestoreRequested {
+                    epoch,
+                    id,
+                    removal: _,
+                } => {
                     let part = self.nodes[i].stored(id);
-                    self.nodes[i].stack.roll_back(now, epoch, part.as_ref());
+                    self.nodes[i]
+                        .stack
+                        .roll_back(now, epoch, part.as_ref(), &[]);
                     fed = true;
                 }
                 StackEvent::Resumed { rolled_back_to } => {

@@ -210,6 +210,15 @@ impl Core {
         }
     }
 
+    /// Forgets a member for good (it left the cluster): whatever was in flight to it is
+    /// dropped without events, and its datagrams count as from an unknown peer from now
+    /// on. Returns how many messages were unacknowledged.
+    pub fn remove_peer(&mut self, peer: NodeId) -> usize {
+        self.peers
+            .remove(&peer)
+            .map_or(0, |mut p| p.send.reset().len())
+    }
+
     /// Whether `peer` is a member.
     pub fn has_peer(&self, peer: NodeId) -> bool {
         self.peers.contains_key(&peer)
