@@ -19,6 +19,16 @@ use crate::key;
 use crate::peers::PeersFile;
 use crate::usage;
 
+/// The admin address of node `via`, or a usage error naming the peers file.
+fn via_admin(peers: &PeersFile, path: &std::path::Path, via: u32) -> Result<std::net::SocketAddr> {
+    peers.admin_of(NodeId(via)).ok_or_else(|| {
+        usage(format!(
+            "{}: --via {via}: no such node in the peers file",
+            path.display()
+        ))
+    })
+}
+
 /// `shutter rollback`.
 pub async fn run(args: RollbackArgs) -> Result<ExitCode> {
     let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
@@ -26,13 +36,7 @@ pub async fn run(args: RollbackArgs) -> Result<ExitCode> {
         Some(text) => Some(parse_snapshot_id(text).map_err(|e| usage(format!("--to: {e}")))?),
         None => None,
     };
-    let Some(addr) = peers.admin_of(NodeId(args.via)) else {
-        return Err(usage(format!(
-            "{}: --via {}: no such node in the peers file",
-            args.peers.display(),
-            args.via
-        )));
-    };
+    let addr = via_admin(&peers, &args.peers, args.via)?;
     let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
     match admin::request(addr, &Request::Rollback { to }, args.timeout, &auth).await? {
         Reply::RolledBack(id) => {
@@ -61,13 +65,7 @@ pub async fn remove(args: RemoveArgs) -> Result<ExitCode> {
             args.via
         )));
     }
-    let Some(addr) = peers.admin_of(NodeId(args.via)) else {
-        return Err(usage(format!(
-            "{}: --via {}: no such node in the peers file",
-            args.peers.display(),
-            args.via
-        )));
-    };
+    let addr = via_admin(&peers, &args.peers, args.via)?;
     let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
     match admin::request(addr, &Request::Remove { node: gone }, args.timeout, &auth).await? {
         Reply::RolledBack(id) => {
