@@ -74,18 +74,78 @@ pub struct Removal {
     pub heir: NodeId,
 }
 
+/// A membership change a round makes besides rolling back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Change {
+    /// `node` leaves for good (it is not asked); `heir` takes over its part, chosen by
+    /// the coordinator once every other member answered (`None` until then).
+    Remove {
+        /// The member that leaves.
+        node: NodeId,
+        /// Who inherits its part.
+        heir: Option<NodeId>,
+    },
+    /// `node` joins with a fresh process (started to join: it waits for this round),
+    /// reachable at `addr` (`IP:PORT`).
+    Add {
+        /// The new member.
+        node: NodeId,
+        /// Its UDP address.
+        addr: String,
+    },
+}
+
+impl Change {
+    /// The member that leaves or joins.
+    pub fn node(&self) -> NodeId {
+        match self {
+            Change::Remove { node, .. } | Change::Add { node, .. } => *node,
+        }
+    }
+
+    /// The removal with its heir, once chosen.
+    pub fn removal(&self) -> Option<Removal> {
+        match self {
+            Change::Remove {
+                node,
+                heir: Some(heir),
+            } => Some(Removal {
+                node: *node,
+                heir: *heir,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The membership after the change.
+    pub fn apply(&self, members: &[NodeId]) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|n| !matches!(self, Change::Remove { node, .. } if node == n))
+            .collect();
+        if let Change::Add { node, .. } = self {
+            out.push(*node);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// The rollback protocol's messages (carried in [`crate::wire::Envelope::Recovery`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecoveryMsg {
-    /// Coordinator to all: stop and say which checkpoints you hold; `Some(n)`: the
-    /// round removes member `n` (which is not asked).
-    Halt(Epoch, Option<NodeId>),
+    /// Coordinator to all: stop and say which checkpoints you hold; with a change, the
+    /// round also removes or adds that member.
+    Halt(Epoch, Option<Change>),
     /// Member to coordinator: halted; these snapshot ids are durable here, and (in a
     /// removal round) of these it also holds the removed member's part.
     Halted(Epoch, Vec<SnapshotId>, Vec<SnapshotId>),
-    /// Coordinator to all: restore your part of `id` (and, in a removal round, the heir
-    /// also takes over the removed member's part).
-    Restore(Epoch, SnapshotId, Option<Removal>),
+    /// Coordinator to all: restore your part of `id` (in a removal round the heir also
+    /// takes over the removed member's part; a joining member starts from its fresh
+    /// state), and apply the change.
+    Restore(Epoch, SnapshotId, Option<Change>),
     /// Member to coordinator: restored (or, with `false`, could not: its part is gone).
     Restored(Epoch, bool),
     /// Coordinator to all: run again. `None`: no snapshot is held by every member, so
@@ -99,8 +159,10 @@ pub(crate) enum Action {
     /// Send `msg` to `to`.
     Send(NodeId, RecoveryMsg),
     /// Restore this node's part of the snapshot (the host reads it from its store), and
-    /// apply the removal if any.
-    Restore(Epoch, SnapshotId, Option<Removal>),
+    /// apply the change if any.
+    Restore(Epoch, SnapshotId, Option<Change>),
+    /// A member is joining at this address: the host must be able to reach it.
+    Joining(NodeId, String),
     /// Run again; `Some` if the cluster rolled back to that snapshot.
     Resumed(Epoch, Option<SnapshotId>),
 }
@@ -109,6 +171,8 @@ pub(crate) enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Running,
+    /// A new process started to join: waits for the round that adds it.
+    Joining,
     /// Halted for `epoch` (restored already if `restored`), since `since`.
     Halted {
         epoch: Epoch,
@@ -123,9 +187,9 @@ struct Round {
     epoch: Epoch,
     /// The snapshot an operator asked for (`None`: the newest every member holds).
     wanted: Option<SnapshotId>,
-    /// The member this round removes, if any.
-    removing: Option<NodeId>,
-    /// Who takes part: every member but the one removed.
+    /// The membership change this round makes, if any.
+    change: Option<Change>,
+    /// Who takes part: every member but the one removed, and the one joining.
     quorum: Vec<NodeId>,
     /// Per member: the ids it holds, and those of which it holds the removed part.
     halted: BTreeMap<NodeId, (Vec<SnapshotId>, Vec<SnapshotId>)>,
@@ -152,8 +216,8 @@ pub(crate) struct Recovery {
     durable: Vec<SnapshotId>,
     /// Per other member, the snapshot ids of which this node holds that member's part.
     replicas: BTreeMap<NodeId, Vec<SnapshotId>>,
-    /// A removal learnt from a `Halt` and not finished yet.
-    removing: Option<NodeId>,
+    /// A change learnt from a `Halt` and not finished yet.
+    pending: Option<Change>,
     actions: VecDeque<Action>,
 }
 
@@ -173,7 +237,7 @@ impl Recovery {
             round: None,
             durable: Vec::new(),
             replicas: BTreeMap::new(),
-            removing: None,
+            pending: None,
             actions: VecDeque::new(),
         }
     }
@@ -216,6 +280,28 @@ impl Recovery {
         &self.members
     }
 
+    /// A new process that waits to be added (see [`Change::Add`]); until then it is
+    /// halted.
+    pub(crate) fn await_join(&mut self) {
+        self.phase = Phase::Joining;
+    }
+
+    /// The node a pending round adds, whose recovery messages must get through before
+    /// it is a member.
+    pub(crate) fn joining(&self) -> Option<NodeId> {
+        match (&self.pending, &self.round) {
+            (Some(Change::Add { node, .. }), _) => Some(*node),
+            (
+                _,
+                Some(Round {
+                    change: Some(Change::Add { node, .. }),
+                    ..
+                }),
+            ) => Some(*node),
+            _ => None,
+        }
+    }
+
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -223,47 +309,45 @@ impl Recovery {
     pub(crate) fn poll_timeout(&self) -> Option<Time> {
         match self.phase {
             Phase::Halted { since, .. } => Some(since + self.patience),
-            Phase::Running => None,
+            Phase::Running | Phase::Joining => None,
         }
     }
 
     /// Starts a round coordinated here, at wall-clock (or virtual) microsecond `clock`,
     /// to `wanted` if given (it must be held by every member), else to the newest
-    /// snapshot every member holds; removing member `removing` if given (or the removal
-    /// an interrupted round left pending).
+    /// snapshot every member holds; making `change` if given (or the change an
+    /// interrupted round left pending).
     pub(crate) fn start(
         &mut self,
         now: Time,
         clock: u64,
         wanted: Option<SnapshotId>,
-        removing: Option<NodeId>,
+        change: Option<Change>,
     ) {
         let at = clock.max(self.seen.map_or(0, |e| e.at.saturating_add(1)));
         let epoch = Epoch { at, by: self.me };
-        let removing = removing.or(self.removing);
-        let quorum: Vec<NodeId> = self
-            .members
-            .iter()
-            .copied()
-            .filter(|n| Some(*n) != removing)
-            .collect();
+        let change = change.or_else(|| self.pending.clone());
+        let quorum = match &change {
+            Some(c) => c.apply(&self.members),
+            None => self.members.clone(),
+        };
         for &n in &quorum {
             if n != self.me {
                 self.actions
-                    .push_back(Action::Send(n, RecoveryMsg::Halt(epoch, removing)));
+                    .push_back(Action::Send(n, RecoveryMsg::Halt(epoch, change.clone())));
             }
         }
         self.round = Some(Round {
             epoch,
             wanted,
-            removing,
+            change: change.clone(),
             quorum,
             halted: BTreeMap::new(),
             target: None,
             restored: BTreeSet::new(),
         });
         // The coordinator halts itself like any member.
-        self.on_msg(now, self.me, RecoveryMsg::Halt(epoch, removing));
+        self.on_msg(now, self.me, RecoveryMsg::Halt(epoch, change));
     }
 
     /// A member stalled past its patience takes over with a new round.
@@ -277,8 +361,8 @@ impl Recovery {
     }
 
     /// The host restored this node's part of `id` for `epoch` (`ok`: it could), having
-    /// applied `removal` if any.
-    pub(crate) fn restored(&mut self, now: Time, epoch: Epoch, ok: bool, removal: Option<Removal>) {
+    /// applied `change` if any.
+    pub(crate) fn restored(&mut self, now: Time, epoch: Epoch, ok: bool, change: Option<&Change>) {
         if let Phase::Halted {
             epoch: e,
             restored,
@@ -290,9 +374,9 @@ impl Recovery {
             *since = now;
             if ok {
                 self.floor = Self::min_life(epoch);
-                if let Some(r) = removal {
-                    self.members.retain(|n| *n != r.node);
-                    self.replicas.remove(&r.node);
+                if let Some(c) = change {
+                    self.members = c.apply(&self.members);
+                    self.replicas.remove(&c.node());
                 }
             }
             self.reply(now, epoch.by, RecoveryMsg::Restored(epoch, ok));
@@ -310,17 +394,31 @@ impl Recovery {
     /// A recovery message from `from` (members only; the stack checks).
     pub(crate) fn on_msg(&mut self, now: Time, from: NodeId, msg: RecoveryMsg) {
         match msg {
-            RecoveryMsg::Halt(epoch, removing) => {
+            RecoveryMsg::Halt(epoch, change) => {
+                let removes_me =
+                    matches!(&change, Some(Change::Remove { node, .. }) if *node == self.me);
+                let adds_me = matches!(&change, Some(Change::Add { node, .. }) if *node == self.me);
+                // A joining process waits for the round that adds it, and nothing else.
                 if from != epoch.by
                     || self.seen.is_some_and(|s| s > epoch)
-                    || removing == Some(self.me)
+                    || removes_me
+                    || (self.phase == Phase::Joining && !adds_me)
                 {
                     return;
                 }
-                // A removal outlives the round that announced it (see the module docs).
-                if removing.is_some() {
-                    self.removing = removing;
+                // A change outlives the round that announced it (see the module docs).
+                if let Some(c) = &change {
+                    if let Change::Add { node, addr } = c
+                        && *node != self.me
+                    {
+                        self.actions.push_back(Action::Joining(*node, addr.clone()));
+                    }
+                    self.pending = Some(c.clone());
                 }
+                let removing = match &change {
+                    Some(Change::Remove { node, .. }) => Some(*node),
+                    _ => None,
+                };
                 self.seen = Some(epoch);
                 if self.round.as_ref().is_some_and(|r| r.epoch < epoch) {
                     // A newer round supersedes ours.
@@ -345,6 +443,11 @@ impl Recovery {
                     return;
                 }
                 round.halted.insert(from, (have, replicas));
+                // A joining member holds nothing and needs nothing: it starts fresh.
+                let joiner = match &round.change {
+                    Some(Change::Add { node, .. }) => Some(*node),
+                    _ => None,
+                };
                 if round.halted.len() < round.quorum.len() || round.target.is_some() {
                     return;
                 }
@@ -352,7 +455,16 @@ impl Recovery {
                 // commits, which is the order it learned of completions); in a removal
                 // round, one whose removed part a member holds too (the lowest such
                 // member inherits it).
-                let common = |id: &SnapshotId| round.halted.values().all(|(h, _)| h.contains(id));
+                let common = |id: &SnapshotId| {
+                    round
+                        .halted
+                        .iter()
+                        .all(|(n, (h, _))| Some(*n) == joiner || h.contains(id))
+                };
+                let removing = match &round.change {
+                    Some(Change::Remove { node, .. }) => Some(*node),
+                    _ => None,
+                };
                 let heir = |id: &SnapshotId| {
                     round
                         .halted
@@ -360,9 +472,8 @@ impl Recovery {
                         .find(|(_, (_, r))| r.contains(id))
                         .map(|(n, _)| *n)
                 };
-                let fits = |id: &SnapshotId| {
-                    common(id) && (round.removing.is_none() || heir(id).is_some())
-                };
+                let fits =
+                    |id: &SnapshotId| common(id) && (removing.is_none() || heir(id).is_some());
                 let target = match round.wanted {
                     Some(id) => fits(&id).then_some(id),
                     None => round.halted[&self.me]
@@ -372,9 +483,12 @@ impl Recovery {
                         .find(|id| fits(id))
                         .copied(),
                 };
-                let removal = match (target, round.removing) {
-                    (Some(id), Some(node)) => heir(&id).map(|heir| Removal { node, heir }),
-                    _ => None,
+                let change = match (&round.change, target) {
+                    (Some(Change::Remove { node, .. }), Some(id)) => Some(Change::Remove {
+                        node: *node,
+                        heir: heir(&id),
+                    }),
+                    (c, _) => c.clone(),
                 };
                 match target {
                     Some(id) => {
@@ -383,14 +497,14 @@ impl Recovery {
                             if n != self.me {
                                 self.actions.push_back(Action::Send(
                                     n,
-                                    RecoveryMsg::Restore(epoch, id, removal),
+                                    RecoveryMsg::Restore(epoch, id, change.clone()),
                                 ));
                             }
                         }
-                        self.on_msg(now, self.me, RecoveryMsg::Restore(epoch, id, removal));
+                        self.on_msg(now, self.me, RecoveryMsg::Restore(epoch, id, change));
                     }
                     None => {
-                        if let Some(node) = round.removing {
+                        if let Some(node) = removing {
                             tracing::error!(node = %self.me, removing = %node, "no snapshot is held by every other member with a replica of the removed member's part: it stays a member");
                         } else {
                             tracing::error!(node = %self.me, "no checkpoint is held by every member: nothing to roll back to");
@@ -399,13 +513,13 @@ impl Recovery {
                     }
                 }
             }
-            RecoveryMsg::Restore(epoch, id, removal) => {
+            RecoveryMsg::Restore(epoch, id, change) => {
                 if from != epoch.by
                     || !matches!(self.phase, Phase::Halted { epoch: e, .. } if e == epoch)
                 {
                     return;
                 }
-                self.actions.push_back(Action::Restore(epoch, id, removal));
+                self.actions.push_back(Action::Restore(epoch, id, change));
             }
             RecoveryMsg::Restored(epoch, ok) => {
                 let Some(round) = self.round.as_mut().filter(|r| r.epoch == epoch) else {
@@ -435,7 +549,7 @@ impl Recovery {
                 }
                 self.phase = Phase::Running;
                 // Done (or, with no target, given up): either way not pending any more.
-                self.removing = None;
+                self.pending = None;
                 self.actions.push_back(Action::Resumed(epoch, target));
             }
         }

@@ -52,7 +52,7 @@ use crate::engine::SnapshotEngine;
 use crate::global::{AbortWhy, InitiateError, SnapshotEvent};
 use crate::metrics::SnapshotMetrics;
 use crate::process::{Node, Process, Undeliverable};
-use crate::recovery::{Action, Epoch, Recovery, Removal};
+use crate::recovery::{Action, Change, Epoch, Recovery, Removal};
 use crate::wire::{AppHeader, Envelope, LocalReport, SnapshotId};
 
 /// How long a node halted for a rollback waits for the next round before it takes
@@ -84,6 +84,14 @@ pub enum StackEvent {
     Resumed {
         /// The snapshot, if any.
         rolled_back_to: Option<SnapshotId>,
+    },
+    /// A round adds `node`, reachable at `addr` (`IP:PORT`): register it with the
+    /// socket and call [`Stack::add_peer`], so the round's messages reach it.
+    Joining {
+        /// The new member.
+        node: NodeId,
+        /// Its UDP address, as the operator gave it.
+        addr: String,
     },
     /// `peer` came back with a new transport incarnation (it restarted).
     PeerRestarted {
@@ -120,6 +128,9 @@ pub struct StackStats {
     pub rollbacks: u64,
     /// Members removed from the cluster while this node ran.
     pub members_removed: u64,
+    /// Members added to the cluster while this node ran (this node itself, if it
+    /// joined).
+    pub members_added: u64,
     /// Application messages handed back to the process as undeliverable
     /// ([`Process::on_undeliverable`]).
     pub app_returned: u64,
@@ -166,7 +177,7 @@ pub trait Observer<P> {
     fn node_call(&mut self, now: Time, process: &P, events: &[SnapshotEvent]) {}
 }
 
-/// Why [`Stack::request_removal`] refused.
+/// Why [`Stack::request_removal`] or [`Stack::request_addition`] refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RemovalError {
     /// The node is not (or no longer) a member.
@@ -175,6 +186,9 @@ pub enum RemovalError {
     /// A node cannot remove itself.
     #[error("{0} cannot remove itself: ask another member")]
     Itself(NodeId),
+    /// The node to add is a member already.
+    #[error("{0} is a member already")]
+    AlreadyAMember(NodeId),
     /// A rollback round is under way.
     #[error("a cluster-wide rollback is under way")]
     RollingBack,
@@ -219,8 +233,10 @@ where
     stats: StackStats,
     /// The cluster-wide rollback protocol.
     recovery: Recovery,
-    /// The removal of the round whose restore was requested, until it is answered.
-    restoring: Option<(Epoch, Option<Removal>)>,
+    /// The change of the round whose restore was requested, until it is answered.
+    restoring: Option<(Epoch, Option<Change>)>,
+    /// The snapshot of that round.
+    restoring_id: Option<SnapshotId>,
     /// Whether `Process::on_start` ran (or the process was restored).
     started: bool,
     observer: O,
@@ -276,6 +292,7 @@ where
             stats: StackStats::default(),
             recovery,
             restoring: None,
+            restoring_id: None,
             started: false,
             observer,
         })
@@ -453,9 +470,46 @@ where
         if self.recovery.is_halted() {
             return Err(RemovalError::RollingBack);
         }
-        self.recovery.start(now, now.as_micros(), None, Some(node));
+        self.recovery.start(
+            now,
+            now.as_micros(),
+            None,
+            Some(Change::Remove { node, heir: None }),
+        );
         self.settle(now);
         Ok(())
+    }
+
+    /// An operator adds `node`, a new process started to join
+    /// ([`Stack::await_join`]) and reachable at `addr`, coordinated here: a rollback
+    /// round with it, in which every member goes back to the newest snapshot they all
+    /// hold and the new member starts from its fresh state. The host registers the
+    /// address with its socket and [`Stack::add_peer`] before calling this; the other
+    /// members' hosts get [`StackEvent::Joining`]. The outcome is a
+    /// [`StackEvent::Resumed`] (`rolled_back_to: None`: it did not join).
+    pub fn request_addition(
+        &mut self,
+        now: Time,
+        node: NodeId,
+        addr: String,
+    ) -> Result<(), RemovalError> {
+        if self.members.contains(&node) || node == self.me {
+            return Err(RemovalError::AlreadyAMember(node));
+        }
+        if self.recovery.is_halted() {
+            return Err(RemovalError::RollingBack);
+        }
+        self.recovery
+            .start(now, now.as_micros(), None, Some(Change::Add { node, addr }));
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Instead of [`Stack::start`] on a new process that joins a running cluster: it
+    /// stays halted until a round adds it (see [`Stack::request_addition`]), then runs
+    /// from its fresh state.
+    pub fn await_join(&mut self) {
+        self.recovery.await_join();
     }
 
     /// The members, this node included, sorted.
@@ -477,23 +531,38 @@ where
     /// the heir). The process gets its state back, the engine resumes from the cut
     /// clock with a new life, queued messages are dropped, the recorded incoming
     /// messages are delivered again once, and the inherited parts go to
-    /// [`Process::on_inherit`]. Returns whether it restored.
+    /// [`Process::on_inherit`]. A node that joins in this round has no part: it starts
+    /// from its genesis (fresh state, empty channels) as of the snapshot id. Returns the
+    /// part restored (what a re-based checkpoint holds), `None` if it could not.
     pub fn roll_back(
         &mut self,
         now: Time,
         epoch: Epoch,
         part: Option<&LocalReport>,
         inherited: &[(NodeId, LocalReport)],
-    ) -> bool {
-        let removal = self
+    ) -> Option<LocalReport> {
+        let change = self
             .restoring
             .take()
             .filter(|(e, _)| *e == epoch)
-            .and_then(|(_, r)| r);
-        let mut nodes = self.recovery.members().to_vec();
-        if let Some(r) = removal {
-            nodes.retain(|n| *n != r.node);
-        }
+            .and_then(|(_, c)| c);
+        let removal = change.as_ref().and_then(Change::removal);
+        let nodes = match &change {
+            Some(c) => c.apply(self.recovery.members()),
+            None => self.recovery.members().to_vec(),
+        };
+        let joined = matches!(&change, Some(Change::Add { node, .. }) if *node == self.me);
+        let fresh;
+        let part = match (part, joined, self.restoring_id) {
+            (None, true, Some(id)) => {
+                fresh = LocalReport {
+                    id,
+                    ..self.genesis(now)
+                };
+                Some(&fresh)
+            }
+            (p, _, _) => p,
+        };
         let heir_without_part = removal
             .is_some_and(|r| r.heir == self.me && !inherited.iter().any(|(n, _)| *n == r.node));
         let ok = match part {
@@ -534,6 +603,14 @@ where
             self.stats.members_removed += 1;
             tracing::info!(node = %self.me, removed = %r.node, heir = %r.heir, "member removed");
         }
+        if ok && let Some(Change::Add { node, .. }) = &change {
+            if *node != self.me {
+                self.members.insert(*node);
+                self.add_peer(now, *node);
+            }
+            self.stats.members_added += 1;
+            tracing::info!(node = %self.me, added = %node, "member added");
+        }
         if ok {
             self.stats.rollbacks += 1;
             self.started = true;
@@ -548,9 +625,9 @@ where
             self.stats.backlog = 0;
             self.after_node_call(now);
         }
-        self.recovery.restored(now, epoch, ok, removal);
+        self.recovery.restored(now, epoch, ok, change.as_ref());
         self.settle(now);
-        ok
+        ok.then(|| part.cloned()).flatten()
     }
 
     /// True while a rollback holds this node's application.
@@ -670,8 +747,13 @@ where
     fn on_recovery_action(&mut self, now: Time, action: Action) {
         match action {
             Action::Send(to, msg) => self.enqueue(now, to, Envelope::Recovery(msg)),
-            Action::Restore(epoch, id, removal) => {
-                self.restoring = Some((epoch, removal));
+            Action::Joining(node, addr) => {
+                self.events.push_back(StackEvent::Joining { node, addr });
+            }
+            Action::Restore(epoch, id, change) => {
+                let removal = change.as_ref().and_then(Change::removal);
+                self.restoring = Some((epoch, change));
+                self.restoring_id = Some(id);
                 self.events
                     .push_back(StackEvent::RestoreRequested { epoch, id, removal });
             }
@@ -761,7 +843,9 @@ where
     }
 
     fn on_delivered(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
-        if !self.members.contains(&from) {
+        // A node that a round adds talks recovery before it is a member.
+        let joining = self.recovery.joining() == Some(from);
+        if !self.members.contains(&from) && !joining {
             self.stats.non_member_dropped += 1;
             return;
         }
@@ -774,6 +858,10 @@ where
                 return;
             }
         };
+        if joining && !matches!(envelope, Envelope::Recovery(_)) {
+            self.stats.non_member_dropped += 1;
+            return;
+        }
         match &envelope {
             // While halted for a rollback nothing reaches the process or the engine, and
             // after one nothing sent before it does.

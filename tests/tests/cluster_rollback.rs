@@ -145,6 +145,25 @@ impl Cluster {
         panic!("{ctx}: no snapshot via n{via} in {ATTEMPTS} attempts; last:\n{last}");
     }
 
+    /// Runs `shutter remove`/`add`; panics with the output and the logs of `nodes` if
+    /// it fails. Returns its stdout.
+    fn member_command(&self, args: &[&str], nodes: &[usize]) -> String {
+        let out = self.host.run(args, COMMAND_LIMIT);
+        let (stdout, stderr) = text(&out);
+        if !out.status.success() {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|&i| format!("--- n{i}:\n{}", tail(&self.log(i))))
+                .collect();
+            panic!(
+                "shutter {} failed\n{stdout}\n{stderr}\n{}",
+                args[0],
+                logs.join("\n")
+            );
+        }
+        stdout
+    }
+
     fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.logs[i]).unwrap_or_default()
     }
@@ -362,7 +381,9 @@ fn removed(log: &str, gone: usize) -> bool {
 /// through every survivor complete afterwards (nothing waits for n3); the peers file
 /// without n3, a survivor killed and restarted rolls the smaller cluster back by itself
 /// (its store moved to the new membership); every saved snapshot, before and after,
-/// holds exactly the opening money of all four.
+/// holds exactly the opening money of all four. Then a new node n4 started with
+/// `--join` is added with `shutter add`; snapshots through every member, n4 included,
+/// complete with the same money.
 fn remove_a_dead_node_then_restart_a_survivor() {
     let seed = seed_from_env();
     println!(
@@ -377,15 +398,9 @@ fn remove_a_dead_node_then_restart_a_survivor() {
     cluster.nodes[3].kill();
     std::thread::sleep(Duration::from_millis(700));
     let peers = cluster.peers.to_str().expect("utf-8 path").to_owned();
-    let out = cluster.host.run(
+    let stdout = cluster.member_command(
         &["remove", "--peers", &peers, "--node", "3", "--via", "1"],
-        COMMAND_LIMIT,
-    );
-    let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "shutter remove failed\n{stdout}\n{stderr}\n--- n1:\n{}",
-        tail(&cluster.log(1))
+        &[1],
     );
     assert!(stdout.contains("n3 removed"), "{stdout}");
     assert!(removed(&cluster.log(1), 3), "n1 logs the removal");
@@ -423,9 +438,60 @@ fn remove_a_dead_node_then_restart_a_survivor() {
     for via in 0..3 {
         cluster.snapshot_eventually(via, "after the survivor's restart");
     }
+    // A new node n4: the peers file lists it, it starts with --join and waits; `shutter
+    // add` brings it in with an empty account.
+    let (udp, admin) = loopback_addrs(1)[0];
+    let mut text_now = std::fs::read_to_string(&cluster.peers).expect("peers file");
+    if let Some(faults) = text_now.find("[faults]") {
+        text_now.insert_str(
+            faults,
+            &format!("[[nodes]]\nid = 4\naddr = \"{udp}\"\nadmin = \"{admin}\"\n\n"),
+        );
+    }
+    std::fs::write(&cluster.peers, text_now).expect("rewrite peers file");
+    let log4 = cluster.dir.join("n4-life0.log");
+    let n4 = cluster.host.node(
+        &[
+            "--id",
+            "4",
+            "--peers",
+            &peers,
+            "--join",
+            "--tick",
+            "10ms",
+            "--snapshot-timeout",
+            "3s",
+            "--duration",
+            "240s",
+        ],
+        &log4,
+        READY_LIMIT,
+    );
+    cluster.nodes.push(n4);
+    cluster.logs.push(log4);
+    let stdout = cluster.member_command(
+        &["add", "--peers", &peers, "--node", "4", "--via", "0"],
+        &[0, 4],
+    );
+    println!("    {}", stdout.lines().next().unwrap_or_default());
+    // Transfers flow to and from the new node, and snapshots through every member
+    // (the new one included) complete with the money unchanged.
+    std::thread::sleep(Duration::from_millis(500));
+    for via in [0, 1, 2, 4] {
+        let path = cluster.snapshot_eventually(via, "after the addition");
+        let snap = persist::load(&path).expect("saved snapshot");
+        let nodes: Vec<u32> = snap.nodes().map(|n| n.0).collect();
+        assert_eq!(nodes, [0, 1, 2, 4], "{}", path.display());
+    }
+    let n4_final = cluster.nodes[4].stop(Duration::from_secs(20));
+    let n4_final: serde_json::Value = serde_json::from_str(&n4_final).expect("final status");
+    assert!(
+        n4_final["messages_delivered"].as_u64().unwrap_or(0) > 0,
+        "n4 never received a transfer: {n4_final}"
+    );
     let checked = check_all_saved(&cluster.snaps);
     println!(
-        "    summary: {checked} saved snapshots (4 nodes, then 3) all consistent with exactly {TOTAL}"
+        "    summary: {checked} saved snapshots (4 nodes, then 3, then 4) all consistent with exactly {TOTAL}"
     );
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);

@@ -113,12 +113,31 @@ pub enum Request {
         /// The snapshot, if the operator named one.
         to: Option<SnapshotId>,
     },
+    /// Add a member started to join (at `addr`), coordinated by this node, and answer
+    /// once the cluster runs with it.
+    Add {
+        /// The new member.
+        node: shutter_vclock::NodeId,
+        /// Its UDP address.
+        addr: SocketAddr,
+    },
     /// Remove a member that is dead for good, coordinated by this node, and answer once
     /// the cluster runs without it.
     Remove {
         /// The member.
         node: shutter_vclock::NodeId,
     },
+}
+
+/// Parses `nK` as the logs print node ids.
+fn parse_node(text: &str) -> Result<shutter_vclock::NodeId, String> {
+    let bad = || format!("bad node {text:?} (expected nK, e.g. n3)");
+    let k: u32 = text
+        .strip_prefix('n')
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    Ok(shutter_vclock::NodeId(k))
 }
 
 /// Parses `nK@S` as `shutter snapshot` and the logs print snapshot ids.
@@ -144,17 +163,15 @@ impl Request {
         match (words.next(), words.next(), words.next()) {
             (Some("STATUS"), None, _) => Ok(Request::Status),
             (Some("ROLLBACK"), None, _) => Ok(Request::Rollback { to: None }),
-            (Some("REMOVE"), Some(n), None) => {
-                let bad = || format!("bad node {n:?} (expected nK, e.g. n3)");
-                let k: u32 = n
-                    .strip_prefix('n')
-                    .ok_or_else(bad)?
+            (Some("REMOVE"), Some(n), None) => Ok(Request::Remove {
+                node: parse_node(n)?,
+            }),
+            (Some("ADD"), Some(n), Some(addr)) if words.next().is_none() => Ok(Request::Add {
+                node: parse_node(n)?,
+                addr: addr
                     .parse()
-                    .map_err(|_| bad())?;
-                Ok(Request::Remove {
-                    node: shutter_vclock::NodeId(k),
-                })
-            }
+                    .map_err(|_| format!("bad address {addr:?} (expected IP:PORT)"))?,
+            }),
             (Some("ROLLBACK"), Some(id), None) => Ok(Request::Rollback {
                 to: Some(parse_snapshot_id(id)?),
             }),
@@ -167,7 +184,7 @@ impl Request {
                 })
             }
             _ => Err(format!(
-                "unknown request {line:?} (expected SNAPSHOT <ms>, STATUS, ROLLBACK [nK@S] or REMOVE nK)"
+                "unknown request {line:?} (expected SNAPSHOT <ms>, STATUS, ROLLBACK [nK@S], REMOVE nK or ADD nK IP:PORT)"
             )),
         }
     }
@@ -180,6 +197,7 @@ impl Request {
             Request::Rollback { to: None } => "ROLLBACK\n".to_string(),
             Request::Rollback { to: Some(id) } => format!("ROLLBACK {id}\n"),
             Request::Remove { node } => format!("REMOVE {node}\n"),
+            Request::Add { node, addr } => format!("ADD {node} {addr}\n"),
         }
     }
 }
@@ -357,7 +375,9 @@ async fn handle(
                 let wait = match &request {
                     Request::Snapshot { timeout } => *timeout,
                     Request::Status => REQUEST_TIMEOUT,
-                    Request::Rollback { .. } | Request::Remove { .. } => ROLLBACK_WAIT,
+                    Request::Rollback { .. } | Request::Remove { .. } | Request::Add { .. } => {
+                        ROLLBACK_WAIT
+                    }
                 };
                 let (tx, rx) = oneshot::channel();
                 if to_node
@@ -445,6 +465,10 @@ mod tests {
             Request::Remove {
                 node: shutter_vclock::NodeId(7),
             },
+            Request::Add {
+                node: shutter_vclock::NodeId(4),
+                addr: "127.0.0.1:7004".parse().unwrap(),
+            },
             Request::Rollback {
                 to: Some(SnapshotId {
                     initiator: shutter_vclock::NodeId(3),
@@ -482,7 +506,9 @@ mod tests {
                     Request::Rollback { to } => {
                         Reply::RolledBack(to.map_or("n1@5".into(), |id| id.to_string()))
                     }
-                    Request::Remove { .. } => Reply::RolledBack("n1@5".into()),
+                    Request::Remove { .. } | Request::Add { .. } => {
+                        Reply::RolledBack("n1@5".into())
+                    }
                 };
                 req.reply.send(reply).unwrap();
             }

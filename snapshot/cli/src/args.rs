@@ -34,7 +34,10 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Remove a node that is dead for good from the running cluster: the others roll
     /// back to a snapshot that holds its part and one of them inherits it.
-    Remove(RemoveArgs),
+    Remove(MemberArgs),
+    /// Add a node started with `shutter node --join` to the running cluster: everyone
+    /// goes back to the newest snapshot they all hold and the new node starts empty.
+    Add(MemberArgs),
     /// Print and verify a saved snapshot file.
     Inspect(InspectArgs),
     /// Print the summary of a report directory (its report.json), a report.json, or the
@@ -227,6 +230,11 @@ pub struct NodeArgs {
     /// state and no rollback (what the previous life held is lost).
     #[arg(long, value_enum, default_value_t = OnRestart::Rollback)]
     pub on_restart: OnRestart,
+    /// A new node joining a running cluster (the peers file lists it with the others):
+    /// it waits until `shutter add` adds it, then runs from an empty account (the
+    /// cluster's money does not change). Ignored once its data dir holds checkpoints.
+    #[arg(long)]
+    pub join: bool,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -314,17 +322,19 @@ pub struct RollbackArgs {
     pub key: KeyArgs,
 }
 
-/// `shutter remove`.
+/// `shutter remove` and `shutter add`.
 #[derive(Clone, Debug, Args)]
-pub struct RemoveArgs {
-    /// The peers file of the running cluster.
+pub struct MemberArgs {
+    /// The peers file of the running cluster (for `add`: with the new node in it, its
+    /// address is taken from there).
     #[arg(long)]
     pub peers: PathBuf,
-    /// The node to remove (it must be down for good: a removed node that still runs is
-    /// cut off, and its state is taken over from the snapshot).
+    /// The node to remove (down for good: a removed node that still runs is cut off,
+    /// and its state is taken over from the snapshot) or to add (running with `shutter
+    /// node --join`).
     #[arg(long)]
     pub node: u32,
-    /// The node that coordinates the removal (any other running member).
+    /// The member that coordinates (any other running member).
     #[arg(long, default_value_t = 0)]
     pub via: u32,
     /// Give up after this long.

@@ -142,6 +142,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Status(a) => status::run(a).await,
                     Command::Rollback(a) => rollback::run(a).await,
                     Command::Remove(a) => rollback::remove(a).await,
+                    Command::Add(a) => rollback::add(a).await,
                     Command::Inspect(_) | Command::Report(_) | Command::Keygen(_) => {
                         unreachable!("handled above")
                     }

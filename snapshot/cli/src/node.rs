@@ -227,7 +227,8 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     let shared = Arc::new(Shared::default());
     let bank = BankConfig {
         seed: args.seed,
-        initial: args.initial,
+        // A joining node brings no money: the cluster's total stays what it was.
+        initial: if args.join { 0 } else { args.initial },
         ..BankConfig::default()
     };
     let process = TaggedBank::new(Bank::new(id, bank), shared.clone());
@@ -256,6 +257,13 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     }
     cfg.checkpoints = Some((data_dir.clone(), args.keep_checkpoints));
     cfg.roll_back_on_restart = args.on_restart == OnRestart::Rollback;
+    cfg.join = args.join;
+    if args.join && scan.checkpoints.is_empty() {
+        eprintln!(
+            "{id}: --join: waiting until a member adds this node (`shutter add --node {}`)",
+            id.0
+        );
+    }
     if let (OnRestart::Rejoin, Some((_, c))) = (args.on_restart, scan.checkpoints.last()) {
         eprintln!(
             "{id}: --on-restart rejoin: starting with a fresh state; the state of snapshot {} and everything after it is not restored",
@@ -301,8 +309,13 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     ));
     let mut pending: BTreeMap<SnapshotId, oneshot::Sender<Reply>> = BTreeMap::new();
     // Rollbacks (and removals) requested here, waiting for the cluster to run again.
-    let mut rollbacks: Vec<(Option<SnapshotId>, Option<NodeId>, oneshot::Sender<Reply>)> =
-        Vec::new();
+    // With a membership change: the node, and whether it is added (else removed).
+    type Waiting = (
+        Option<SnapshotId>,
+        Option<(NodeId, bool)>,
+        oneshot::Sender<Reply>,
+    );
+    let mut rollbacks: Vec<Waiting> = Vec::new();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     // Ctrl-C or SIGTERM stops the node (with its final line), also when `--duration` is set.
     let stop = async {
@@ -340,10 +353,19 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                             let _ = req.reply.send(Reply::Error(e.to_string()));
                         }
                     },
+                    Request::Add { node: new, addr } => match node.add_member(new, addr).await {
+                        Ok(()) => {
+                            eprintln!("{id}: admin request: adding {new} at {addr}");
+                            rollbacks.push((None, Some((new, true)), req.reply));
+                        }
+                        Err(e) => {
+                            let _ = req.reply.send(Reply::Error(e.to_string()));
+                        }
+                    },
                     Request::Remove { node: gone } => match node.remove_member(gone).await {
                         Ok(()) => {
                             eprintln!("{id}: admin request: removing {gone} from the cluster");
-                            rollbacks.push((None, Some(gone), req.reply));
+                            rollbacks.push((None, Some((gone, false)), req.reply));
                         }
                         Err(e) => {
                             let _ = req.reply.send(Reply::Error(e.to_string()));
@@ -392,11 +414,15 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                             let _ = reply.send(Reply::Aborted("the cluster rolled back".into()));
                         }
                         let members = node.stats().await.map(|s| s.members).unwrap_or_default();
-                        for (wanted, removing, reply) in rollbacks.drain(..) {
+                        for (wanted, change, reply) in rollbacks.drain(..) {
                             let _ = reply.send(match (to, wanted) {
-                                _ if removing.is_some_and(|g| members.contains(&g)) => Reply::Error(format!(
+                                _ if change.is_some_and(|(n, add)| !add && members.contains(&n)) => Reply::Error(format!(
                                     "{} is still a member: no snapshot held by every other member has its part (one must complete after its initiator started keeping replicas)",
-                                    removing.map(|g| g.to_string()).unwrap_or_default()
+                                    change.map(|(n, _)| n.to_string()).unwrap_or_default()
+                                )),
+                                _ if change.is_some_and(|(n, add)| add && !members.contains(&n)) => Reply::Error(format!(
+                                    "{} did not join: is it running with --join, at the address in the peers file? (see its log)",
+                                    change.map(|(n, _)| n.to_string()).unwrap_or_default()
                                 )),
                                 (Some(sid), _) => Reply::RolledBack(sid.to_string()),
                                 (None, Some(w)) => Reply::Error(format!(

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use shutter_vclock::NodeId;
 
 use crate::admin::{self, Reply, Request, parse_snapshot_id};
-use crate::args::{RemoveArgs, RollbackArgs};
+use crate::args::{MemberArgs, RollbackArgs};
 use crate::key;
 use crate::peers::PeersFile;
 use crate::usage;
@@ -49,7 +49,7 @@ pub async fn run(args: RollbackArgs) -> Result<ExitCode> {
 }
 
 /// `shutter remove`.
-pub async fn remove(args: RemoveArgs) -> Result<ExitCode> {
+pub async fn remove(args: MemberArgs) -> Result<ExitCode> {
     let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
     let gone = NodeId(args.node);
     if peers.addr_of(gone).is_none() {
@@ -79,6 +79,41 @@ pub async fn remove(args: RemoveArgs) -> Result<ExitCode> {
             println!(
                 "the money stays the opening money of all {} nodes: check later snapshots with `--total` (default: the nodes in the snapshot x 1000)",
                 peers.members().len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Reply::Error(e) => bail!("n{} refused: {e}", args.via),
+        other => bail!("n{} answered something else: {other:?}", args.via),
+    }
+}
+
+/// `shutter add`.
+pub async fn add(args: MemberArgs) -> Result<ExitCode> {
+    let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
+    let new = NodeId(args.node);
+    let Some(node_addr) = peers.addr_of(new) else {
+        return Err(usage(format!(
+            "{}: --node {}: the peers file must list the new node (with its address)",
+            args.peers.display(),
+            args.node
+        )));
+    };
+    if args.via == args.node {
+        return Err(usage(format!(
+            "--via {}: the new node cannot coordinate its own addition; name a running member",
+            args.via
+        )));
+    }
+    let addr = via_admin(&peers, &args.peers, args.via)?;
+    let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
+    let request = Request::Add {
+        node: new,
+        addr: node_addr,
+    };
+    match admin::request(addr, &request, args.timeout, &auth).await? {
+        Reply::RolledBack(id) => {
+            println!(
+                "{new} added: the cluster went back to snapshot {id} and {new} started from an empty account"
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -78,6 +78,11 @@ pub struct NodeConfig {
     /// state and no rollback (`false`, for applications that can rebuild; what the
     /// node's previous life held is lost).
     pub roll_back_on_restart: bool,
+    /// A new member joining a running cluster: the process does not start by itself
+    /// but waits until a member adds it (`NodeHandle::add_member` there), then runs
+    /// from its fresh state. `peers` lists the cluster with this node. Needs a
+    /// checkpoint store.
+    pub join: bool,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +98,7 @@ impl Default for NodeConfig {
             transport: shutter_transport::Config::default(),
             checkpoints: None,
             roll_back_on_restart: true,
+            join: false,
         }
     }
 }

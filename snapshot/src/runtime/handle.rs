@@ -155,6 +155,7 @@ impl NodeHandle {
             event_tx,
             store,
             cfg.roll_back_on_restart,
+            cfg.join,
         );
         tokio::spawn(task.run(request_rx));
         Ok(NodeHandle {
@@ -290,6 +291,16 @@ impl NodeHandle {
     /// [`NodeStats::members`]. Needs a checkpoint store.
     pub async fn remove_member(&self, node: NodeId) -> Result<(), RuntimeError> {
         self.call(|reply| Request::Remove { node, reply }).await?
+    }
+
+    /// Adds `node`, a new process started with [`super::NodeConfig::join`] and
+    /// listening at `addr`, to the cluster, coordinated by this node: every member
+    /// goes back to the newest snapshot they all hold and `node` starts from its fresh
+    /// state (see [`crate::recovery`]). The outcome arrives as [`NodeEvent::Resumed`];
+    /// check [`NodeStats::members`]. Needs a checkpoint store.
+    pub async fn add_member(&self, node: NodeId, addr: SocketAddr) -> Result<(), RuntimeError> {
+        self.call(|reply| Request::Add { node, addr, reply })
+            .await?
     }
 
     /// The process's current state, decoded as `S` (normally `P::State`).

@@ -54,6 +54,12 @@ pub(crate) enum Request {
         to: Option<SnapshotId>,
         reply: oneshot::Sender<Result<(), RuntimeError>>,
     },
+    /// Add a member that started to join (see `Stack::request_addition`).
+    Add {
+        node: NodeId,
+        addr: SocketAddr,
+        reply: oneshot::Sender<Result<(), RuntimeError>>,
+    },
     /// Remove a member for good (see `Stack::request_removal`).
     Remove {
         node: NodeId,
@@ -84,6 +90,8 @@ pub(crate) struct NodeTask<P: Process, E: SnapshotEngine> {
     store: Option<CheckpointStore>,
     /// See `NodeConfig::roll_back_on_restart`.
     roll_back_on_restart: bool,
+    /// See `NodeConfig::join`.
+    join: bool,
     checkpoints_written: u64,
     /// The other members' parts of the snapshot this node just completed as initiator,
     /// written with its own part when that commits (right after).
@@ -109,6 +117,7 @@ where
         events: mpsc::UnboundedSender<NodeEvent>,
         store: Option<CheckpointStore>,
         roll_back_on_restart: bool,
+        join: bool,
     ) -> Self {
         Self {
             id,
@@ -123,6 +132,7 @@ where
             events,
             store,
             roll_back_on_restart,
+            join,
             checkpoints_written: 0,
             pending_replicas: None,
         }
@@ -174,6 +184,13 @@ where
         let durable = self.durable();
         // Checkpoints from an earlier life mean this is a restart.
         let restarted = !durable.is_empty();
+        if self.join && !restarted {
+            // Its part comes with the round that adds it.
+            tracing::info!(node = %self.id, "waiting to be added to the cluster");
+            self.refresh_durable();
+            self.stack.await_join();
+            return;
+        }
         if !restarted && self.call_on_start && self.store.is_some() {
             let genesis = self.stack.genesis(now);
             self.commit(&genesis);
@@ -254,6 +271,21 @@ where
                 };
                 let _ = reply.send(result);
             }
+            Request::Add { node, addr, reply } => {
+                let result = if !self.started {
+                    Err(RuntimeError::NotStarted(self.id))
+                } else if self.store.is_none() {
+                    Err(RuntimeError::Config(
+                        "no checkpoint store: a member can only join at a snapshot".into(),
+                    ))
+                } else {
+                    self.register_joining(node, &addr.to_string());
+                    self.stack
+                        .request_addition(now, node, addr.to_string())
+                        .map_err(|e| RuntimeError::Config(e.to_string()))
+                };
+                let _ = reply.send(result);
+            }
             Request::Remove { node, reply } => {
                 let result = if !self.started {
                     Err(RuntimeError::NotStarted(self.id))
@@ -281,6 +313,22 @@ where
             tracing::error!(node = %self.id, error = %e, "cannot read the checkpoint store");
             Vec::new()
         })
+    }
+
+    /// A round adds `node` at `addr`: the socket and the transport must reach it.
+    fn register_joining(&mut self, node: NodeId, addr: &str) {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) => {
+                if let Err(e) = self.io.add_peer(node, a) {
+                    tracing::error!(node = %self.id, joining = %node, error = %e, "cannot register the joining member");
+                    return;
+                }
+                self.stack.add_peer(self.clock.now(), node);
+            }
+            Err(e) => {
+                tracing::error!(node = %self.id, joining = %node, addr, error = %e, "bad address of the joining member")
+            }
+        }
     }
 
     /// Tells the stack what the store holds: own parts and replicas.
@@ -341,43 +389,47 @@ where
         };
         tracing::info!(node = %self.id, %id, found = checkpoint.is_some(), "rolling back");
         let now = self.clock.now();
-        let Some(c) = checkpoint else {
-            self.stack.roll_back(now, epoch, None, &[]);
-            return;
+        let members_before = self.stack.members();
+        let (part, mut inherited, replicas) = match &checkpoint {
+            Some(c) => (Some(&c.part), c.inherited.clone(), c.replicas.clone()),
+            None => (None, Vec::new(), Vec::new()),
         };
-        let mut inherited = c.inherited.clone();
         let heir_of = removal.filter(|r| r.heir == self.id).map(|r| r.node);
         if let Some(gone) = heir_of
-            && let Some((_, p)) = c.replicas.iter().find(|(n, _)| *n == gone)
+            && let Some((_, p)) = replicas.iter().find(|(n, _)| *n == gone)
         {
             inherited.push((gone, p.clone()));
         }
-        let ok = self.stack.roll_back(now, epoch, Some(&c.part), &inherited);
-        if let (true, Some(r)) = (ok, removal) {
-            // Re-base the store on the new membership: this snapshot, as restored
-            // (with what was inherited), is what a later rollback goes back to.
-            self.members.remove(&r.node);
-            let replicas: Vec<_> = c
-                .replicas
-                .into_iter()
-                .filter(|(n, _)| *n != r.node)
-                .collect();
-            if let Some(store) = self.store.as_mut() {
-                store.change_members(&self.stack.members());
-            }
-            self.write_checkpoint(&c.part, &inherited, &replicas);
-            if let Some(store) = &self.store {
-                match store.drop_other_memberships() {
-                    Ok(n) => {
-                        tracing::info!(node = %self.id, dropped = n, "checkpoints of the old membership deleted")
-                    }
-                    Err(e) => {
-                        tracing::error!(node = %self.id, error = %e, "cannot delete old checkpoints")
-                    }
+        let Some(restored) = self.stack.roll_back(now, epoch, part, &inherited) else {
+            return;
+        };
+        let members = self.stack.members();
+        if members == members_before && checkpoint.is_some() {
+            return;
+        }
+        // The membership changed (or this node joined with a fresh part): re-base the
+        // store on the new membership. This snapshot, as restored (with what was
+        // inherited), is what a later rollback goes back to.
+        self.members = members.iter().copied().filter(|n| *n != self.id).collect();
+        let replicas: Vec<_> = replicas
+            .into_iter()
+            .filter(|(n, _)| members.contains(n))
+            .collect();
+        if let Some(store) = self.store.as_mut() {
+            store.change_members(&members);
+        }
+        self.write_checkpoint(&restored, &inherited, &replicas);
+        if let Some(store) = &self.store {
+            match store.drop_other_memberships() {
+                Ok(n) => {
+                    tracing::info!(node = %self.id, dropped = n, "checkpoints of the old membership deleted")
+                }
+                Err(e) => {
+                    tracing::error!(node = %self.id, error = %e, "cannot delete old checkpoints")
                 }
             }
-            self.refresh_durable();
         }
+        self.refresh_durable();
     }
 
     fn stats(&self) -> NodeStats {
@@ -456,6 +508,11 @@ where
                 }
                 StackEvent::PeerUnreachable(peer) => {
                     tracing::info!(node = %self.id, %peer, "peer unreachable");
+                    continue;
+                }
+                StackEvent::Joining { node, addr } => {
+                    self.register_joining(node, &addr);
+                    fed = true;
                     continue;
                 }
                 StackEvent::PeerRestarted { peer, incarnation } => {
