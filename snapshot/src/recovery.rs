@@ -280,6 +280,16 @@ impl Recovery {
         &self.members
     }
 
+    /// True while this node coordinates a round.
+    pub(crate) fn coordinating(&self) -> bool {
+        self.round.is_some()
+    }
+
+    /// The newest round this node has heard of.
+    pub(crate) fn seen(&self) -> Option<Epoch> {
+        self.seen
+    }
+
     /// A new process that waits to be added (see [`Change::Add`]); until then it is
     /// halted.
     pub(crate) fn await_join(&mut self) {

@@ -237,6 +237,11 @@ where
     restoring: Option<(Epoch, Option<Change>)>,
     /// The snapshot of that round.
     restoring_id: Option<SnapshotId>,
+    /// See [`Stack::set_roll_back_on_peer_restart`].
+    roll_back_on_peer_restart: bool,
+    /// A peer restarted: unless the same input brought a round (the newest round known
+    /// then is kept to tell), start one once the input is handled.
+    rollback_due: Option<Option<Epoch>>,
     /// Whether `Process::on_start` ran (or the process was restored).
     started: bool,
     observer: O,
@@ -293,6 +298,8 @@ where
             recovery,
             restoring: None,
             restoring_id: None,
+            roll_back_on_peer_restart: false,
+            rollback_due: None,
             started: false,
             observer,
         })
@@ -331,6 +338,7 @@ where
         if self.recovery.poll_timeout().is_some_and(|t| t <= now) {
             self.recovery.handle_timeout(now, now.as_micros());
         }
+
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
@@ -503,6 +511,18 @@ where
             .start(now, now.as_micros(), None, Some(Change::Add { node, addr }));
         self.settle(now);
         Ok(())
+    }
+
+    /// Roll the cluster back whenever a member restarts (the rollback policy, with a
+    /// checkpoint store). A restarted member whose store survived starts the round
+    /// itself, usually in the very datagram that shows its new incarnation; one that
+    /// lost its disk cannot (it starts as on a first start, with only a new genesis
+    /// checkpoint), so a member that sees the restart and no round in the same input
+    /// starts one at once, before any snapshot could take the newcomer's fresh state in.
+    /// The newest snapshot every member holds is then the genesis one: everyone goes
+    /// back to the start, and the money is exact. Concurrent rounds resolve by epoch.
+    pub fn set_roll_back_on_peer_restart(&mut self, on: bool) {
+        self.roll_back_on_peer_restart = on;
     }
 
     /// Instead of [`Stack::start`] on a new process that joins a running cluster: it
@@ -726,6 +746,16 @@ where
                 work = true;
                 self.on_transport_event(now, event);
             }
+            // Every event of the input is handled: did the restarted peer's round come
+            // with it?
+            if let Some(seen) = self.rollback_due.take()
+                && (!self.recovery.is_halted() || self.recovery.coordinating())
+                && self.recovery.seen() == seen
+            {
+                tracing::info!(node = %self.me, "a peer restarted without a rollback: coordinating one");
+                self.recovery.start(now, now.as_micros(), None, None);
+                work = true;
+            }
             while let Some(action) = self.recovery.poll_action() {
                 work = true;
                 self.on_recovery_action(now, action);
@@ -810,6 +840,13 @@ where
                 self.after_node_call(now);
                 for bytes in unsent {
                     self.give_back(now, peer, &bytes, Undeliverable::NeverSent);
+                }
+                // A running member starts a round; the coordinator of one restarts it (the
+                // peer lost whatever it knew of it, and may have lost its disk too).
+                let due =
+                    (self.started && !self.recovery.is_halted()) || self.recovery.coordinating();
+                if self.roll_back_on_peer_restart && due {
+                    self.rollback_due = Some(self.recovery.seen());
                 }
                 self.events
                     .push_back(StackEvent::PeerRestarted { peer, incarnation });

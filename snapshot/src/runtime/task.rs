@@ -181,6 +181,8 @@ where
         self.started = true;
         tracing::debug!(node = %self.id, "all member addresses known: starting");
         let now = self.clock.now();
+        self.stack
+            .set_roll_back_on_peer_restart(self.store.is_some() && self.roll_back_on_restart);
         let durable = self.durable();
         // Checkpoints from an earlier life mean this is a restart.
         let restarted = !durable.is_empty();

@@ -85,6 +85,10 @@ pub struct Outcome {
     pub crashes: u64,
     /// With recovery: rollbacks the nodes went through (one per node per round).
     pub rollbacks: u64,
+    /// With recovery: crashes that lost the node's disk too.
+    pub disks_lost: u64,
+    /// With recovery: crashes that tore the newest checkpoint (skipped on restart).
+    pub checkpoints_torn: u64,
     /// Largest send backlog of any node.
     pub max_backlog: usize,
     /// Fault injector counters.
@@ -115,7 +119,10 @@ pub struct Options {
     /// Nodes keep a checkpoint store that survives crashes, and a node that comes back
     /// after a real crash rolls the cluster back (`shutter node`'s default; see
     /// `shutter_snapshot::recovery`; every store starts with the genesis checkpoint).
-    /// Transport restarts become real crashes. The checks become: every completed snapshot holds exactly the opening money, and so
+    /// Transport restarts become real crashes, some of which lose the disk or tear its
+    /// newest checkpoint (see `World::damage_disk`), and members roll the cluster back
+    /// when they see a peer restart (`Stack::set_roll_back_on_peer_restart`). The checks
+    /// become: every completed snapshot holds exactly the opening money, and so
     /// do the nodes at the end. Off: nodes rejoin fresh after a crash (what the ground
     /// truth oracle checks in detail).
     pub recovery: bool,

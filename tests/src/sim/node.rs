@@ -473,6 +473,14 @@ where
         self.stack.set_durable(ids);
     }
 
+    /// After a crash that lost the disk: the new process writes its genesis checkpoint
+    /// and starts as on a first start.
+    pub fn first_start(&mut self, now: Time) {
+        let genesis = self.stack.genesis(now);
+        self.commit(genesis);
+        self.stack.start(now);
+    }
+
     /// The disk's part of snapshot `id`.
     pub fn stored(&self, id: SnapshotId) -> Option<LocalReport> {
         self.disk.iter().rev().find(|p| p.id == id).cloned()

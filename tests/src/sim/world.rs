@@ -114,6 +114,9 @@ where
     /// Runs to quiescence (or a bound) and checks everything.
     pub(super) fn run(mut self, max_steps: u64) -> Outcome {
         for i in 0..self.nodes.len() {
+            self.nodes[i]
+                .stack
+                .set_roll_back_on_peer_restart(self.recovery);
             self.nodes[i].stack.start(self.now);
             self.service(i);
         }
@@ -152,22 +155,29 @@ where
 
     fn quiescent(&self) -> bool {
         self.queue.is_empty()
-            && self
-                .nodes
-                .iter()
-                .all(|n| n.status == Status::Up && n.transport_quiet() && n.engine().idle())
+            && self.nodes.iter().all(|n| {
+                n.status == Status::Up
+                    && n.transport_quiet()
+                    && n.engine().idle()
+                    && !n.stack.is_halted()
+            })
     }
 
     fn stuck(&self) -> String {
         let mut s = format!("{} datagrams queued;", self.queue.len());
         for n in &self.nodes {
-            if !(n.status == Status::Up && n.transport_quiet() && n.engine().idle()) {
+            if !(n.status == Status::Up
+                && n.transport_quiet()
+                && n.engine().idle()
+                && !n.stack.is_halted())
+            {
                 s += &format!(
-                    " {}: {:?} quiet={} idle={};",
+                    " {}: {:?} quiet={} idle={} halted={};",
                     n.id,
                     n.status,
                     n.transport_quiet(),
-                    n.engine().idle()
+                    n.engine().idle(),
+                    n.stack.is_halted()
                 );
             }
         }
@@ -234,6 +244,9 @@ where
                     // with a fresh balance.
                     let held = self.nodes[i].app().balance();
                     self.oracle.crash(id, at, held, INITIAL_BALANCE);
+                    if self.recovery {
+                        self.damage_disk(i, at);
+                    }
                     Status::Crashed(until)
                 }
             };
@@ -252,6 +265,13 @@ where
                             // A new process: nothing of the old one's memory survives.
                             self.nodes[i].crash_restart(now);
                             if self.recovery {
+                                self.nodes[i].stack.set_roll_back_on_peer_restart(true);
+                            }
+                            if self.recovery && self.nodes[i].disk.is_empty() {
+                                // Its disk is gone: it starts like a first start, and
+                                // the others roll the cluster back when they see it.
+                                self.nodes[i].first_start(now);
+                            } else if self.recovery {
                                 // Back with its disk: the cluster rolls back.
                                 self.nodes[i].stack.recover(now);
                             } else {
@@ -487,6 +507,25 @@ where
                         .push((me, reason));
                 }
             }
+        }
+    }
+
+    /// What a real crash does to node `i`'s disk besides killing the process, drawn
+    /// from the crash time so every scenario keeps its shape: a quarter of the crashes
+    /// lose the disk, a quarter tear the newest checkpoint (the store skips a damaged
+    /// file, as if it was never written), the rest leave the disk intact.
+    fn damage_disk(&mut self, i: usize, at: Time) {
+        let disk = &mut self.nodes[i].disk;
+        match (at.as_micros() / 1000) % 4 {
+            0 => {
+                disk.clear();
+                self.out.disks_lost += 1;
+            }
+            1 if disk.len() > 1 => {
+                disk.pop();
+                self.out.checkpoints_torn += 1;
+            }
+            _ => {}
         }
     }
 
