@@ -325,7 +325,10 @@ impl CheckpointStore {
     }
 
     /// Deletes all but the newest `keep` valid checkpoints, and never the genesis one
-    /// (damaged files are left for the operator to look at).
+    /// nor the newest of each initiator (damaged files are left for the operator to look
+    /// at). The newest of each initiator is what a removal needs: its initiator keeps
+    /// the replicas, and every member that committed it keeps it too however many
+    /// other initiators' snapshots commit meanwhile (at most one file per member more).
     fn prune(&self) -> Result<(), StoreError> {
         let scan = self.scan()?;
         let regular: Vec<_> = scan
@@ -333,8 +336,16 @@ impl CheckpointStore {
             .iter()
             .filter(|(_, c)| c.id() != crate::recovery::GENESIS)
             .collect();
+        let mut newest_of = std::collections::BTreeMap::new();
+        for (path, c) in &regular {
+            newest_of.insert(c.id().initiator, path.clone());
+        }
         let n = regular.len();
-        for (path, _) in regular.into_iter().take(n.saturating_sub(self.keep)) {
+        for (path, _) in regular
+            .into_iter()
+            .take(n.saturating_sub(self.keep))
+            .filter(|(p, c)| newest_of.get(&c.id().initiator) != Some(p))
+        {
             fs::remove_file(path).map_err(|source| StoreError::Dir {
                 path: path.clone(),
                 source,

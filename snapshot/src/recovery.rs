@@ -92,6 +92,9 @@ pub enum Change {
         node: NodeId,
         /// Its UDP address.
         addr: String,
+        /// The membership after the change, as the coordinator knows it: the new
+        /// member adopts it (its own list may name members removed meanwhile).
+        members: Vec<NodeId>,
     },
 }
 
@@ -117,16 +120,26 @@ impl Change {
         }
     }
 
+    /// True if `other` is the same change (the same kind for the same node; a
+    /// removal's heir and an addition's membership may differ between rounds).
+    pub fn same(&self, other: &Change) -> bool {
+        matches!(
+            (self, other),
+            (Change::Remove { node: a, .. }, Change::Remove { node: b, .. })
+                | (Change::Add { node: a, .. }, Change::Add { node: b, .. }) if a == b
+        )
+    }
+
     /// The membership after the change.
     pub fn apply(&self, members: &[NodeId]) -> Vec<NodeId> {
+        if let Change::Add { members, .. } = self {
+            return members.clone();
+        }
         let mut out: Vec<NodeId> = members
             .iter()
             .copied()
             .filter(|n| !matches!(self, Change::Remove { node, .. } if node == n))
             .collect();
-        if let Change::Add { node, .. } = self {
-            out.push(*node);
-        }
         out.sort_unstable();
         out.dedup();
         out
@@ -216,8 +229,14 @@ pub(crate) struct Recovery {
     durable: Vec<SnapshotId>,
     /// Per other member, the snapshot ids of which this node holds that member's part.
     replicas: BTreeMap<NodeId, Vec<SnapshotId>>,
-    /// A change learnt from a `Halt` and not finished yet.
-    pending: Option<Change>,
+    /// Changes learnt from `Halt`s and not finished yet, oldest first (a round for
+    /// another change may supersede one; it is taken up again afterwards).
+    pending: Vec<Change>,
+    /// The change of the round this node is halted in.
+    current: Option<Change>,
+    /// Running with changes pending since then: one is started after `patience`
+    /// unless a round comes first.
+    pending_since: Option<Time>,
     actions: VecDeque<Action>,
 }
 
@@ -237,7 +256,9 @@ impl Recovery {
             round: None,
             durable: Vec::new(),
             replicas: BTreeMap::new(),
-            pending: None,
+            pending: Vec::new(),
+            current: None,
+            pending_since: None,
             actions: VecDeque::new(),
         }
     }
@@ -299,17 +320,11 @@ impl Recovery {
     /// The node a pending round adds, whose recovery messages must get through before
     /// it is a member.
     pub(crate) fn joining(&self) -> Option<NodeId> {
-        match (&self.pending, &self.round) {
-            (Some(Change::Add { node, .. }), _) => Some(*node),
-            (
-                _,
-                Some(Round {
-                    change: Some(Change::Add { node, .. }),
-                    ..
-                }),
-            ) => Some(*node),
-            _ => None,
-        }
+        let round = self.round.as_ref().and_then(|r| r.change.as_ref());
+        self.pending.iter().chain(round).find_map(|c| match c {
+            Change::Add { node, .. } => Some(*node),
+            Change::Remove { .. } => None,
+        })
     }
 
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
@@ -319,7 +334,8 @@ impl Recovery {
     pub(crate) fn poll_timeout(&self) -> Option<Time> {
         match self.phase {
             Phase::Halted { since, .. } => Some(since + self.patience),
-            Phase::Running | Phase::Joining => None,
+            Phase::Running => self.pending_since.map(|t| t + self.patience),
+            Phase::Joining => None,
         }
     }
 
@@ -336,7 +352,30 @@ impl Recovery {
     ) {
         let at = clock.max(self.seen.map_or(0, |e| e.at.saturating_add(1)));
         let epoch = Epoch { at, by: self.me };
-        let change = change.or_else(|| self.pending.clone());
+        // Drop pending changes that are done already, then take the oldest.
+        let members = self.members.clone();
+        self.pending.retain(|c| match c {
+            Change::Remove { node, .. } => members.contains(node),
+            Change::Add { node, .. } => !members.contains(node),
+        });
+        self.pending_since = None;
+        let change = change
+            .or_else(|| self.pending.first().cloned())
+            .map(|c| match c {
+                // The membership it leads to is this coordinator's, now.
+                Change::Add { node, addr, .. } => {
+                    let mut members = self.members.clone();
+                    members.push(node);
+                    members.sort_unstable();
+                    members.dedup();
+                    Change::Add {
+                        node,
+                        addr,
+                        members,
+                    }
+                }
+                c => c,
+            });
         let quorum = match &change {
             Some(c) => c.apply(&self.members),
             None => self.members.clone(),
@@ -366,6 +405,11 @@ impl Recovery {
             && since + self.patience <= now
         {
             tracing::warn!(node = %self.me, "rollback stalled; coordinating a new round");
+            self.start(now, clock, None, None);
+        } else if self.phase == Phase::Running
+            && self.pending_since.is_some_and(|t| t + self.patience <= now)
+        {
+            tracing::warn!(node = %self.me, "a membership change is still pending; coordinating it");
             self.start(now, clock, None, None);
         }
     }
@@ -418,13 +462,17 @@ impl Recovery {
                 }
                 // A change outlives the round that announced it (see the module docs).
                 if let Some(c) = &change {
-                    if let Change::Add { node, addr } = c
+                    if let Change::Add { node, addr, .. } = c
                         && *node != self.me
                     {
                         self.actions.push_back(Action::Joining(*node, addr.clone()));
                     }
-                    self.pending = Some(c.clone());
+                    if !self.pending.iter().any(|p| p.same(c)) {
+                        self.pending.push(c.clone());
+                    }
                 }
+                self.current = change.clone();
+                self.pending_since = None;
                 let removing = match &change {
                     Some(Change::Remove { node, .. }) => Some(*node),
                     _ => None,
@@ -559,8 +607,19 @@ impl Recovery {
                 }
                 self.phase = Phase::Running;
                 // Done (or, with no target, given up): either way not pending any more.
-                self.pending = None;
+                if let Some(c) = self.current.take() {
+                    self.pending.retain(|p| !p.same(&c));
+                }
                 self.actions.push_back(Action::Resumed(epoch, target));
+                // A change a newer round superseded is taken up again: at once by this
+                // round's coordinator, after `patience` by anyone else holding it.
+                if !self.pending.is_empty() {
+                    if epoch.by == self.me {
+                        self.start(now, now.as_micros(), None, None);
+                    } else {
+                        self.pending_since = Some(now);
+                    }
+                }
             }
         }
     }

@@ -507,8 +507,20 @@ where
         if self.recovery.is_halted() {
             return Err(RemovalError::RollingBack);
         }
-        self.recovery
-            .start(now, now.as_micros(), None, Some(Change::Add { node, addr }));
+        let mut members = self.recovery.members().to_vec();
+        members.push(node);
+        members.sort_unstable();
+        members.dedup();
+        self.recovery.start(
+            now,
+            now.as_micros(),
+            None,
+            Some(Change::Add {
+                node,
+                addr,
+                members,
+            }),
+        );
         self.settle(now);
         Ok(())
     }
@@ -627,6 +639,20 @@ where
             if *node != self.me {
                 self.members.insert(*node);
                 self.add_peer(now, *node);
+            } else {
+                // The joiner takes the cluster's membership: whoever its own list names
+                // beyond it was removed meanwhile.
+                let gone: Vec<NodeId> = self
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|n| !nodes.contains(n))
+                    .collect();
+                for n in gone {
+                    self.members.remove(&n);
+                    self.peers.remove(&n);
+                    self.core.remove_peer(n);
+                }
             }
             self.stats.members_added += 1;
             tracing::info!(node = %self.me, added = %node, "member added");

@@ -79,6 +79,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         partitions,
                         crashes,
                         initiations,
+                        changes: Vec::new(),
                         traffic_ms: TRAFFIC_MS,
                         tick_ms: 10,
                     }

@@ -85,6 +85,10 @@ pub struct Outcome {
     pub crashes: u64,
     /// With recovery: rollbacks the nodes went through (one per node per round).
     pub rollbacks: u64,
+    /// Membership changes the coordinators accepted (`Scenario::changes`).
+    pub membership_changes: u64,
+    /// Removals skipped because no snapshot with the member's part ever completed.
+    pub membership_skipped: u64,
     /// With recovery: crashes that lost the node's disk too.
     pub disks_lost: u64,
     /// With recovery: crashes that tore the newest checkpoint (skipped on restart).
@@ -126,6 +130,11 @@ pub struct Options {
     /// do the nodes at the end. Off: nodes rejoin fresh after a crash (what the ground
     /// truth oracle checks in detail).
     pub recovery: bool,
+    /// With recovery: real crashes may lose the disk or tear its newest checkpoint (see
+    /// `World::damage_disk`). Off where a scenario removes a member: a survivor that
+    /// lost its disk holds no snapshot with the removed part, so the removal cannot
+    /// complete (a documented limit: replicas live only at each snapshot's initiator).
+    pub disk_damage: bool,
 }
 
 impl Default for Options {
@@ -133,6 +142,7 @@ impl Default for Options {
         Options {
             clock_floors: true,
             recovery: false,
+            disk_damage: true,
         }
     }
 }

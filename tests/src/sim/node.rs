@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use shutter_snapshot::SnapshotEngine;
 use shutter_snapshot::bank::{Bank, BankConfig, BankState};
 use shutter_snapshot::chandy_lamport;
+use shutter_snapshot::checkpoint::Checkpoint;
 use shutter_snapshot::life;
 use shutter_snapshot::mattern::{self, EngineConfig};
 use shutter_snapshot::process::{Context, Node, Process, Undeliverable};
@@ -62,6 +63,13 @@ impl SimApp {
     /// A bank node `me` seeded from `seed`.
     pub fn new(me: NodeId, seed: u64) -> SimApp {
         Self::continuing(me, seed, [0; 3])
+    }
+
+    /// A bank `me` that joins a running cluster: it opens with no money.
+    pub fn joining(me: NodeId, seed: u64) -> SimApp {
+        let mut app = Self::new(me, seed);
+        app.bank.restore(BankState { balance: 0 });
+        app
     }
 
     /// A fresh bank `me` (opening balance) whose observer counts (sent, delivered,
@@ -137,6 +145,16 @@ impl Process for SimApp {
         self.bank.on_undeliverable(ctx, to, payload, why);
     }
 
+    fn on_inherit(
+        &mut self,
+        ctx: &mut Context,
+        removed: NodeId,
+        state: BankState,
+        in_flight: &[(NodeId, Vec<u8>)],
+    ) {
+        self.bank.on_inherit(ctx, removed, state, in_flight);
+    }
+
     fn snapshot(&self) -> BankState {
         let state = self.bank.snapshot();
         let bytes = postcard::to_allocvec(&state).expect("encoding into a Vec cannot fail");
@@ -199,6 +217,8 @@ pub enum Status {
     Down(Time),
     /// Crashed (all memory lost) until the given time; it comes back as a new process.
     Crashed(Time),
+    /// Dead for good and removed from the cluster (`Scenario::changes`).
+    Removed,
 }
 
 /// Transport settings of the simulation (short timers so runs stay short). Datagrams
@@ -428,9 +448,14 @@ where
     floors: bool,
     /// Real crashes so far (the number of this node's current life, from 0).
     pub lives: u32,
-    /// The checkpoint store: parts of committed snapshots, oldest first. Survives
+    /// The checkpoint store: parts of committed snapshots (with the replicas an
+    /// initiator keeps and what a heir inherited), oldest first; the first is the genesis
+    /// one, or after a membership change the snapshot the cluster went back to. Survives
     /// crashes (it is the node's disk).
-    pub disk: Vec<LocalReport>,
+    pub disk: Vec<Checkpoint>,
+    /// The other members' parts of the snapshot this node just completed as initiator,
+    /// committed with its own part right after.
+    pub pending_replicas: Option<(SnapshotId, Vec<(NodeId, LocalReport)>)>,
 }
 
 impl<E: SimEngine> SimNode<E>
@@ -439,11 +464,40 @@ where
 {
     /// Node `me` of `nodes`, transport incarnation 1; `floors`: see [`engine_config`].
     pub fn new(me: NodeId, nodes: &[NodeId], seed: u64, ordered: bool, floors: bool) -> Self {
-        let app = SimApp::new(me, seed);
+        Self::with_app(me, nodes, SimApp::new(me, seed), seed, ordered, floors)
+    }
+
+    /// A node that joins a running cluster (`nodes` includes it and every member): it
+    /// waits halted, with no money and an empty disk, until a member adds it.
+    pub fn joining(me: NodeId, nodes: &[NodeId], seed: u64, ordered: bool, floors: bool) -> Self {
+        let app = SimApp::joining(me, seed);
+        let mut node = Self::with_app(me, nodes, app, seed, ordered, floors);
+        node.disk.clear();
+        node.sync_disk();
+        node.stack.await_join();
+        node
+    }
+
+    fn with_app(
+        me: NodeId,
+        nodes: &[NodeId],
+        app: SimApp,
+        seed: u64,
+        ordered: bool,
+        floors: bool,
+    ) -> Self {
         let mut stack = Self::build(me, nodes, app, Time::ZERO, 1, ordered, floors);
         // The opening checkpoint, written before the process first runs.
         let genesis = stack.genesis(Time::ZERO);
         stack.set_durable(vec![genesis.id]);
+        let disk = vec![Checkpoint {
+            node: me,
+            members: nodes.to_vec(),
+            seq: 0,
+            part: genesis,
+            inherited: Vec::new(),
+            replicas: Vec::new(),
+        }];
         SimNode {
             id: me,
             stack,
@@ -456,7 +510,8 @@ where
             seed,
             floors,
             lives: 0,
-            disk: vec![genesis],
+            disk,
+            pending_replicas: None,
         }
     }
 
@@ -464,13 +519,72 @@ where
     /// [`DISK_KEEP`] others are kept, as `shutter node` does) and tells the stack what it
     /// holds.
     pub fn commit(&mut self, part: LocalReport) {
-        self.disk.push(part);
-        if self.disk.len() > DISK_KEEP + 1 {
-            // disk[0] is the genesis checkpoint.
-            self.disk.remove(1);
+        let replicas = match self.pending_replicas.take() {
+            Some((id, replicas)) if id == part.id => replicas,
+            _ => Vec::new(),
+        };
+        self.disk.push(Checkpoint {
+            node: self.id,
+            members: self.nodes.clone(),
+            seq: self.disk.last().map_or(0, |c| c.seq + 1),
+            part,
+            inherited: Vec::new(),
+            replicas,
+        });
+        // Like the real store: disk[0] (the genesis checkpoint, or the re-based one),
+        // the newest DISK_KEEP, and the newest of each initiator stay.
+        while self.disk.len() > DISK_KEEP + 1 {
+            let newest_of = |disk: &[Checkpoint], i: usize| {
+                let who = disk[i].id().initiator;
+                !disk[i + 1..].iter().any(|c| c.id().initiator == who)
+            };
+            let old = self.disk.len() - DISK_KEEP;
+            match (1..old).find(|&i| !newest_of(&self.disk, i)) {
+                Some(i) => {
+                    self.disk.remove(i);
+                }
+                None => break,
+            }
         }
-        let ids = self.disk.iter().map(|p| p.id).collect();
+        self.sync_disk();
+    }
+
+    /// Tells the stack what the disk holds.
+    pub fn sync_disk(&mut self) {
+        let ids = self.disk.iter().map(|c| c.id()).collect();
         self.stack.set_durable(ids);
+        let mut replicas = std::collections::BTreeMap::<NodeId, Vec<SnapshotId>>::new();
+        for c in &self.disk {
+            for (n, _) in &c.replicas {
+                replicas.entry(*n).or_default().push(c.id());
+            }
+        }
+        self.stack.set_replicas(replicas);
+    }
+
+    /// After a restore that changed the membership (or let this node join): the disk
+    /// holds only the snapshot gone back to, as restored, for the new membership.
+    pub fn rebase(
+        &mut self,
+        part: LocalReport,
+        inherited: Vec<(NodeId, LocalReport)>,
+        replicas: Vec<(NodeId, LocalReport)>,
+    ) {
+        self.nodes = self.stack.members();
+        let replicas = replicas
+            .into_iter()
+            .filter(|(n, _)| self.nodes.contains(n))
+            .collect();
+        let seq = self.disk.last().map_or(0, |c| c.seq + 1);
+        self.disk = vec![Checkpoint {
+            node: self.id,
+            members: self.nodes.clone(),
+            seq,
+            part,
+            inherited,
+            replicas,
+        }];
+        self.sync_disk();
     }
 
     /// After a crash that lost the disk: the new process writes its genesis checkpoint
@@ -481,9 +595,9 @@ where
         self.stack.start(now);
     }
 
-    /// The disk's part of snapshot `id`.
-    pub fn stored(&self, id: SnapshotId) -> Option<LocalReport> {
-        self.disk.iter().rev().find(|p| p.id == id).cloned()
+    /// The disk's checkpoint of snapshot `id`.
+    pub fn stored(&self, id: SnapshotId) -> Option<Checkpoint> {
+        self.disk.iter().rev().find(|c| c.id() == id).cloned()
     }
 
     fn build(
@@ -563,8 +677,7 @@ where
             self.floors,
         );
         // The disk survived.
-        let ids = self.disk.iter().map(|p| p.id).collect();
-        self.stack.set_durable(ids);
+        self.sync_disk();
     }
 
     /// Replaces the transport with a fresh one of the next incarnation (the process and

@@ -44,6 +44,29 @@ pub struct Crash {
     pub kind: CrashKind,
 }
 
+/// A membership change: which node leaves or joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The node dies for good at that moment (or once a first snapshot completed: a
+    /// removal needs one that holds the node's part) and is removed from the cluster.
+    Remove(u32),
+    /// The node, present from the start but waiting to join (no money, empty disk),
+    /// is added.
+    Add(u32),
+}
+
+/// One membership change, requested through member `via` at `at_ms` (with
+/// `sim::Options::recovery` only: changes are rollback rounds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberChange {
+    /// When (virtual ms; before the traffic stops).
+    pub at_ms: u64,
+    /// The member that coordinates it.
+    pub via: u32,
+    /// What changes.
+    pub change: ChangeKind,
+}
+
 /// A complete description of one simulated run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
@@ -59,6 +82,8 @@ pub struct Scenario {
     pub crashes: Vec<Crash>,
     /// Snapshot initiations `(initiator, at_ms)`.
     pub initiations: Vec<(u32, u64)>,
+    /// Membership changes, in time order (nodes added here start waiting to join).
+    pub changes: Vec<MemberChange>,
     /// Application traffic (bank ticks) and initiations happen in `[0, traffic_ms)`.
     pub traffic_ms: u64,
     /// Bank tick interval per node (ms).
@@ -78,6 +103,7 @@ impl Scenario {
             partitions: Vec::new(),
             crashes: Vec::new(),
             initiations: (1..10).map(|k| (0, k * 100)).collect(),
+            changes: Vec::new(),
             traffic_ms: 1000,
             tick_ms: 5,
         }
@@ -170,6 +196,7 @@ impl Scenario {
             partitions,
             crashes,
             initiations,
+            changes: Vec::new(),
             traffic_ms,
             tick_ms,
         }
@@ -315,6 +342,9 @@ impl fmt::Display for Scenario {
                 " {:?}(n{} at {}ms for {}ms)",
                 c.kind, c.node, c.at_ms, c.down_ms
             )?;
+        }
+        for c in &self.changes {
+            write!(f, " {:?}(at {}ms via n{})", c.change, c.at_ms, c.via)?;
         }
         write!(
             f,
