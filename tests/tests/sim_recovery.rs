@@ -10,7 +10,19 @@
 
 use shutter_tests::sim::scenario::{ChangeKind, MemberChange};
 use shutter_tests::sim::swarm::{replay_command, seeds_from_env};
-use shutter_tests::sim::{Algorithm, Options, Scenario, run_with};
+use shutter_tests::sim::{Algorithm, Options, Outcome, Scenario, run_with};
+
+/// Prints a failed run with its replay command and records its seed.
+fn report(seed: u64, sc: &Scenario, out: &Outcome, failed: &mut Vec<u64>) {
+    if !out.passed() {
+        println!("FAILED seed={seed}: {sc}");
+        for v in out.violations.iter().take(8) {
+            println!("  violation: {v}");
+        }
+        println!("  replay: {}", replay_command(seed, "sim_recovery"));
+        failed.push(seed);
+    }
+}
 
 #[test]
 fn crashes_roll_the_cluster_back_and_the_money_stays_exact() {
@@ -31,14 +43,7 @@ fn crashes_roll_the_cluster_back_and_the_money_stays_exact() {
         disks_lost += out.disks_lost;
         torn += out.checkpoints_torn;
         refunded += out.returned;
-        if !out.passed() {
-            println!("FAILED seed={seed}: {sc}");
-            for v in out.violations.iter().take(8) {
-                println!("  violation: {v}");
-            }
-            println!("  replay: {}", replay_command(seed, "sim_recovery"));
-            failed.push(seed);
-        }
+        report(seed, &sc, &out, &mut failed);
     }
     println!(
         "sim_recovery summary: seeds={seeds} failed={} crashes={crashes} (disk lost {disks_lost}, newest checkpoint torn {torn}) rollbacks={rollbacks} snapshots-completed={completed} refunds={refunded}",
@@ -112,14 +117,7 @@ fn members_leave_and_join_and_the_money_stays_exact() {
         changes += out.membership_changes;
         skipped += out.membership_skipped;
         completed += out.completed;
-        if !out.passed() {
-            println!("FAILED seed={seed}: {sc}");
-            for v in out.violations.iter().take(8) {
-                println!("  violation: {v}");
-            }
-            println!("  replay: {}", replay_command(seed, "sim_recovery"));
-            failed.push(seed);
-        }
+        report(seed, &sc, &out, &mut failed);
     }
     println!(
         "sim_recovery membership summary: seeds={seeds} failed={} changes={changes} removals-skipped={skipped} (no snapshot ever completed) snapshots-completed={completed}",
