@@ -7,11 +7,23 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::faults::PartitionSpec;
+use crate::logging::LogFormat;
 
 /// Consistent global snapshots over lossy UDP.
 #[derive(Debug, Parser)]
 #[command(name = "shutter", version, about, long_about = None)]
 pub struct Cli {
+    /// More log output on stderr: -v info from every crate, -vv debug, -vvv trace
+    /// (`RUST_LOG`, when set, decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less output: errors only on stderr, no progress lines.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log line format on stderr: `text` (timestamped lines) or `json` (one object per
+    /// line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -177,8 +189,8 @@ pub struct DemoArgs {
     /// makes for the run); for measuring what the encryption costs.
     #[arg(long)]
     pub insecure: bool,
-    /// No progress bar or progress lines.
-    #[arg(long, short)]
+    /// No progress bar or progress lines (set from the global `-q`).
+    #[arg(skip)]
     pub quiet: bool,
 }
 

@@ -243,7 +243,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     };
     // Zero setup and still secure: a fresh cluster key for this run only.
     base.transport.auth = if args.insecure {
-        eprintln!("WARNING: --insecure: the demo's datagrams are plain (not authenticated)");
+        tracing::warn!("--insecure: the demo's datagrams are plain (not authenticated)");
         Auth::Insecure
     } else {
         Auth::Keys(KeyRing::random().context("making the demo's cluster key")?)

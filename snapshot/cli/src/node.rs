@@ -234,23 +234,25 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     // Opened here to report what is there; the node's runtime owns it from now on.
     let (_, scan) = CheckpointStore::open(&data_dir, id, &members, args.keep_checkpoints)?;
     for skipped in &scan.skipped {
-        eprintln!("{id}: checkpoint skipped: {skipped}");
+        tracing::warn!(node = %id, "checkpoint skipped: {skipped}");
     }
     match scan.checkpoints.last() {
-        Some((path, c)) => eprintln!(
-            "{id}: {} checkpoints in {}, newest {} ({})",
+        Some((path, c)) => tracing::info!(
+            node = %id,
+            "{} checkpoints in {}, newest {} ({})",
             scan.checkpoints.len(),
             data_dir.display(),
             c.id(),
             path.display()
         ),
-        None => eprintln!("{id}: no checkpoints yet in {}", data_dir.display()),
+        None => tracing::info!(node = %id, "no checkpoints yet in {}", data_dir.display()),
     }
     cfg.checkpoints = Some((data_dir.clone(), args.keep_checkpoints));
     cfg.roll_back_on_restart = args.on_restart == OnRestart::Rollback;
     if let (OnRestart::Rejoin, Some((_, c))) = (args.on_restart, scan.checkpoints.last()) {
-        eprintln!(
-            "{id}: --on-restart rejoin: starting with a fresh state; the state of snapshot {} and everything after it is not restored",
+        tracing::warn!(
+            node = %id,
+            "--on-restart rejoin: starting with a fresh state; the state of snapshot {} and everything after it is not restored",
             c.id()
         );
     }
@@ -324,7 +326,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     }
                     Request::Rollback { to } => match node.roll_back(to).await {
                         Ok(()) => {
-                            eprintln!("{id}: admin request: rolling the cluster back");
+                            tracing::info!(node = %id, "admin request: rolling the cluster back");
                             rollbacks.push((to, req.reply));
                         }
                         Err(e) => {
@@ -333,7 +335,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     },
                     Request::Snapshot { .. } => match node.initiate().await {
                         Ok(sid) => {
-                            eprintln!("{id}: admin request: initiated snapshot {sid}");
+                            tracing::info!(node = %id, "admin request: initiated snapshot {sid}");
                             pending.insert(sid, req.reply);
                         }
                         Err(e) => {
@@ -348,8 +350,9 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                 };
                 match event {
                     NodeEvent::Completed(snap) => {
-                        eprintln!(
-                            "{id}: snapshot {} completed in {:.1} ms",
+                        tracing::info!(
+                            node = %id,
+                            "snapshot {} completed in {:.1} ms",
                             snap.id,
                             snap.timings.latency_micros() as f64 / 1000.0
                         );
@@ -358,7 +361,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                         }
                     }
                     NodeEvent::Aborted { id: sid, reason } => {
-                        eprintln!("{id}: snapshot {sid} aborted: {reason}");
+                        tracing::warn!(node = %id, "snapshot {sid} aborted: {reason}");
                         if let Some(reply) = pending.remove(&sid) {
                             let _ = reply.send(Reply::Aborted(reason.to_string()));
                         }
@@ -366,8 +369,8 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     NodeEvent::Committed(_) => {}
                     NodeEvent::Resumed { to } => {
                         match to {
-                            Some(sid) => eprintln!("{id}: the cluster rolled back to snapshot {sid}; running"),
-                            None => eprintln!("{id}: no snapshot is held by every member: nothing rolled back; running"),
+                            Some(sid) => tracing::warn!(node = %id, "the cluster rolled back to snapshot {sid}; running"),
+                            None => tracing::warn!(node = %id, "no snapshot is held by every member: nothing rolled back; running"),
                         }
                         // Snapshots in flight died with the rollback.
                         for (_, reply) in std::mem::take(&mut pending) {
