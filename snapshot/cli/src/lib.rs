@@ -22,6 +22,7 @@ pub mod faults;
 pub mod inspect;
 pub mod key;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod report;

@@ -24,6 +24,7 @@ use crate::admin::{self, AdminRequest, Reply, Request};
 use crate::app::{Shared, TaggedBank};
 use crate::args::{NodeArgs, OnRestart};
 use crate::key;
+use crate::metrics;
 use crate::peers::PeersFile;
 use crate::usage;
 use shutter_snapshot::bank::{Bank, BankConfig, BankState};
@@ -260,6 +261,10 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     let listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin channel on tcp {admin_addr}"))?;
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let mut restored_from = None;
     let mut node = match &args.restore {
         Some(path) => {
@@ -285,6 +290,12 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
             .unwrap_or_default()
     );
     std::io::stdout().flush()?;
+    let (scrape_tx, mut scrapes) = mpsc::channel::<metrics::Scrape>(4);
+    let metrics_server = metrics_listener.map(|l| {
+        tracing::info!(node = %id, "metrics on http://{}/metrics", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        tokio::spawn(metrics::serve(l, scrape_tx))
+    });
+    let mut aborted_by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
 
     let (tx, mut requests) = mpsc::channel::<AdminRequest>(16);
     let server = tokio::spawn(admin::serve(
@@ -314,6 +325,17 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some(scrape) = scrapes.recv() => {
+                let text = match node.stats().await {
+                    Ok(stats) => metrics::render(&[metrics::NodeSample {
+                        stats,
+                        aborted_by_reason: aborted_by_reason.clone(),
+                        admin_refused: shared.admin_refused.load(Ordering::Relaxed),
+                    }]),
+                    Err(e) => format!("# node stopped: {e}\n# EOF\n"),
+                };
+                let _ = scrape.send(text);
+            }
             req = requests.recv() => {
                 let Some(req) = req else { break };
                 match req.request {
@@ -362,6 +384,9 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     }
                     NodeEvent::Aborted { id: sid, reason } => {
                         tracing::warn!(node = %id, "snapshot {sid} aborted: {reason}");
+                        if sid.initiator == id {
+                            *aborted_by_reason.entry(metrics::reason_label(&reason.why)).or_default() += 1;
+                        }
                         if let Some(reply) = pending.remove(&sid) {
                             let _ = reply.send(Reply::Aborted(reason.to_string()));
                         }
@@ -396,6 +421,9 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         pending.retain(|_, reply| !reply.is_closed());
     }
     server.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     shared.paused.store(true, Ordering::Relaxed);
     let last = status(&node, &shared, restored_from).await.ok();
     node.shutdown().await.context("shutting down")?;

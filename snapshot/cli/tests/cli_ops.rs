@@ -1,10 +1,14 @@
-//! Operating a node: log output (`RUST_LOG`, `-v/-q`, `--log-format json`, timestamps).
+//! Operating a node: log output (`RUST_LOG`, `-v/-q`, `--log-format json`, timestamps)
+//! and the Prometheus endpoint (`--metrics ADDR`).
 
 mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{free_port, run, temp_dir, text, write_peers};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use cli_support::{NodeProcess, free_port, run, temp_dir, text, write_peers};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -96,4 +100,99 @@ fn text_logs_are_timestamped_and_quiet_or_rust_log_silence_them() {
 fn verbose_and_quiet_conflict() {
     let out = run(&["-v", "-q", "report", "x"], LIMIT);
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+}
+
+/// `GET path` on 127.0.0.1:`port`; the whole response.
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_endpoint_counts_a_snapshot() {
+    let dir = temp_dir("metrics");
+    let peers = dir.join("peers.toml");
+    write_peers(&peers, &[free_port(), free_port()]);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let nodes: Vec<NodeProcess> = (0..2)
+        .map(|i| {
+            let id = i.to_string();
+            let mut args = vec!["--id", &id, "--peers", peers.to_str().unwrap()];
+            args.extend_from_slice(&["--duration", "40s", "--tick", "10ms"]);
+            if i == 0 {
+                args.extend_from_slice(&["--metrics", &metrics_addr]);
+            }
+            NodeProcess::start(&args, Duration::from_secs(20))
+        })
+        .collect();
+    let out = run(
+        &[
+            "snapshot",
+            "--peers",
+            peers.to_str().unwrap(),
+            "--via",
+            "0",
+            "--out",
+            dir.to_str().unwrap(),
+            "--timeout",
+            "15s",
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let response = http_get(metrics_port, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.contains("application/openmetrics-text"),
+        "{response}"
+    );
+    for needle in [
+        "shutter_snapshots_completed_total{node=\"n0\"} 1",
+        "shutter_snapshot_latency_seconds_count{node=\"n0\"} 1",
+        "shutter_snapshot_latency_seconds_bucket{le=\"+Inf\",node=\"n0\"} 1",
+        "# TYPE shutter_delivery_latency_seconds histogram",
+        "shutter_dropped_total{node=\"n0\",reason=\"auth_failed\"} 0",
+        "# EOF",
+    ] {
+        assert!(response.contains(needle), "{needle} missing:\n{response}");
+    }
+    let missing = http_get(metrics_port, "/other");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_taken_metrics_port_fails_the_start() {
+    let dir = temp_dir("metrics-taken");
+    let peers = dir.join("peers.toml");
+    write_peers(&peers, &[free_port(), free_port()]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(
+        &[
+            "node",
+            "--id",
+            "0",
+            "--peers",
+            peers.to_str().unwrap(),
+            "--metrics",
+            &addr,
+            "--duration",
+            "5s",
+        ],
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot bind the metrics endpoint on tcp {addr}")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
