@@ -124,10 +124,15 @@ impl AlgorithmArg {
     }
 }
 
+/// The bank tick of `demo` and `node` (one default, so a demo behaves like a cluster).
+pub const DEFAULT_TICK: &str = "20ms";
+/// The snapshot timeout of `demo` and `node`.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: &str = "10s";
+
 /// `shutter demo`.
 #[derive(Clone, Debug, Args)]
 pub struct DemoArgs {
-    /// Number of bank nodes.
+    /// Number of bank nodes, 2 to 64 (all in this process, on 127.0.0.1).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
     pub nodes: u32,
     /// Snapshots to take (default 20 unless --duration is given).
@@ -173,10 +178,10 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Mattern)]
     pub algorithm: AlgorithmArg,
     /// A snapshot not complete after this long is aborted.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_SNAPSHOT_TIMEOUT, value_parser = parse_duration)]
     pub snapshot_timeout: Duration,
     /// Bank tick: every tick each node sends a random transfer with probability 1/2.
-    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_TICK, value_parser = parse_duration)]
     pub tick: Duration,
     /// Write report files (delivery.hgrm, snapshot.hgrm, latency.hlog, report.json,
     /// latency.svg, last.snap) into this directory.
@@ -209,7 +214,8 @@ pub struct NodeArgs {
     /// This node's id (must be in the peers file).
     #[arg(long)]
     pub id: u32,
-    /// The peers file (TOML; see `shutter_cli::peers`).
+    /// The peers file (TOML: `key_file`, `[[nodes]]` with `id` and `addr` = HOST:PORT,
+    /// optional `admin` and `[faults]`; see the README, "Nodes on several hosts").
     #[arg(long)]
     pub peers: PathBuf,
     /// UDP address to bind (default: this node's `addr` in the peers file).
@@ -254,10 +260,10 @@ pub struct NodeArgs {
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Mattern)]
     pub algorithm: AlgorithmArg,
     /// A snapshot not complete after this long is aborted.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_SNAPSHOT_TIMEOUT, value_parser = parse_duration)]
     pub snapshot_timeout: Duration,
     /// Bank tick: every tick the node sends a random transfer with probability 1/2.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_TICK, value_parser = parse_duration)]
     pub tick: Duration,
     /// The cluster key.
     #[command(flatten)]
@@ -421,6 +427,36 @@ mod tests {
                 .contains("not a probability")
         );
         assert!(parse_probability("NaN").is_err());
+    }
+
+    /// The demo ran with tick 10 ms and timeout 5 s, a node with 20 ms and 10 s.
+    #[test]
+    fn demo_and_node_share_their_defaults() {
+        let demo = Cli::try_parse_from(["shutter", "demo"]).unwrap();
+        let node =
+            Cli::try_parse_from(["shutter", "node", "--id", "0", "--peers", "p.toml"]).unwrap();
+        let (Command::Demo(d), Command::Node(n)) = (demo.command, node.command) else {
+            panic!("parsed as other commands");
+        };
+        assert_eq!((d.tick, d.snapshot_timeout), (n.tick, n.snapshot_timeout));
+    }
+
+    #[test]
+    fn help_states_limits_and_no_module_paths() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let demo = cli
+            .find_subcommand_mut("demo")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(demo.contains("2 to 64"), "{demo}");
+        let node = cli
+            .find_subcommand_mut("node")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!node.contains("shutter_cli::"), "{node}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::summary::{FaultSummary, Summary};
 use crate::{faults, report, usage};
 use shutter_snapshot::bank::{Bank, BankConfig, BankInvariant, BankState};
 use shutter_snapshot::persist;
-use shutter_snapshot::report::{IntervalLog, Percentiles, merge, new_histogram};
+use shutter_snapshot::report::{HistogramJson, IntervalLog, Percentiles, merge, new_histogram};
 use shutter_snapshot::runtime::{LocalCluster, NodeConfig, NodeEvent, NodeStats};
 use shutter_snapshot::verify::{check_invariant, check_structure};
 use shutter_snapshot::wire::SnapshotId;
@@ -423,6 +423,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let delivery = merge(stats.iter().map(|s| &s.transport.core.delivery_latency));
     let snapshot = merge(stats.iter().map(|s| s.snapshots.latency()));
     let mut summary = summarize(&args, &stats, &out, duration);
+    summary.started_at = crate::summary::rfc3339(started_wall);
     summary.snapshots_unfinished = unfinished;
     summary.duplicates_delivered = shared.duplicates.load(Ordering::Relaxed);
     summary.expected_total = expected_total;
@@ -458,17 +459,19 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     }
     let json = serde_json::to_string_pretty(&summary)?;
+    let hist = HistogramJson::of("snapshot_latency_us", &snapshot);
     match &args.json {
         Some(p) if p.as_os_str() == "-" => {
             println!("{json}");
-            summary.print_table(&mut std::io::stderr().lock())?;
+            summary.print_table_with(&mut std::io::stderr().lock(), Some(&hist))?;
         }
         Some(p) => {
             std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
-            summary.print_table(&mut std::io::stdout().lock())?;
+            summary.print_table_with(&mut std::io::stdout().lock(), Some(&hist))?;
         }
-        None => summary.print_table(&mut std::io::stdout().lock())?,
+        None => summary.print_table_with(&mut std::io::stdout().lock(), Some(&hist))?,
     }
+
     if let Some(dir) = &args.out {
         if !json_to_stdout {
             println!("report written to {}", dir.display());
@@ -490,6 +493,11 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
     let sum = |f: &dyn Fn(&NodeStats) -> u64| stats.iter().map(f).sum::<u64>();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Summary {
+        schema_version: crate::summary::SCHEMA_VERSION,
+        tool: concat!("shutter ", env!("CARGO_PKG_VERSION")).to_string(),
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         algorithm: args.algorithm.name().to_string(),
         seed: args.seed,
         nodes: args.nodes,
@@ -535,6 +543,7 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
         retransmits: sum(&|s| s.transport.core.retransmits),
         datagrams_sent: sum(&|s| s.transport.core.datagrams_sent),
         bytes_sent: sum(&|s| s.transport.core.bytes_sent),
+        pings_sent: sum(&|s| s.transport.core.pings_sent),
         datagrams_dropped_by_faults: sum(&|s| {
             s.transport.faults.dropped_loss + s.transport.faults.dropped_partition
         }),
@@ -551,7 +560,9 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
         malformed_envelopes: sum(&|s| s.malformed_envelopes),
         latency_note: "snapshot: initiation to completion at the initiator, snapshots started \
                        on a fixed schedule; delivery: sender's stamp at first transmission to \
-                       delivery (retransmission delay included); per-node histograms merged with add"
+                       delivery (retransmission delay included), every transport message (transfers and \
+                       snapshot control, so more than messages_delivered); per-node histograms \
+                       merged with add"
             .to_string(),
         ..Summary::default()
     }

@@ -192,10 +192,15 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     let id = NodeId(args.id);
     let Some(addr) = peers.addr_of(id) else {
         return Err(usage(format!(
-            "{}: no node with id {} (the file has ids {:?})",
+            "{}: no node with id {} (the file has ids {})",
             args.peers.display(),
             args.id,
-            peers.members().iter().map(|(n, _)| n.0).collect::<Vec<_>>()
+            peers
+                .members()
+                .iter()
+                .map(|(n, _)| n.0.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     };
     let listen = args.listen.unwrap_or(addr);
