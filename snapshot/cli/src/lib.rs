@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod report;
+pub mod resolve;
 pub mod rollback;
 pub mod snapshot;
 pub mod status;

@@ -26,6 +26,7 @@ use crate::args::{NodeArgs, OnRestart};
 use crate::key;
 use crate::metrics;
 use crate::peers::PeersFile;
+use crate::resolve;
 use crate::usage;
 use shutter_snapshot::bank::{Bank, BankConfig, BankState};
 use shutter_snapshot::checkpoint::CheckpointStore;
@@ -188,7 +189,8 @@ async fn refuse_restore_into_a_live_cluster(
 
 /// `shutter node`.
 pub async fn run(args: NodeArgs) -> Result<ExitCode> {
-    let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
+    let (peers, names) =
+        PeersFile::load_with_names(&args.peers).map_err(|e| usage(e.to_string()))?;
     let id = NodeId(args.id);
     let Some(addr) = peers.addr_of(id) else {
         return Err(usage(format!(
@@ -301,6 +303,25 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         tokio::spawn(metrics::serve(l, scrape_tx))
     });
     let mut aborted_by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Peers named by DNS are looked up again while the node runs (see `resolve`).
+    let (move_tx, mut moves) = mpsc::channel::<(NodeId, SocketAddr)>(16);
+    let look_now = Arc::new(tokio::sync::Notify::new());
+    let names: BTreeMap<NodeId, String> = names.into_iter().filter(|(n, _)| *n != id).collect();
+    let resolver = (!names.is_empty()).then(|| {
+        let current = peers
+            .members()
+            .into_iter()
+            .filter(|(n, _)| names.contains_key(n))
+            .collect();
+        tokio::spawn(resolve::watch(
+            names,
+            current,
+            resolve::RECHECK,
+            look_now.clone(),
+            resolve::system_lookup,
+            move_tx,
+        ))
+    });
 
     let (tx, mut requests) = mpsc::channel::<AdminRequest>(16);
     let server = tokio::spawn(admin::serve(
@@ -330,6 +351,12 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some((peer, addr)) = moves.recv() => {
+                match node.set_peer_addr(peer, addr).await {
+                    Ok(()) => tracing::info!(node = %id, "{peer} now resolves to {addr}: sending there"),
+                    Err(e) => tracing::warn!(node = %id, "{peer} now resolves to {addr}, not usable: {e}"),
+                }
+            }
             Some(scrape) = scrapes.recv() => {
                 let text = match node.stats().await {
                     Ok(stats) => metrics::render(&[metrics::NodeSample {
@@ -389,6 +416,10 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     }
                     NodeEvent::Aborted { id: sid, reason } => {
                         tracing::warn!(node = %id, "snapshot {sid} aborted: {reason}");
+                        if matches!(reason.why, shutter_snapshot::AbortWhy::Unreachable(_)) {
+                            // The peer stopped answering: perhaps its name moved.
+                            look_now.notify_one();
+                        }
                         if sid.initiator == id {
                             *aborted_by_reason.entry(metrics::reason_label(&reason.why)).or_default() += 1;
                         }
@@ -426,8 +457,8 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         pending.retain(|_, reply| !reply.is_closed());
     }
     server.abort();
-    if let Some(m) = metrics_server {
-        m.abort();
+    for task in [metrics_server, resolver].into_iter().flatten() {
+        task.abort();
     }
     shared.paused.store(true, Ordering::Relaxed);
     let last = status(&node, &shared, restored_from).await.ok();

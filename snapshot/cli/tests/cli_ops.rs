@@ -196,3 +196,54 @@ fn a_taken_metrics_port_fails_the_start() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What the DNS watcher relies on: `NodeHandle::set_peer_addr` moves a peer. Node 0
+/// starts with a stale address for node 1 (a socket that never answers, as an old pod IP);
+/// its snapshot cannot complete until it is told where node 1 is now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_peer_is_reached_at_its_new_address() {
+    use shutter_snapshot::bank::{Bank, BankConfig};
+    use shutter_snapshot::runtime::{NodeConfig, NodeEvent, NodeHandle};
+    use shutter_transport::auth::{Auth, KeyRing};
+    use shutter_vclock::NodeId;
+
+    let ring = KeyRing::random().unwrap();
+    let stale = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (p0, p1) = (free_port(), free_port());
+    let at = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let config = |id: u32, listen: u16, one: std::net::SocketAddr| {
+        let mut c = NodeConfig {
+            id: NodeId(id),
+            listen: at(listen),
+            peers: vec![(NodeId(0), at(p0)), (NodeId(1), one)],
+            snapshot_timeout: Duration::from_secs(20),
+            ..NodeConfig::default()
+        };
+        c.transport.auth = Auth::Keys(ring.clone());
+        c
+    };
+    let bank = |id| Bank::new(NodeId(id), BankConfig::default());
+    let mut n0 = NodeHandle::spawn(config(0, p0, stale.local_addr().unwrap()), bank(0))
+        .await
+        .unwrap();
+    let n1 = NodeHandle::spawn(config(1, p1, at(p1)), bank(1))
+        .await
+        .unwrap();
+    n0.set_peer_addr(NodeId(1), at(p1)).await.unwrap();
+    let id = n0.initiate().await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match n0.next_event().await {
+                Some(NodeEvent::Completed(s)) if s.id == id => return Ok(()),
+                Some(NodeEvent::Aborted { id: a, reason }) if a == id => return Err(reason),
+                Some(_) => continue,
+                None => panic!("node 0 stopped"),
+            }
+        }
+    })
+    .await
+    .expect("an outcome within 30 s");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    n0.shutdown().await.unwrap();
+    n1.shutdown().await.unwrap();
+}

@@ -113,6 +113,37 @@ impl UdpIo {
         Ok(())
     }
 
+    /// Moves `peer`, already in the table, to `addr` (a peer behind a DNS name that came
+    /// back on another address, e.g. a rescheduled container). Datagrams from its old
+    /// address count as unknown from now on. The core keeps the peer's state: a
+    /// restarted peer announces its new life as usual.
+    pub fn set_peer_addr(&mut self, peer: NodeId, addr: SocketAddr) -> Result<(), DriverError> {
+        check_peer(self.listen, self.local, peer, addr)?;
+        if !self.peer_addrs.contains_key(&peer) {
+            return Err(DriverError::DuplicatePeer(format!(
+                "{peer} is not a peer yet (add it first)"
+            )));
+        }
+        match self.sources.get(&canonical(addr)) {
+            Some(&other) if other != peer => {
+                return Err(DriverError::DuplicatePeer(format!(
+                    "{other} already uses address {addr}"
+                )));
+            }
+            _ => {}
+        }
+        self.sources.retain(|_, p| *p != peer);
+        self.peer_addrs
+            .insert(peer, sendable(addr, self.local_addr.is_ipv6()));
+        self.sources.insert(canonical(addr), peer);
+        Ok(())
+    }
+
+    /// The address datagrams to `peer` go to.
+    pub fn peer_addr(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.peer_addrs.get(&peer).copied()
+    }
+
     /// Waits for the next datagram from a known peer; returns its sender and length in
     /// `buf` (which should hold [`RECV_BUFFER`] bytes). Datagrams from unknown addresses
     /// and receive errors are counted and skipped. Cancel-safe: the only await point is
