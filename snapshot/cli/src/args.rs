@@ -355,39 +355,9 @@ pub struct ReportArgs {
     pub path: PathBuf,
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m`. A bare number is an error: `--duration
-/// 15` used to run for 15 ms and report PASS with no snapshot taken.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (examples: 500ms, 2s, 1.5s)"))?;
-    let scale = match unit.trim() {
-        "" => {
-            return Err(format!(
-                "{text:?} needs a unit: {num}s or {num}ms (also us and m)"
-            ));
-        }
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (use us, ms, s or m)"
-            ));
-        }
-    };
-    let secs = value * scale;
-    if !secs.is_finite() || secs > 1e9 {
-        return Err(format!("{text:?} is too long"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// The duration syntax of every shutter command and example (one parser, so `--jitter
+/// 1ms` means the same everywhere): see [`shutter_transport::time::parse_duration`].
+pub use shutter_transport::time::parse_duration;
 
 /// Parses a probability in `[0, 1]`.
 pub fn parse_probability(text: &str) -> Result<f64, String> {
@@ -405,18 +375,6 @@ pub fn parse_probability(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        let e = parse_duration("15").unwrap_err();
-        assert!(e.contains("needs a unit: 15s or 15ms"), "{e}");
-        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2h").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("fast").is_err());
-    }
 
     #[test]
     fn probabilities() {
