@@ -228,6 +228,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         ));
     }
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    check_outputs(&args, json_to_stdout)?;
     let n = args.nodes;
     let bank = BankConfig {
         seed: args.seed,
@@ -448,30 +449,33 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     summary.failures = out.failures.clone();
     summary.judge();
 
-    if let Some(dir) = &args.out {
-        report::write_dir(dir, &summary, &delivery, &snapshot, &intervals.log)?;
-        if let Some(last) = &out.last {
-            persist::save(&dir.join("last.snap"), last)?;
+    // The files first, but a failure to write them (a disk filled up during the run)
+    // must not cost the table: it is printed either way, the error after it.
+    let written = (|| -> Result<()> {
+        if let Some(dir) = &args.out {
+            report::write_dir(dir, &summary, &delivery, &snapshot, &intervals.log)?;
+            if let Some(last) = &out.last {
+                persist::save(&dir.join("last.snap"), last)?;
+            }
+            for snap in &out.failed_snapshots {
+                let name = format!("failed-{}-{}.snap", snap.id.initiator, snap.id.s);
+                persist::save(&dir.join(name), snap)?;
+            }
         }
-        for snap in &out.failed_snapshots {
-            let name = format!("failed-{}-{}.snap", snap.id.initiator, snap.id.s);
-            persist::save(&dir.join(name), snap)?;
-        }
-    }
-    let json = serde_json::to_string_pretty(&summary)?;
-    let hist = HistogramJson::of("snapshot_latency_us", &snapshot);
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => {
-            println!("{json}");
-            summary.print_table_with(&mut std::io::stderr().lock(), Some(&hist))?;
-        }
-        Some(p) => {
+        if let Some(p) = args.json.as_ref().filter(|_| !json_to_stdout) {
+            let json = serde_json::to_string_pretty(&summary)?;
             std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
-            summary.print_table_with(&mut std::io::stdout().lock(), Some(&hist))?;
         }
-        None => summary.print_table_with(&mut std::io::stdout().lock(), Some(&hist))?,
+        Ok(())
+    })();
+    let hist = HistogramJson::of("snapshot_latency_us", &snapshot);
+    if json_to_stdout {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        summary.print_table_with(&mut std::io::stderr().lock(), Some(&hist))?;
+    } else {
+        summary.print_table_with(&mut std::io::stdout().lock(), Some(&hist))?;
     }
-
+    written?;
     if let Some(dir) = &args.out {
         if !json_to_stdout {
             println!("report written to {}", dir.display());
@@ -486,6 +490,40 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Makes sure the report can be written before the run starts, not after (a file given
+/// as `--out`, or `--json` into a missing directory, failed only once everything had
+/// run). Creates the `--out` directory.
+fn check_outputs(args: &DemoArgs, json_to_stdout: bool) -> Result<()> {
+    if let Some(dir) = &args.out {
+        if dir.exists() && !dir.is_dir() {
+            return Err(usage(format!(
+                "--out {}: exists and is not a directory",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--out {}: cannot create the directory", dir.display()))
+            .map_err(|e| usage(crate::describe(&e)))?;
+    }
+    if let Some(p) = args.json.as_ref().filter(|_| !json_to_stdout) {
+        if p.is_dir() {
+            return Err(usage(format!(
+                "--json {}: is a directory (give a file name)",
+                p.display()
+            )));
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(d) = parent.filter(|d| !d.is_dir()) {
+            return Err(usage(format!(
+                "--json {}: directory {} does not exist",
+                p.display(),
+                d.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The summary fields that come from flags, outcomes and final node statistics.
