@@ -190,6 +190,10 @@ pub struct DemoArgs {
     /// Write the JSON summary to this file (`-` for stdout, which then carries only JSON).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Serve Prometheus metrics of every node (label `node`) at http://ADDR/metrics while
+    /// the demo runs, as `shutter node --metrics` does (for long runs, e.g. `--duration 1h`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Plain datagrams (by default the demo seals every datagram with a random key it
     /// makes for the run); for measuring what the encryption costs.
     #[arg(long)]

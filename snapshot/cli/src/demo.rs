@@ -229,6 +229,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     }
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     check_outputs(&args, json_to_stdout)?;
+    let (scrape_tx, mut scrapes) = tokio::sync::mpsc::channel::<crate::metrics::Scrape>(4);
+    let metrics_server = match args.metrics {
+        Some(addr) => Some(tokio::spawn(crate::metrics::serve(
+            crate::metrics::bind(addr).await?,
+            scrape_tx,
+        ))),
+        None => None,
+    };
+    let mut aborted_by_node: BTreeMap<NodeId, BTreeMap<&'static str, u64>> = BTreeMap::new();
     let n = args.nodes;
     let bank = BankConfig {
         seed: args.seed,
@@ -338,6 +347,17 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     starting_done = Some(Instant::now());
                 }
             }
+            Some(scrape) = scrapes.recv() => {
+                let mut nodes = Vec::new();
+                for node in cluster.nodes() {
+                    nodes.push(crate::metrics::NodeSample {
+                        stats: node.stats().await.context("reading node statistics")?,
+                        aborted_by_reason: aborted_by_node.get(&node.id()).cloned().unwrap_or_default(),
+                        admin_refused: 0,
+                    });
+                }
+                let _ = scrape.send(crate::metrics::render(&nodes));
+            }
             _ = sampler.tick() => {
                 let s = sample(&cluster).await?;
                 intervals.push(Instant::now(), &s.delivery);
@@ -361,6 +381,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                             out.aborted += 1;
                             out.failed_checks += u64::from(reason.why == AbortWhy::FailedCheck);
                             *out.abort_reasons.entry(reason.why.to_string()).or_default() += 1;
+                            *aborted_by_node
+                                .entry(node)
+                                .or_default()
+                                .entry(crate::metrics::reason_label(&reason.why))
+                                .or_default() += 1;
                             progress.line(|| format!("snapshot {id} aborted: {reason}"));
                         }
                     }
@@ -375,6 +400,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             // Wakes the loop to check the grace deadline.
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
     }
     let unfinished = out.pending.len() as u64;
     for (id, _) in std::mem::take(&mut out.pending) {

@@ -247,3 +247,48 @@ async fn a_moved_peer_is_reached_at_its_new_address() {
     n0.shutdown().await.unwrap();
     n1.shutdown().await.unwrap();
 }
+
+#[test]
+fn demo_metrics_label_every_node() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut demo = cli_support::shutter()
+        .args([
+            "demo",
+            "--nodes",
+            "3",
+            "--duration",
+            "3s",
+            "--interval",
+            "100ms",
+            "-q",
+            "--metrics",
+            &addr,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Bounded: the endpoint is up within the first seconds of the run.
+    let mut response = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(s, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            let _ = s.read_to_string(&mut response);
+            if response.contains("# EOF") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = demo.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    for n in ["n0", "n1", "n2"] {
+        assert!(
+            response.contains(&format!("shutter_messages_sent_total{{node=\"{n}\"}}")),
+            "{n} missing:\n{response}"
+        );
+    }
+    assert!(response.contains("# TYPE shutter_snapshot_latency_seconds histogram"));
+}
