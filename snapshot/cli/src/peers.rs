@@ -80,6 +80,35 @@ fn opt_host_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Socket
     host_port(d).map(Some)
 }
 
+/// serde names Rust types in some messages ("expected internally tagged enum
+/// LossModel"); an operator writing TOML needs the shape instead.
+fn without_rust_types(message: &str) -> String {
+    let mut out = message.to_string();
+    for (phrase, shape) in [
+        (
+            "internally tagged enum LossModel",
+            "a loss model such as { model = \"bernoulli\", p = 0.1 }",
+        ),
+        ("internally tagged enum ", "a table with a `model` key"),
+        ("struct ", "a table"),
+        ("enum ", "one of the documented values"),
+    ] {
+        while let Some(at) = out.find(&format!("expected {phrase}")) {
+            let start = at + "expected ".len();
+            // The type name follows the phrase unless the phrase already named it.
+            let name_end = if phrase.ends_with(' ') {
+                out[start + phrase.len()..]
+                    .find(|c: char| !c.is_alphanumeric() && c != '_')
+                    .map_or(out.len(), |i| start + phrase.len() + i)
+            } else {
+                start + phrase.len()
+            };
+            out.replace_range(start..name_end, shape);
+        }
+    }
+    out
+}
+
 /// The `addr` texts of the members that are host names, not IP addresses (for text
 /// [`PeersFile::parse`] accepted).
 pub fn host_names(text: &str) -> BTreeMap<NodeId, String> {
@@ -184,7 +213,7 @@ impl PeersFile {
     pub fn parse(text: &str, path: &Path) -> Result<PeersFile, PeersError> {
         let file: PeersFile = toml::from_str(text).map_err(|e| PeersError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: without_rust_types(e.to_string().trim_end()),
         })?;
         file.validate(path)?;
         Ok(file)
@@ -356,6 +385,20 @@ loss = { model = "bernoulli", p = 0.2 }
 
         let e = parse("").unwrap_err();
         assert!(e.to_string().contains("no [[nodes]]"), "{e}");
+
+        // serde's "expected internally tagged enum LossModel" named a Rust type.
+        let e = parse("[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[faults.default]\nloss = 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("LossModel") && !e.contains("enum"), "{e}");
+        assert!(
+            e.contains("model = \"bernoulli\"") && e.contains("line 5"),
+            "{e}"
+        );
+        let e = parse("[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[faults]\ndefault = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("struct"), "{e}");
     }
 
     #[test]

@@ -377,6 +377,11 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("17920 (no transfer delivered)"), "{text}");
         assert!(!text.contains("per delivered transfer"), "{text}");
+        // Why the delivery histogram counts more than "delivered".
+        assert!(
+            text.contains("delivery counts every transport message"),
+            "{text}"
+        );
         assert!(
             text.contains("0 (no data sent: no peer answered the handshake)"),
             "{text}"

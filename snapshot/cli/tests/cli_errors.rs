@@ -285,3 +285,36 @@ fn unusable_output_paths_are_refused_before_the_run() {
     assert!(j.is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// User-facing messages carry no Rust `Debug` text (`[NodeId(0), ...]` was printed).
+#[test]
+fn messages_carry_no_debug_text() {
+    let dir = temp_dir("debug-text");
+    let peers = dir.join("peers.toml");
+    cli_support::write_peers(
+        &peers,
+        &[cli_support::free_port(), cli_support::free_port()],
+    );
+    let out = run(
+        &[
+            "node",
+            "--id",
+            "9",
+            "--peers",
+            peers.to_str().unwrap(),
+            "--insecure",
+        ],
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no node with id 9 (the file has ids 0, 1)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("NodeId(") && !stderr.contains('['),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
