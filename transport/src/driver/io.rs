@@ -281,3 +281,41 @@ fn sendable(addr: SocketAddr, socket_is_v6: bool) -> SocketAddr {
         _ => addr,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    /// A peer behind a DNS name moves: datagrams go to and are accepted from the new
+    /// address only, and another peer's address or an unknown peer is refused.
+    #[tokio::test]
+    async fn a_peer_moves_to_a_new_address() {
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let config = EndpointConfig::new(
+            Config {
+                local: NodeId(0),
+                ..Config::default()
+            },
+            at(0),
+        );
+        let mut io = UdpIo::bind(
+            &config,
+            &[(NodeId(1), at(4001)), (NodeId(2), at(4002))],
+            Time::ZERO,
+        )
+        .unwrap();
+        io.set_peer_addr(NodeId(1), at(5001)).unwrap();
+        assert_eq!(io.peer_addr(NodeId(1)), Some(at(5001)));
+        assert_eq!(io.sources.get(&at(5001)), Some(&NodeId(1)));
+        assert!(
+            !io.sources.contains_key(&at(4001)),
+            "the old address is forgotten"
+        );
+        let e = io.set_peer_addr(NodeId(1), at(4002)).unwrap_err();
+        assert!(e.to_string().contains("n2 already uses"), "{e}");
+        assert!(io.set_peer_addr(NodeId(7), at(4007)).is_err());
+        // Moving to the address it has is a no-op, not a conflict with itself.
+        io.set_peer_addr(NodeId(1), at(5001)).unwrap();
+    }
+}
