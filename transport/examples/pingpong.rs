@@ -1,6 +1,6 @@
 //! Two endpoints on 127.0.0.1 (ephemeral ports) with the same seeded faults on both
 //! directions: node 0 sends `--messages` messages to node 1 (which only acknowledges), and
-//! the run ends when every message is delivered and acknowledged, or at `--timeout-secs`.
+//! the run ends when every message is delivered and acknowledged, or at `--timeout`.
 //!
 //! ```text
 //! cargo run --release -p shutter-transport --example pingpong -- \
@@ -18,6 +18,7 @@ use clap::Parser;
 use serde_json::json;
 use shutter_transport::driver::{Endpoint, EndpointConfig, EndpointStats};
 use shutter_transport::faults::{FaultPlan, LinkFaults, LossModel};
+use shutter_transport::time::parse_duration;
 use shutter_transport::{Auth, Config, Event, KeyRing};
 use shutter_vclock::NodeId;
 
@@ -36,30 +37,30 @@ struct Args {
     /// Duplication probability per datagram.
     #[arg(long, default_value_t = 0.0)]
     dup: f64,
-    /// Probability a datagram is held back by --reorder-delay-ms.
+    /// Probability a datagram is held back by --reorder-delay.
     #[arg(long, default_value_t = 0.0)]
     reorder: f64,
-    /// Hold-back of reordered datagrams, in milliseconds.
-    #[arg(long, default_value_t = 2.0)]
-    reorder_delay_ms: f64,
+    /// Hold-back of reordered datagrams (e.g. 2ms; a unit is required, as in `shutter`).
+    #[arg(long, default_value = "2ms", value_parser = parse_duration)]
+    reorder_delay: Duration,
     /// Probability a datagram has 1-3 bits flipped.
     #[arg(long, default_value_t = 0.0)]
     corrupt: f64,
-    /// Fixed one-way delay, in milliseconds.
-    #[arg(long, default_value_t = 0.0)]
-    delay_ms: f64,
-    /// Uniform extra delay 0..jitter, in milliseconds.
-    #[arg(long, default_value_t = 0.0)]
-    jitter_ms: f64,
+    /// Fixed one-way delay (e.g. 5ms).
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    delay: Duration,
+    /// Uniform extra delay 0..jitter (e.g. 1ms), the flag `shutter demo` has.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    jitter: Duration,
     /// Seed of every fault decision.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Unacknowledged messages allowed in flight (the core's window).
     #[arg(long, default_value_t = Config::default().max_in_flight)]
     window: usize,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 60)]
-    timeout_secs: u64,
+    /// Give up after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -75,10 +76,6 @@ struct Tally {
     seen: HashMap<u64, u32>,
     delivered: u64,
     acked: u64,
-}
-
-fn ms(v: f64) -> Duration {
-    Duration::from_secs_f64(v.max(0.0) / 1e3)
 }
 
 #[tokio::main]
@@ -107,10 +104,10 @@ async fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             LossModel::None
         },
         duplicate: args.dup,
-        delay: ms(args.delay_ms),
-        jitter: ms(args.jitter_ms),
+        delay: args.delay,
+        jitter: args.jitter,
         reorder: args.reorder,
-        reorder_delay: ms(args.reorder_delay_ms),
+        reorder_delay: args.reorder_delay,
         corrupt: args.corrupt,
         bandwidth_bytes_per_sec: None,
     };
@@ -145,7 +142,7 @@ async fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let size = args.size.max(8);
     let n = args.messages;
     let start = Instant::now();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
+    let deadline = tokio::time::Instant::now() + args.timeout;
     let sender = ping.sender();
     let sending = tokio::spawn(async move {
         for seq in 0..n {

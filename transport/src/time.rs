@@ -73,6 +73,41 @@ impl fmt::Display for Time {
     }
 }
 
+/// Parses a duration as every shutter command line takes it: `250ms`, `2s`, `1.5s`,
+/// `100us`, `1m`. A bare number is an error that shows the fix (`--duration 15` once ran
+/// for 15 ms and reported PASS with no snapshot taken).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (examples: 500ms, 2s, 1.5s)"))?;
+    let scale = match unit.trim() {
+        "" => {
+            return Err(format!(
+                "{text:?} needs a unit: {num}s or {num}ms (also us and m)"
+            ));
+        }
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use us, ms, s or m)"
+            ));
+        }
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("{text:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +119,23 @@ mod tests {
         assert_eq!(Time(3) - Time(10), Duration::ZERO);
         assert_eq!(Time::MAX + Duration::from_secs(1), Time::MAX);
         assert_eq!(format!("{:?}", Time(1_500_000)), "1.500000s");
+    }
+}
+
+#[cfg(test)]
+mod duration_text_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        let e = parse_duration("15").unwrap_err();
+        assert!(e.contains("needs a unit: 15s or 15ms"), "{e}");
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2h").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("fast").is_err());
     }
 }

@@ -7,11 +7,23 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::faults::PartitionSpec;
+use crate::logging::LogFormat;
 
 /// Consistent global snapshots over lossy UDP.
 #[derive(Debug, Parser)]
 #[command(name = "shutter", version, about, long_about = None)]
 pub struct Cli {
+    /// More log output on stderr: -v info from every crate, -vv debug, -vvv trace
+    /// (`RUST_LOG`, when set, decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less output: errors only on stderr, no progress lines.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log line format on stderr: `text` (timestamped lines) or `json` (one object per
+    /// line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -118,10 +130,15 @@ impl AlgorithmArg {
     }
 }
 
+/// The bank tick of `demo` and `node` (one default, so a demo behaves like a cluster).
+pub const DEFAULT_TICK: &str = "20ms";
+/// The snapshot timeout of `demo` and `node`.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: &str = "10s";
+
 /// `shutter demo`.
 #[derive(Clone, Debug, Args)]
 pub struct DemoArgs {
-    /// Number of bank nodes.
+    /// Number of bank nodes, 2 to 64 (all in this process, on 127.0.0.1).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
     pub nodes: u32,
     /// Snapshots to take (default 20 unless --duration is given).
@@ -167,10 +184,10 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Mattern)]
     pub algorithm: AlgorithmArg,
     /// A snapshot not complete after this long is aborted.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_SNAPSHOT_TIMEOUT, value_parser = parse_duration)]
     pub snapshot_timeout: Duration,
     /// Bank tick: every tick each node sends a random transfer with probability 1/2.
-    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_TICK, value_parser = parse_duration)]
     pub tick: Duration,
     /// Write report files (delivery.hgrm, snapshot.hgrm, latency.hlog, report.json,
     /// latency.svg, last.snap) into this directory.
@@ -179,12 +196,16 @@ pub struct DemoArgs {
     /// Write the JSON summary to this file (`-` for stdout, which then carries only JSON).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Serve Prometheus metrics of every node (label `node`) at http://ADDR/metrics while
+    /// the demo runs, as `shutter node --metrics` does (for long runs, e.g. `--duration 1h`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Plain datagrams (by default the demo seals every datagram with a random key it
     /// makes for the run); for measuring what the encryption costs.
     #[arg(long)]
     pub insecure: bool,
-    /// No progress bar or progress lines.
-    #[arg(long, short)]
+    /// No progress bar or progress lines (set from the global `-q`).
+    #[arg(skip)]
     pub quiet: bool,
 }
 
@@ -203,7 +224,8 @@ pub struct NodeArgs {
     /// This node's id (must be in the peers file).
     #[arg(long)]
     pub id: u32,
-    /// The peers file (TOML; see `shutter_cli::peers`).
+    /// The peers file (TOML: `key_file`, `[[nodes]]` with `id` and `addr` = HOST:PORT,
+    /// optional `admin` and `[faults]`; see the README, "Nodes on several hosts").
     #[arg(long)]
     pub peers: PathBuf,
     /// UDP address to bind (default: this node's `addr` in the peers file).
@@ -238,6 +260,11 @@ pub struct NodeArgs {
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g.
+    /// `0.0.0.0:9100`: snapshot and delivery latency histograms, snapshots completed and
+    /// aborted by reason, transport counters, drops by reason. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Seed of the bank's random transfers.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -248,10 +275,10 @@ pub struct NodeArgs {
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Mattern)]
     pub algorithm: AlgorithmArg,
     /// A snapshot not complete after this long is aborted.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_SNAPSHOT_TIMEOUT, value_parser = parse_duration)]
     pub snapshot_timeout: Duration,
     /// Bank tick: every tick the node sends a random transfer with probability 1/2.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_TICK, value_parser = parse_duration)]
     pub tick: Duration,
     /// The cluster key.
     #[command(flatten)]
@@ -366,39 +393,9 @@ pub struct ReportArgs {
     pub path: PathBuf,
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m`. A bare number is an error: `--duration
-/// 15` used to run for 15 ms and report PASS with no snapshot taken.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (examples: 500ms, 2s, 1.5s)"))?;
-    let scale = match unit.trim() {
-        "" => {
-            return Err(format!(
-                "{text:?} needs a unit: {num}s or {num}ms (also us and m)"
-            ));
-        }
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (use us, ms, s or m)"
-            ));
-        }
-    };
-    let secs = value * scale;
-    if !secs.is_finite() || secs > 1e9 {
-        return Err(format!("{text:?} is too long"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// The duration syntax of every shutter command and example (one parser, so `--jitter
+/// 1ms` means the same everywhere): see [`shutter_transport::time::parse_duration`].
+pub use shutter_transport::time::parse_duration;
 
 /// Parses a probability in `[0, 1]`.
 pub fn parse_probability(text: &str) -> Result<f64, String> {
@@ -418,18 +415,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        let e = parse_duration("15").unwrap_err();
-        assert!(e.contains("needs a unit: 15s or 15ms"), "{e}");
-        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2h").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("fast").is_err());
-    }
-
-    #[test]
     fn probabilities() {
         assert_eq!(parse_probability("0.25"), Ok(0.25));
         assert!(
@@ -438,6 +423,36 @@ mod tests {
                 .contains("not a probability")
         );
         assert!(parse_probability("NaN").is_err());
+    }
+
+    /// The demo ran with tick 10 ms and timeout 5 s, a node with 20 ms and 10 s.
+    #[test]
+    fn demo_and_node_share_their_defaults() {
+        let demo = Cli::try_parse_from(["shutter", "demo"]).unwrap();
+        let node =
+            Cli::try_parse_from(["shutter", "node", "--id", "0", "--peers", "p.toml"]).unwrap();
+        let (Command::Demo(d), Command::Node(n)) = (demo.command, node.command) else {
+            panic!("parsed as other commands");
+        };
+        assert_eq!((d.tick, d.snapshot_timeout), (n.tick, n.snapshot_timeout));
+    }
+
+    #[test]
+    fn help_states_limits_and_no_module_paths() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let demo = cli
+            .find_subcommand_mut("demo")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(demo.contains("2 to 64"), "{demo}");
+        let node = cli
+            .find_subcommand_mut("node")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!node.contains("shutter_cli::"), "{node}");
     }
 
     #[test]

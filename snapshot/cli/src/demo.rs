@@ -30,7 +30,7 @@ use crate::summary::{FaultSummary, Summary};
 use crate::{faults, report, usage};
 use shutter_snapshot::bank::{Bank, BankConfig, BankInvariant, BankState};
 use shutter_snapshot::persist;
-use shutter_snapshot::report::{IntervalLog, Percentiles, merge, new_histogram};
+use shutter_snapshot::report::{HistogramJson, IntervalLog, Percentiles, merge, new_histogram};
 use shutter_snapshot::runtime::{LocalCluster, NodeConfig, NodeEvent, NodeStats};
 use shutter_snapshot::verify::{check_invariant, check_structure};
 use shutter_snapshot::wire::SnapshotId;
@@ -228,6 +228,16 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         ));
     }
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    check_outputs(&args, json_to_stdout)?;
+    let (scrape_tx, mut scrapes) = tokio::sync::mpsc::channel::<crate::metrics::Scrape>(4);
+    let metrics_server = match args.metrics {
+        Some(addr) => Some(tokio::spawn(crate::metrics::serve(
+            crate::metrics::bind(addr).await?,
+            scrape_tx,
+        ))),
+        None => None,
+    };
+    let mut aborted_by_node: BTreeMap<NodeId, BTreeMap<&'static str, u64>> = BTreeMap::new();
     let n = args.nodes;
     let bank = BankConfig {
         seed: args.seed,
@@ -243,7 +253,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     };
     // Zero setup and still secure: a fresh cluster key for this run only.
     base.transport.auth = if args.insecure {
-        eprintln!("WARNING: --insecure: the demo's datagrams are plain (not authenticated)");
+        tracing::warn!("--insecure: the demo's datagrams are plain (not authenticated)");
         Auth::Insecure
     } else {
         Auth::Keys(KeyRing::random().context("making the demo's cluster key")?)
@@ -337,6 +347,17 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     starting_done = Some(Instant::now());
                 }
             }
+            Some(scrape) = scrapes.recv() => {
+                let mut nodes = Vec::new();
+                for node in cluster.nodes() {
+                    nodes.push(crate::metrics::NodeSample {
+                        stats: node.stats().await.context("reading node statistics")?,
+                        aborted_by_reason: aborted_by_node.get(&node.id()).cloned().unwrap_or_default(),
+                        admin_refused: 0,
+                    });
+                }
+                let _ = scrape.send(crate::metrics::render(&nodes));
+            }
             _ = sampler.tick() => {
                 let s = sample(&cluster).await?;
                 intervals.push(Instant::now(), &s.delivery);
@@ -360,6 +381,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                             out.aborted += 1;
                             out.failed_checks += u64::from(reason.why == AbortWhy::FailedCheck);
                             *out.abort_reasons.entry(reason.why.to_string()).or_default() += 1;
+                            *aborted_by_node
+                                .entry(node)
+                                .or_default()
+                                .entry(crate::metrics::reason_label(&reason.why))
+                                .or_default() += 1;
                             progress.line(|| format!("snapshot {id} aborted: {reason}"));
                         }
                     }
@@ -374,6 +400,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             // Wakes the loop to check the grace deadline.
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
     }
     let unfinished = out.pending.len() as u64;
     for (id, _) in std::mem::take(&mut out.pending) {
@@ -423,6 +452,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let delivery = merge(stats.iter().map(|s| &s.transport.core.delivery_latency));
     let snapshot = merge(stats.iter().map(|s| s.snapshots.latency()));
     let mut summary = summarize(&args, &stats, &out, duration);
+    summary.started_at = crate::summary::rfc3339(started_wall);
     summary.snapshots_unfinished = unfinished;
     summary.duplicates_delivered = shared.duplicates.load(Ordering::Relaxed);
     summary.expected_total = expected_total;
@@ -447,28 +477,33 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     summary.failures = out.failures.clone();
     summary.judge();
 
-    if let Some(dir) = &args.out {
-        report::write_dir(dir, &summary, &delivery, &snapshot, &intervals.log)?;
-        if let Some(last) = &out.last {
-            persist::save(&dir.join("last.snap"), last)?;
+    // The files first, but a failure to write them (a disk filled up during the run)
+    // must not cost the table: it is printed either way, the error after it.
+    let written = (|| -> Result<()> {
+        if let Some(dir) = &args.out {
+            report::write_dir(dir, &summary, &delivery, &snapshot, &intervals.log)?;
+            if let Some(last) = &out.last {
+                persist::save(&dir.join("last.snap"), last)?;
+            }
+            for snap in &out.failed_snapshots {
+                let name = format!("failed-{}-{}.snap", snap.id.initiator, snap.id.s);
+                persist::save(&dir.join(name), snap)?;
+            }
         }
-        for snap in &out.failed_snapshots {
-            let name = format!("failed-{}-{}.snap", snap.id.initiator, snap.id.s);
-            persist::save(&dir.join(name), snap)?;
-        }
-    }
-    let json = serde_json::to_string_pretty(&summary)?;
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => {
-            println!("{json}");
-            summary.print_table(&mut std::io::stderr().lock())?;
-        }
-        Some(p) => {
+        if let Some(p) = args.json.as_ref().filter(|_| !json_to_stdout) {
+            let json = serde_json::to_string_pretty(&summary)?;
             std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
-            summary.print_table(&mut std::io::stdout().lock())?;
         }
-        None => summary.print_table(&mut std::io::stdout().lock())?,
+        Ok(())
+    })();
+    let hist = HistogramJson::of("snapshot_latency_us", &snapshot);
+    if json_to_stdout {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        summary.print_table_with(&mut std::io::stderr().lock(), Some(&hist))?;
+    } else {
+        summary.print_table_with(&mut std::io::stdout().lock(), Some(&hist))?;
     }
+    written?;
     if let Some(dir) = &args.out {
         if !json_to_stdout {
             println!("report written to {}", dir.display());
@@ -485,11 +520,50 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     })
 }
 
+/// Makes sure the report can be written before the run starts, not after (a file given
+/// as `--out`, or `--json` into a missing directory, failed only once everything had
+/// run). Creates the `--out` directory.
+fn check_outputs(args: &DemoArgs, json_to_stdout: bool) -> Result<()> {
+    if let Some(dir) = &args.out {
+        if dir.exists() && !dir.is_dir() {
+            return Err(usage(format!(
+                "--out {}: exists and is not a directory",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--out {}: cannot create the directory", dir.display()))
+            .map_err(|e| usage(crate::describe(&e)))?;
+    }
+    if let Some(p) = args.json.as_ref().filter(|_| !json_to_stdout) {
+        if p.is_dir() {
+            return Err(usage(format!(
+                "--json {}: is a directory (give a file name)",
+                p.display()
+            )));
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(d) = parent.filter(|d| !d.is_dir()) {
+            return Err(usage(format!(
+                "--json {}: directory {} does not exist",
+                p.display(),
+                d.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The summary fields that come from flags, outcomes and final node statistics.
 fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Duration) -> Summary {
     let sum = |f: &dyn Fn(&NodeStats) -> u64| stats.iter().map(f).sum::<u64>();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Summary {
+        schema_version: crate::summary::SCHEMA_VERSION,
+        tool: concat!("shutter ", env!("CARGO_PKG_VERSION")).to_string(),
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         algorithm: args.algorithm.name().to_string(),
         seed: args.seed,
         nodes: args.nodes,
@@ -535,6 +609,7 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
         retransmits: sum(&|s| s.transport.core.retransmits),
         datagrams_sent: sum(&|s| s.transport.core.datagrams_sent),
         bytes_sent: sum(&|s| s.transport.core.bytes_sent),
+        pings_sent: sum(&|s| s.transport.core.pings_sent),
         datagrams_dropped_by_faults: sum(&|s| {
             s.transport.faults.dropped_loss + s.transport.faults.dropped_partition
         }),
@@ -551,7 +626,9 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
         malformed_envelopes: sum(&|s| s.malformed_envelopes),
         latency_note: "snapshot: initiation to completion at the initiator, snapshots started \
                        on a fixed schedule; delivery: sender's stamp at first transmission to \
-                       delivery (retransmission delay included); per-node histograms merged with add"
+                       delivery (retransmission delay included), every transport message (transfers and \
+                       snapshot control, so more than messages_delivered); per-node histograms \
+                       merged with add"
             .to_string(),
         ..Summary::default()
     }

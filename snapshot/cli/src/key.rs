@@ -19,8 +19,8 @@ use crate::usage;
 /// The protection `args` and the peers file at `peers_path` ask for.
 pub fn cluster_auth(args: &KeyArgs, peers: &PeersFile, peers_path: &Path) -> Result<Auth> {
     if args.insecure {
-        eprintln!(
-            "WARNING: --insecure: datagrams and admin requests are neither authenticated nor \
+        tracing::warn!(
+            "--insecure: datagrams and admin requests are neither authenticated nor \
              encrypted; anyone who can reach this cluster's ports can forge transfers and \
              cut nodes off"
         );

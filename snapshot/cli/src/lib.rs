@@ -21,9 +21,12 @@ pub mod demo;
 pub mod faults;
 pub mod inspect;
 pub mod key;
+pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod report;
+pub mod resolve;
 pub mod rollback;
 pub mod snapshot;
 pub mod status;
@@ -35,7 +38,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use args::{Cli, Command};
+pub use args::{Cli, Command, DemoArgs};
 
 /// An error that is the user's to fix (bad flag value, bad peers file): exit code 2.
 #[derive(Debug)]
@@ -71,16 +74,7 @@ where
         // clap prints help/version to stdout (exit 0) and errors to stderr (exit 2).
         Err(e) => e.exit(),
     };
-    // `RUST_LOG=debug shutter node ...` shows the engines' and transport's logs on
-    // stderr, timestamped; warnings only by default. A second init (tests re-executing
-    // themselves) is a no-op.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    logging::init(cli.verbose, cli.quiet, cli.log_format);
     match run(cli) {
         Ok(code) => code,
         // `shutter ... | head`: the reader left; nothing to report.
@@ -125,6 +119,7 @@ pub fn describe(e: &anyhow::Error) -> String {
 
 /// Runs one parsed command on a fresh tokio runtime.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let quiet = cli.quiet;
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
         Command::Report(a) => report::run(&a),
@@ -136,7 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             rt.block_on(async move {
                 match command {
-                    Command::Demo(a) => demo::run(a).await,
+                    Command::Demo(a) => demo::run(DemoArgs { quiet, ..a }).await,
                     Command::Node(a) => node::run(a).await,
                     Command::Snapshot(a) => snapshot::run(a).await,
                     Command::Status(a) => status::run(a).await,

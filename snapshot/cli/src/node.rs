@@ -24,7 +24,9 @@ use crate::admin::{self, AdminRequest, Reply, Request};
 use crate::app::{Shared, TaggedBank};
 use crate::args::{NodeArgs, OnRestart};
 use crate::key;
+use crate::metrics;
 use crate::peers::PeersFile;
+use crate::resolve;
 use crate::usage;
 use shutter_snapshot::bank::{Bank, BankConfig, BankState};
 use shutter_snapshot::checkpoint::CheckpointStore;
@@ -195,14 +197,20 @@ async fn refuse_restore_into_a_live_cluster(
 
 /// `shutter node`.
 pub async fn run(args: NodeArgs) -> Result<ExitCode> {
-    let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
+    let (peers, names) =
+        PeersFile::load_with_names(&args.peers).map_err(|e| usage(e.to_string()))?;
     let id = NodeId(args.id);
     let Some(addr) = peers.addr_of(id) else {
         return Err(usage(format!(
-            "{}: no node with id {} (the file has ids {:?})",
+            "{}: no node with id {} (the file has ids {})",
             args.peers.display(),
             args.id,
-            peers.members().iter().map(|(n, _)| n.0).collect::<Vec<_>>()
+            peers
+                .members()
+                .iter()
+                .map(|(n, _)| n.0.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     };
     let listen = args.listen.unwrap_or(addr);
@@ -243,30 +251,33 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     // Opened here to report what is there; the node's runtime owns it from now on.
     let (_, scan) = CheckpointStore::open(&data_dir, id, &members, args.keep_checkpoints)?;
     for skipped in &scan.skipped {
-        eprintln!("{id}: checkpoint skipped: {skipped}");
+        tracing::warn!(node = %id, "checkpoint skipped: {skipped}");
     }
     match scan.checkpoints.last() {
-        Some((path, c)) => eprintln!(
-            "{id}: {} checkpoints in {}, newest {} ({})",
+        Some((path, c)) => tracing::info!(
+            node = %id,
+            "{} checkpoints in {}, newest {} ({})",
             scan.checkpoints.len(),
             data_dir.display(),
             c.id(),
             path.display()
         ),
-        None => eprintln!("{id}: no checkpoints yet in {}", data_dir.display()),
+        None => tracing::info!(node = %id, "no checkpoints yet in {}", data_dir.display()),
     }
     cfg.checkpoints = Some((data_dir.clone(), args.keep_checkpoints));
     cfg.roll_back_on_restart = args.on_restart == OnRestart::Rollback;
     cfg.join = args.join;
     if args.join && scan.checkpoints.is_empty() {
-        eprintln!(
-            "{id}: --join: waiting until a member adds this node (`shutter add --node {}`)",
+        tracing::info!(
+            node = %id,
+            "--join: waiting until a member adds this node (`shutter add --node {}`)",
             id.0
         );
     }
     if let (OnRestart::Rejoin, Some((_, c))) = (args.on_restart, scan.checkpoints.last()) {
-        eprintln!(
-            "{id}: --on-restart rejoin: starting with a fresh state; the state of snapshot {} and everything after it is not restored",
+        tracing::warn!(
+            node = %id,
+            "--on-restart rejoin: starting with a fresh state; the state of snapshot {} and everything after it is not restored",
             c.id()
         );
     }
@@ -274,6 +285,10 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     let listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin channel on tcp {admin_addr}"))?;
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let mut restored_from = None;
     let mut node = match &args.restore {
         Some(path) => {
@@ -299,6 +314,31 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
             .unwrap_or_default()
     );
     std::io::stdout().flush()?;
+    let (scrape_tx, mut scrapes) = mpsc::channel::<metrics::Scrape>(4);
+    let metrics_server = metrics_listener.map(|l| {
+        tracing::info!(node = %id, "metrics on http://{}/metrics", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        tokio::spawn(metrics::serve(l, scrape_tx))
+    });
+    let mut aborted_by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Peers named by DNS are looked up again while the node runs (see `resolve`).
+    let (move_tx, mut moves) = mpsc::channel::<(NodeId, SocketAddr)>(16);
+    let look_now = Arc::new(tokio::sync::Notify::new());
+    let names: BTreeMap<NodeId, String> = names.into_iter().filter(|(n, _)| *n != id).collect();
+    let resolver = (!names.is_empty()).then(|| {
+        let current = peers
+            .members()
+            .into_iter()
+            .filter(|(n, _)| names.contains_key(n))
+            .collect();
+        tokio::spawn(resolve::watch(
+            names,
+            current,
+            resolve::RECHECK,
+            look_now.clone(),
+            resolve::system_lookup,
+            move_tx,
+        ))
+    });
 
     let (tx, mut requests) = mpsc::channel::<AdminRequest>(16);
     let server = tokio::spawn(admin::serve(
@@ -334,6 +374,23 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some((peer, addr)) = moves.recv() => {
+                match node.set_peer_addr(peer, addr).await {
+                    Ok(()) => tracing::info!(node = %id, "{peer} now resolves to {addr}: sending there"),
+                    Err(e) => tracing::warn!(node = %id, "{peer} now resolves to {addr}, not usable: {e}"),
+                }
+            }
+            Some(scrape) = scrapes.recv() => {
+                let text = match node.stats().await {
+                    Ok(stats) => metrics::render(&[metrics::NodeSample {
+                        stats,
+                        aborted_by_reason: aborted_by_reason.clone(),
+                        admin_refused: shared.admin_refused.load(Ordering::Relaxed),
+                    }]),
+                    Err(e) => format!("# node stopped: {e}\n# EOF\n"),
+                };
+                let _ = scrape.send(text);
+            }
             req = requests.recv() => {
                 let Some(req) = req else { break };
                 match req.request {
@@ -346,7 +403,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     }
                     Request::Rollback { to } => match node.roll_back(to).await {
                         Ok(()) => {
-                            eprintln!("{id}: admin request: rolling the cluster back");
+                            tracing::info!(node = %id, "admin request: rolling the cluster back");
                             rollbacks.push((to, None, req.reply));
                         }
                         Err(e) => {
@@ -355,7 +412,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     },
                     Request::Add { node: new, addr } => match node.add_member(new, addr).await {
                         Ok(()) => {
-                            eprintln!("{id}: admin request: adding {new} at {addr}");
+                            tracing::info!(node = %id, "admin request: adding {new} at {addr}");
                             rollbacks.push((None, Some((new, true)), req.reply));
                         }
                         Err(e) => {
@@ -364,7 +421,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     },
                     Request::Remove { node: gone } => match node.remove_member(gone).await {
                         Ok(()) => {
-                            eprintln!("{id}: admin request: removing {gone} from the cluster");
+                            tracing::info!(node = %id, "admin request: removing {gone} from the cluster");
                             rollbacks.push((None, Some((gone, false)), req.reply));
                         }
                         Err(e) => {
@@ -373,7 +430,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     },
                     Request::Snapshot { .. } => match node.initiate().await {
                         Ok(sid) => {
-                            eprintln!("{id}: admin request: initiated snapshot {sid}");
+                            tracing::info!(node = %id, "admin request: initiated snapshot {sid}");
                             pending.insert(sid, req.reply);
                         }
                         Err(e) => {
@@ -388,8 +445,9 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                 };
                 match event {
                     NodeEvent::Completed(snap) => {
-                        eprintln!(
-                            "{id}: snapshot {} completed in {:.1} ms",
+                        tracing::info!(
+                            node = %id,
+                            "snapshot {} completed in {:.1} ms",
                             snap.id,
                             snap.timings.latency_micros() as f64 / 1000.0
                         );
@@ -398,7 +456,14 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                         }
                     }
                     NodeEvent::Aborted { id: sid, reason } => {
-                        eprintln!("{id}: snapshot {sid} aborted: {reason}");
+                        tracing::warn!(node = %id, "snapshot {sid} aborted: {reason}");
+                        if matches!(reason.why, shutter_snapshot::AbortWhy::Unreachable(_)) {
+                            // The peer stopped answering: perhaps its name moved.
+                            look_now.notify_one();
+                        }
+                        if sid.initiator == id {
+                            *aborted_by_reason.entry(metrics::reason_label(&reason.why)).or_default() += 1;
+                        }
                         if let Some(reply) = pending.remove(&sid) {
                             let _ = reply.send(Reply::Aborted(reason.to_string()));
                         }
@@ -406,8 +471,8 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
                     NodeEvent::Committed(_) => {}
                     NodeEvent::Resumed { to } => {
                         match to {
-                            Some(sid) => eprintln!("{id}: the cluster rolled back to snapshot {sid}; running"),
-                            None => eprintln!("{id}: no snapshot is held by every member: nothing rolled back; running"),
+                            Some(sid) => tracing::warn!(node = %id, "the cluster rolled back to snapshot {sid}; running"),
+                            None => tracing::warn!(node = %id, "no snapshot is held by every member: nothing rolled back; running"),
                         }
                         // Snapshots in flight died with the rollback.
                         for (_, reply) in std::mem::take(&mut pending) {
@@ -442,6 +507,9 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         pending.retain(|_, reply| !reply.is_closed());
     }
     server.abort();
+    for task in [metrics_server, resolver].into_iter().flatten() {
+        task.abort();
+    }
     shared.paused.store(true, Ordering::Relaxed);
     let last = status(&node, &shared, restored_from).await.ok();
     node.shutdown().await.context("shutting down")?;

@@ -21,7 +21,7 @@
 //! Errors say what is wrong and where (file, line and column for syntax, the node for
 //! semantic mistakes such as a duplicate id).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -78,6 +78,59 @@ fn host_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Er
 
 fn opt_host_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     host_port(d).map(Some)
+}
+
+/// serde names Rust types in some messages ("expected internally tagged enum
+/// LossModel"); an operator writing TOML needs the shape instead.
+fn without_rust_types(message: &str) -> String {
+    let mut out = message.to_string();
+    for (phrase, shape) in [
+        (
+            "internally tagged enum LossModel",
+            "a loss model such as { model = \"bernoulli\", p = 0.1 }",
+        ),
+        ("internally tagged enum ", "a table with a `model` key"),
+        ("struct ", "a table"),
+        ("enum ", "one of the documented values"),
+    ] {
+        while let Some(at) = out.find(&format!("expected {phrase}")) {
+            let start = at + "expected ".len();
+            // The type name follows the phrase unless the phrase already named it.
+            let name_end = if phrase.ends_with(' ') {
+                out[start + phrase.len()..]
+                    .find(|c: char| !c.is_alphanumeric() && c != '_')
+                    .map_or(out.len(), |i| start + phrase.len() + i)
+            } else {
+                start + phrase.len()
+            };
+            out.replace_range(start..name_end, shape);
+        }
+    }
+    out
+}
+
+/// The `addr` texts of the members that are host names, not IP addresses (for text
+/// [`PeersFile::parse`] accepted).
+pub fn host_names(text: &str) -> BTreeMap<NodeId, String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        nodes: Vec<RawNode>,
+    }
+    #[derive(Deserialize)]
+    struct RawNode {
+        id: NodeId,
+        addr: String,
+    }
+    toml::from_str::<Raw>(text)
+        .map(|raw| {
+            raw.nodes
+                .into_iter()
+                .filter(|n| n.addr.parse::<SocketAddr>().is_err())
+                .map(|n| (n.id, n.addr))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A parsed and validated peers file.
@@ -143,11 +196,24 @@ impl PeersFile {
         Self::parse(&text, path)
     }
 
+    /// Like [`PeersFile::load`], plus the members given by host name (`id` -> the
+    /// `HOST:PORT` text), which [`crate::resolve`] looks up again while a node runs.
+    pub fn load_with_names(
+        path: &Path,
+    ) -> Result<(PeersFile, BTreeMap<NodeId, String>), PeersError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PeersError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file = Self::parse(&text, path)?;
+        Ok((file, host_names(&text)))
+    }
+
     /// Parses and validates peers-file text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<PeersFile, PeersError> {
         let file: PeersFile = toml::from_str(text).map_err(|e| PeersError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: without_rust_types(e.to_string().trim_end()),
         })?;
         file.validate(path)?;
         Ok(file)
@@ -280,6 +346,14 @@ loss = { model = "bernoulli", p = 0.2 }
         let a = f.addr_of(NodeId(0)).unwrap();
         assert!(a.ip().is_loopback() && a.port() == 7100, "{a}");
         assert_eq!(f.admin_of(NodeId(0)).unwrap().port(), 8100);
+        let names = host_names(
+            "[[nodes]]\nid = 0\naddr = \"localhost:7100\"\n[[nodes]]\nid = 1\naddr = \"127.0.0.1:7101\"\n",
+        );
+        assert_eq!(
+            names,
+            BTreeMap::from([(NodeId(0), "localhost:7100".to_string())]),
+            "only names are looked up again"
+        );
         let e = parse("[[nodes]]\nid = 0\naddr = \"localhost\"\n").unwrap_err();
         assert!(e.to_string().contains("needs a port"), "{e}");
         assert!(e.to_string().contains("line 3"), "{e}");
@@ -311,6 +385,20 @@ loss = { model = "bernoulli", p = 0.2 }
 
         let e = parse("").unwrap_err();
         assert!(e.to_string().contains("no [[nodes]]"), "{e}");
+
+        // serde's "expected internally tagged enum LossModel" named a Rust type.
+        let e = parse("[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[faults.default]\nloss = 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("LossModel") && !e.contains("enum"), "{e}");
+        assert!(
+            e.contains("model = \"bernoulli\"") && e.contains("line 5"),
+            "{e}"
+        );
+        let e = parse("[[nodes]]\nid = 0\naddr = \"127.0.0.1:1\"\n[faults]\ndefault = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("struct"), "{e}");
     }
 
     #[test]

@@ -93,22 +93,35 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
         for (tag, h) in intervals {
             by_tag.entry(tag).or_default().push(h);
         }
+        // The percentile list of the demo's table (wrk2's), in milliseconds.
         writeln!(
             out,
-            "{:<12} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}",
-            "tag", "intervals", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
+            "{:<12} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "tag",
+            "intervals",
+            "count",
+            "50% ms",
+            "75% ms",
+            "90% ms",
+            "99% ms",
+            "99.9% ms",
+            "99.99% ms",
+            "max ms"
         )?;
         for (tag, hs) in &by_tag {
             let p = Percentiles::of(&merge(hs));
             writeln!(
                 out,
-                "{:<12} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                "{:<12} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
                 if tag.is_empty() { "-" } else { tag },
                 hs.len(),
                 p.count,
                 ms(p.p50),
+                ms(p.p75),
                 ms(p.p90),
                 ms(p.p99),
+                ms(p.p999),
+                ms(p.p9999),
                 ms(p.max)
             )?;
         }
@@ -122,7 +135,11 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let report: ReportJson = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a shutter report.json", file.display()))?;
-    report.summary.print_table(&mut out)?;
+    let hist = report
+        .histograms
+        .iter()
+        .find(|h| h.name == "snapshot_latency_us");
+    report.summary.print_table_with(&mut out, hist)?;
     Ok(if report.summary.passed {
         ExitCode::SUCCESS
     } else {

@@ -27,9 +27,26 @@ pub struct FaultSummary {
     pub partitions: Vec<String>,
 }
 
+/// The version of the JSON layout (`--json`, `report.json`); raised when a key changes
+/// meaning or goes. 2: `schema_version`, `tool`, `started_at`, `command_line` added;
+/// histogram buckets keyed `upper_us` (per bucket) instead of `le`.
+pub const SCHEMA_VERSION: u32 = 2;
+
 /// Everything a demo run measured. Latencies are in microseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// [`SCHEMA_VERSION`] of the writer (absent, so 0, in files of older versions).
+    #[serde(default)]
+    pub schema_version: u32,
+    /// The program and version that wrote it, e.g. `shutter 0.1.0`.
+    #[serde(default)]
+    pub tool: String,
+    /// When the run started, RFC 3339 in UTC (`2026-12-01T20:50:00Z`).
+    #[serde(default)]
+    pub started_at: String,
+    /// The command line that ran it, one argument per element.
+    #[serde(default)]
+    pub command_line: Vec<String>,
     /// Snapshot algorithm.
     pub algorithm: String,
     /// Seed.
@@ -75,6 +92,10 @@ pub struct Summary {
     /// Bytes of those datagrams (headers, clocks, acks and payloads).
     #[serde(default)]
     pub bytes_sent: u64,
+    /// PING frames sent (handshakes that learn a peer's life, keepalives): with every
+    /// datagram lost they are all that is sent, since data waits for the handshake.
+    #[serde(default)]
+    pub pings_sent: u64,
     /// Datagrams dropped by the injected loss model or a partition.
     pub datagrams_dropped_by_faults: u64,
     /// Duplicate datagrams or fragments the transports discarded.
@@ -91,7 +112,9 @@ pub struct Summary {
     pub quiesced: bool,
     /// Initiation to completion, at the initiator.
     pub snapshot_latency_us: Percentiles,
-    /// Transport delivery latency of every message (first transmission to delivery).
+    /// Transport delivery latency of every message (first transmission to delivery):
+    /// transfers and the snapshots' control messages, so its count exceeds
+    /// `messages_delivered`, which counts transfers only.
     pub delivery_latency_us: Percentiles,
     /// How latencies were measured.
     pub latency_note: String,
@@ -116,6 +139,16 @@ impl Summary {
 
     /// Prints the human summary table.
     pub fn print_table(&self, out: &mut impl Write) -> io::Result<()> {
+        self.print_table_with(out, None)
+    }
+
+    /// Prints the human summary table with an ASCII histogram of the snapshot latency
+    /// (when given) above the result.
+    pub fn print_table_with(
+        &self,
+        out: &mut impl Write,
+        snapshot_latency: Option<&shutter_snapshot::report::HistogramJson>,
+    ) -> io::Result<()> {
         let f = &self.faults;
         writeln!(
             out,
@@ -187,18 +220,27 @@ impl Summary {
         row(
             out,
             "  bytes",
-            format!(
-                "{} ({} per delivered transfer)",
-                self.bytes_sent,
-                self.bytes_sent / self.messages_delivered.max(1)
-            ),
+            match self.bytes_sent.checked_div(self.messages_delivered) {
+                Some(per) => format!("{} ({per} per delivered transfer)", self.bytes_sent),
+                None => format!("{} (no transfer delivered)", self.bytes_sent),
+            },
         )?;
         row(
             out,
             "  dropped by faults",
             self.datagrams_dropped_by_faults.to_string(),
         )?;
-        row(out, "  retransmits", self.retransmits.to_string())?;
+        row(
+            out,
+            "  retransmits",
+            if self.retransmits == 0 && self.messages_delivered == 0 && self.messages_sent > 0 {
+                // `--loss 1` showed "retransmits 0" after 15 s, which read as a bug.
+                "0 (no data sent: no peer answered the handshake)".to_string()
+            } else {
+                self.retransmits.to_string()
+            },
+        )?;
+        row(out, "  pings", self.pings_sent.to_string())?;
         row(
             out,
             "  duplicates discarded",
@@ -225,7 +267,15 @@ impl Summary {
         ] {
             writeln!(out, "    {label:<18} {:>12} {:>12}", ms(f(s)), ms(f(d)))?;
         }
+        writeln!(
+            out,
+            "  (delivery counts every transport message: transfers and snapshot control)"
+        )?;
         writeln!(out)?;
+        if let Some(h) = snapshot_latency {
+            print_histogram(out, "snapshot latency", h)?;
+            writeln!(out)?;
+        }
         for failure in &self.failures {
             writeln!(out, "  FAILURE: {failure}")?;
         }
@@ -244,4 +294,122 @@ impl Summary {
 /// A latency in µs as milliseconds with three decimals, as the summary tables print it.
 pub(crate) fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
+}
+
+/// Prints `h`'s buckets as an ASCII bar chart (one row per non-empty power-of-two bucket,
+/// bars scaled to the fullest one), under `title`.
+pub fn print_histogram(
+    out: &mut impl Write,
+    title: &str,
+    h: &shutter_snapshot::report::HistogramJson,
+) -> io::Result<()> {
+    const WIDTH: u64 = 40;
+    writeln!(out, "  {title} (ms, values in (previous, upper])")?;
+    if h.buckets.is_empty() {
+        return writeln!(out, "    (no values)");
+    }
+    let most = h.buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+    for b in &h.buckets {
+        // At least one mark for a non-empty bucket, so rare tail values stay visible.
+        let len = (b.count * WIDTH).div_ceil(most) as usize;
+        writeln!(
+            out,
+            "    <= {:>10} {:>9} {}",
+            ms(b.upper_us),
+            b.count,
+            "#".repeat(len)
+        )?;
+    }
+    Ok(())
+}
+
+/// `t` as RFC 3339 in UTC, to the second (`2026-12-01T20:50:00Z`).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (non-negative here).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        // 2000-02-29 (a leap day of a century leap year) 12:34:56.
+        let t = UNIX_EPOCH + Duration::from_secs(951_827_696);
+        assert_eq!(rfc3339(t), "2000-02-29T12:34:56Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_157_000);
+        assert_eq!(rfc3339(t), "2026-12-01T20:30:00Z");
+    }
+
+    #[test]
+    fn no_delivery_means_no_per_transfer_figure() {
+        // `--loss 1` printed "17920 per delivered transfer" with nothing delivered.
+        let s = Summary {
+            bytes_sent: 17_920,
+            messages_sent: 300,
+            pings_sent: 240,
+            ..Summary::default()
+        };
+        let mut out = Vec::new();
+        s.print_table(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("17920 (no transfer delivered)"), "{text}");
+        assert!(!text.contains("per delivered transfer"), "{text}");
+        // Why the delivery histogram counts more than "delivered".
+        assert!(
+            text.contains("delivery counts every transport message"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0 (no data sent: no peer answered the handshake)"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("pings") && l.ends_with(" 240")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ascii_histogram_scales_bars_and_keeps_rare_buckets() {
+        let mut h = shutter_snapshot::report::new_histogram();
+        for _ in 0..100 {
+            h.record(1_000).unwrap();
+        }
+        h.record(400_000).unwrap();
+        let j = shutter_snapshot::report::HistogramJson::of("x", &h);
+        let mut out = Vec::new();
+        print_histogram(&mut out, "snapshot latency", &j).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(
+            rows[0].ends_with(&"#".repeat(40)) && rows[0].contains(" 100 "),
+            "{text}"
+        );
+        assert!(rows[1].ends_with(" #"), "{text}");
+    }
 }

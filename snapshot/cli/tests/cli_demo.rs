@@ -57,6 +57,28 @@ fn demo_under_faults_is_consistent_and_writes_a_well_formed_report() {
 
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(u(&v, "nodes"), 4);
+    // What wrote the file, when and how (the JSON had none of it).
+    assert_eq!(u(&v, "schema_version"), 2, "{v}");
+    assert_eq!(
+        v["tool"],
+        concat!("shutter ", env!("CARGO_PKG_VERSION")),
+        "{v}"
+    );
+    let started_at = v["started_at"].as_str().unwrap_or_default();
+    assert!(
+        started_at.len() == 20 && started_at.ends_with('Z') && &started_at[10..11] == "T",
+        "{v}"
+    );
+    let argv: Vec<&str> = v["command_line"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(argv.windows(2).any(|w| w == ["--seed", "7"]), "{v}");
+    // The terminal shows the snapshot latency as an ASCII histogram.
+    assert!(stdout.contains("snapshot latency (ms"), "{stdout}");
+    assert!(stdout.contains(" #"), "{stdout}");
     let started = u(&v, "snapshots_started");
     let completed = u(&v, "snapshots_completed");
     let aborted = u(&v, "snapshots_aborted");
@@ -109,6 +131,15 @@ fn demo_under_faults_is_consistent_and_writes_a_well_formed_report() {
             .unwrap();
     assert_eq!(u(&report, "snapshots_completed"), completed);
     assert_eq!(report["histograms"].as_array().unwrap().len(), 2);
+    // Buckets hold per-bucket counts, so they are not named `le` (Prometheus' cumulative
+    // bound); they add up to the histogram's count.
+    for h in report["histograms"].as_array().unwrap() {
+        let buckets = h["buckets"].as_array().unwrap();
+        assert!(buckets.iter().all(|b| b.get("le").is_none()), "{h}");
+        let sum: u64 = buckets.iter().map(|b| u(b, "count")).sum();
+        assert_eq!(sum, u(&h["percentiles"], "count"), "{h}");
+        assert!(buckets.iter().all(|b| b["upper_us"].is_u64()), "{h}");
+    }
 
     // The last snapshot was saved and verifies.
     let snap = persist::load(&out_dir.join("last.snap")).unwrap();
@@ -126,6 +157,7 @@ fn demo_under_faults_is_consistent_and_writes_a_well_formed_report() {
     let out = run(&["report", hlog_path.to_str().unwrap()], LIMIT);
     assert!(out.status.success());
     assert!(text(&out).0.contains("snapshot"), "{}", text(&out).0);
+    assert!(text(&out).0.contains("99.99% ms"), "{}", text(&out).0);
 
     // `shutter inspect` on the saved snapshot.
     let last = out_dir.join("last.snap");

@@ -239,3 +239,82 @@ fn an_unusable_data_dir_is_named() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Report paths that cannot be written are refused before the run (they used to fail
+/// only after it, losing the summary), as usage errors naming the flag.
+#[test]
+fn unusable_output_paths_are_refused_before_the_run() {
+    let dir = temp_dir("outputs");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let quick = ["demo", "--nodes", "2", "--snapshots", "2", "-q"];
+    let with = |extra: &[&str]| -> Vec<String> {
+        quick.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let args = with(&["--out", file.to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, 2, &["--out", "exists and is not a directory"]);
+    let missing = dir.join("missing").join("summary.json");
+    let args = with(&["--json", missing.to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, 2, &["--json", "does not exist"]);
+    let args = with(&["--json", dir.to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, 2, &["is a directory"]);
+    // `--out D --json D/summary.json` (the README's) is fine: --out creates D first.
+    let d = dir.join("report");
+    let j = d.join("summary.json");
+    let out = run(
+        &[
+            "demo",
+            "--nodes",
+            "2",
+            "--snapshots",
+            "2",
+            "--interval",
+            "100ms",
+            "-q",
+            "--out",
+            d.to_str().unwrap(),
+            "--json",
+            j.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(j.is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// User-facing messages carry no Rust `Debug` text (`[NodeId(0), ...]` was printed).
+#[test]
+fn messages_carry_no_debug_text() {
+    let dir = temp_dir("debug-text");
+    let peers = dir.join("peers.toml");
+    cli_support::write_peers(
+        &peers,
+        &[cli_support::free_port(), cli_support::free_port()],
+    );
+    let out = run(
+        &[
+            "node",
+            "--id",
+            "9",
+            "--peers",
+            peers.to_str().unwrap(),
+            "--insecure",
+        ],
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no node with id 9 (the file has ids 0, 1)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("NodeId(") && !stderr.contains('['),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -150,13 +150,14 @@ pub fn std_deviation(h: &Histogram<u64>) -> f64 {
     (total / h.len() as f64).sqrt()
 }
 
-/// One histogram bucket in the JSON report: `count` values at most `le` µs (and above the
-/// previous bucket's `le`).
+/// One histogram bucket in the JSON report: `count` values above the previous bucket's
+/// `upper_us` and at most this one's. Counts are per bucket, not cumulative (so the bound
+/// is not called `le`, which in Prometheus means a cumulative count).
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Bucket {
     /// Upper bound of the bucket (µs, inclusive).
-    pub le: u64,
-    /// Values in the bucket.
+    pub upper_us: u64,
+    /// Values in the bucket (not cumulative).
     pub count: u64,
 }
 
@@ -167,7 +168,7 @@ pub struct HistogramJson {
     pub name: String,
     /// Percentiles.
     pub percentiles: Percentiles,
-    /// Buckets with power-of-two upper bounds (empty ones omitted).
+    /// Buckets with power-of-two upper bounds (empty ones omitted), counts per bucket.
     pub buckets: Vec<Bucket>,
 }
 
@@ -180,7 +181,7 @@ impl HistogramJson {
             h.iter_log(1, 2.0)
                 .filter(|v| v.count_since_last_iteration() > 0)
                 .map(|v| Bucket {
-                    le: v.value_iterated_to(),
+                    upper_us: v.value_iterated_to(),
                     count: v.count_since_last_iteration(),
                 })
                 .collect()
@@ -248,7 +249,7 @@ mod tests {
         }
         let j = HistogramJson::of("x", &h);
         assert_eq!(j.buckets.iter().map(|b| b.count).sum::<u64>(), 5);
-        assert!(j.buckets.windows(2).all(|w| w[0].le < w[1].le));
+        assert!(j.buckets.windows(2).all(|w| w[0].upper_us < w[1].upper_us));
         assert_eq!(j.percentiles.max, h.max());
     }
 }

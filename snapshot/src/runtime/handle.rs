@@ -254,6 +254,13 @@ impl NodeHandle {
             .await?
     }
 
+    /// Sends to peer `id` at `addr` from now on (it was added before): for a peer named
+    /// by DNS whose name now resolves elsewhere.
+    pub async fn set_peer_addr(&self, id: NodeId, addr: SocketAddr) -> Result<(), RuntimeError> {
+        self.call(|reply| Request::SetPeerAddr { id, addr, reply })
+            .await?
+    }
+
     /// Starts a snapshot on this node; its outcome arrives as a [`NodeEvent`].
     pub async fn initiate(&self) -> Result<SnapshotId, RuntimeError> {
         self.call(|reply| Request::Initiate { reply }).await?

@@ -30,6 +30,12 @@ pub(crate) enum Request {
         addr: SocketAddr,
         reply: oneshot::Sender<Result<(), RuntimeError>>,
     },
+    /// Move an existing peer to a new address (its DNS name re-resolved elsewhere).
+    SetPeerAddr {
+        id: NodeId,
+        addr: SocketAddr,
+        reply: oneshot::Sender<Result<(), RuntimeError>>,
+    },
     /// Start a snapshot here.
     Initiate {
         reply: oneshot::Sender<Result<SnapshotId, RuntimeError>>,
@@ -229,6 +235,9 @@ where
                     self.maybe_start();
                 }
                 let _ = reply.send(result);
+            }
+            Request::SetPeerAddr { id, addr, reply } => {
+                let _ = reply.send(self.io.set_peer_addr(id, addr).map_err(RuntimeError::from));
             }
             Request::Initiate { reply } => {
                 let result = if self.started {

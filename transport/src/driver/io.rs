@@ -113,6 +113,37 @@ impl UdpIo {
         Ok(())
     }
 
+    /// Moves `peer`, already in the table, to `addr` (a peer behind a DNS name that came
+    /// back on another address, e.g. a rescheduled container). Datagrams from its old
+    /// address count as unknown from now on. The core keeps the peer's state: a
+    /// restarted peer announces its new life as usual.
+    pub fn set_peer_addr(&mut self, peer: NodeId, addr: SocketAddr) -> Result<(), DriverError> {
+        check_peer(self.listen, self.local, peer, addr)?;
+        if !self.peer_addrs.contains_key(&peer) {
+            return Err(DriverError::DuplicatePeer(format!(
+                "{peer} is not a peer yet (add it first)"
+            )));
+        }
+        match self.sources.get(&canonical(addr)) {
+            Some(&other) if other != peer => {
+                return Err(DriverError::DuplicatePeer(format!(
+                    "{other} already uses address {addr}"
+                )));
+            }
+            _ => {}
+        }
+        self.sources.retain(|_, p| *p != peer);
+        self.peer_addrs
+            .insert(peer, sendable(addr, self.local_addr.is_ipv6()));
+        self.sources.insert(canonical(addr), peer);
+        Ok(())
+    }
+
+    /// The address datagrams to `peer` go to.
+    pub fn peer_addr(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.peer_addrs.get(&peer).copied()
+    }
+
     /// Waits for the next datagram from a known peer; returns its sender and length in
     /// `buf` (which should hold [`RECV_BUFFER`] bytes). Datagrams from unknown addresses
     /// and receive errors are counted and skipped. Cancel-safe: the only await point is
@@ -248,5 +279,43 @@ fn sendable(addr: SocketAddr, socket_is_v6: bool) -> SocketAddr {
             SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port())
         }
         _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    /// A peer behind a DNS name moves: datagrams go to and are accepted from the new
+    /// address only, and another peer's address or an unknown peer is refused.
+    #[tokio::test]
+    async fn a_peer_moves_to_a_new_address() {
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let config = EndpointConfig::new(
+            Config {
+                local: NodeId(0),
+                ..Config::default()
+            },
+            at(0),
+        );
+        let mut io = UdpIo::bind(
+            &config,
+            &[(NodeId(1), at(4001)), (NodeId(2), at(4002))],
+            Time::ZERO,
+        )
+        .unwrap();
+        io.set_peer_addr(NodeId(1), at(5001)).unwrap();
+        assert_eq!(io.peer_addr(NodeId(1)), Some(at(5001)));
+        assert_eq!(io.sources.get(&at(5001)), Some(&NodeId(1)));
+        assert!(
+            !io.sources.contains_key(&at(4001)),
+            "the old address is forgotten"
+        );
+        let e = io.set_peer_addr(NodeId(1), at(4002)).unwrap_err();
+        assert!(e.to_string().contains("n2 already uses"), "{e}");
+        assert!(io.set_peer_addr(NodeId(7), at(4007)).is_err());
+        // Moving to the address it has is a no-op, not a conflict with itself.
+        io.set_peer_addr(NodeId(1), at(5001)).unwrap();
     }
 }

@@ -16,7 +16,12 @@ pub fn shutter() -> Command {
 
 /// Runs `shutter ARGS` to completion, killing it (and failing) after `limit`.
 pub fn run(args: &[&str], limit: Duration) -> Output {
-    let mut child = shutter()
+    run_command(shutter(), args, limit)
+}
+
+/// Like [`run`] with a prepared command (environment, working directory).
+pub fn run_command(mut command: Command, args: &[&str], limit: Duration) -> Output {
+    let mut child = command
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
