@@ -10,13 +10,14 @@
 //! * [`rate`] (a): 64 B message rate vs raw UDP `sendmmsg`/`recvmmsg` batch 64;
 //! * [`snapshots`] (c): snapshot completion latency under loss;
 //! * [`throughput`] (d): application throughput under periodic snapshots;
-//! * [`simwall`] (f): simulator wall time per simulated second.
-//!
-//! Part (b), one-way latency through nftables drop vs TCP and KCP, is not here yet.
+//! * [`simwall`] (f): simulator wall time per simulated second;
+//! * [`netlat`] (b): one-way latency through nftables drop between network namespaces,
+//!   vs TCP and KCP (root only).
 
 pub mod cluster;
 pub mod cpu;
 pub mod headers;
+pub mod netlat;
 pub mod rate;
 pub mod report;
 pub mod simwall;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p shutter-bench -- all --json bench.json
-//! cargo run --release -p shutter-bench -- headers          # one part
+//! cargo run --release -p shutter-bench -- headers          # one part (see --help)
 //! cargo run --release -p shutter-bench -- all --tiny       # every part at test size
 //! ```
 
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use shutter_bench::report::Section;
-use shutter_bench::{Run, headers, rate, simwall, snapshots, throughput, utc_now};
+use shutter_bench::{Run, headers, netlat, rate, simwall, snapshots, throughput, utc_now};
 
 #[derive(Parser, Debug)]
 #[command(about = "shutter's side-by-side benchmark (issue 14): tables, targets, JSON")]
@@ -42,6 +42,9 @@ enum Part {
     Throughput,
     /// (f) simulator wall time per simulated second at 64/128/256 nodes.
     Sim,
+    /// (b) one-way latency at 0/1/5/10/20% nftables drop between namespaces: shutter vs
+    /// TCP vs KCP (root, `ip`, `nft`; skipped with the reason otherwise).
+    Netlat,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +115,14 @@ fn run(args: &Args) -> Result<()> {
             simwall::Opts::full()
         };
         emit(simwall::run(&o), &mut out);
+    }
+    if want(Part::Netlat) {
+        let o = if tiny {
+            netlat::Opts::tiny()
+        } else {
+            netlat::Opts::full()
+        };
+        emit(netlat::run(&o)?, &mut out);
     }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&out)?;

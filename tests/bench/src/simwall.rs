@@ -22,7 +22,7 @@ impl Opts {
     /// The sizes; shorter spans for the bigger clusters.
     pub fn full() -> Opts {
         Opts {
-            runs: vec![(64, 400), (128, 200), (256, 100)],
+            runs: vec![(64, 400), (128, 250), (256, 150)],
         }
     }
 

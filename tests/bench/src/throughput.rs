@@ -191,9 +191,13 @@ pub async fn run(opts: &Opts) -> Result<Section> {
         ("every 10 ms", Some(Duration::from_millis(10))),
     ];
     let mut all: Vec<Vec<Measure>> = vec![Vec::new(); modes.len()];
-    for _ in 0..opts.rounds.max(1) {
-        for (i, (_, every)) in modes.iter().enumerate() {
-            all[i].push(once(opts, *every).await?);
+    for round in 0..opts.rounds.max(1) {
+        // Rotate which mode goes first so none always follows a teardown.
+        for j in 0..modes.len() {
+            let i = (round + j) % modes.len();
+            all[i].push(once(opts, modes[i].1).await?);
+            // Let the previous cluster's sockets and tasks wind down.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     let mut s = Section::new(

@@ -2,7 +2,7 @@
 //! (no timing assertions: figures at this size mean nothing).
 
 use shutter_bench::report::Section;
-use shutter_bench::{headers, rate, simwall, snapshots, throughput};
+use shutter_bench::{headers, netlat, rate, simwall, snapshots, throughput};
 
 fn well_formed(s: &Section, rows: usize) {
     assert_eq!(s.rows.len(), rows, "{}", s.render());
@@ -59,4 +59,17 @@ async fn throughput_tiny() {
     for r in &s.rows {
         assert_eq!(r[9], 0, "a snapshot failed its checks: {}", s.render());
     }
+}
+
+#[test]
+fn netlat_tiny() {
+    let s = netlat::run(&netlat::Opts::tiny()).expect("netlat runs");
+    if s.notes.iter().any(|n| n.starts_with("SKIPPED")) {
+        println!("netlat SKIPPED: {:?}", s.notes);
+        assert!(s.rows.is_empty());
+        return;
+    }
+    well_formed(&s, 3);
+    // Reliable protocols: shutter delivers everything at 5% drop in the time given.
+    assert_eq!(s.rows[0][3], 0, "{}", s.render());
 }
