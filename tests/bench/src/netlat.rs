@@ -216,7 +216,11 @@ async fn send_all(
         // timer granularity is not counted against any protocol.
         let scheduled = base + offset.as_nanos() as u64;
         let woke = stamp();
-        let from = if previous_done <= scheduled { woke } else { scheduled };
+        let from = if previous_done <= scheduled {
+            woke
+        } else {
+            scheduled
+        };
         let m = message(k, from);
         let sent = match &mut tx {
             Tx::Shutter(ep) => tokio::time::timeout_at(stop, ep.send(NodeId(1), m))
