@@ -6,10 +6,11 @@
 //! the same rule for TCP so the stream baseline loses as much. Each side runs on its own
 //! thread that entered its namespace (`setns`) before creating its sockets, with its own
 //! tokio runtime. The sender offers `rate` 64 B messages per second on a fixed schedule
-//! and latency is taken from each message's *scheduled* send time when the sender was
-//! still blocked in the previous send (wrk2-style: a sender held back by flow control is
-//! charged for it), else from when its timer woke it (tokio timers are 1 ms coarse and
-//! that is not the protocol's doing); both threads read one monotonic clock. Messages still missing at the end are counted with the time they had waited
+//! and latency is taken wrk2-style: a message is charged for the time the sender was
+//! held back by earlier send calls (flow control, a full window) past its scheduled
+//! slot, but not for tokio's 1 ms timer lateness, which is no protocol's doing (the
+//! sender keeps a virtual clock advanced by send-call durations only); both threads read
+//! one monotonic clock. Messages still missing at the end are counted with the time they had waited
 //! (a lower bound), never dropped from the percentiles.
 //!
 //! KCP is `tokio_kcp` in "turbo" settings as the issue gives them: nodelay, interval
@@ -206,21 +207,18 @@ async fn send_all(
     // send (the receiver gave up and closed) ends the sending: what is missing shows on
     // the receiving side.
     let stop = start + opts.duration + opts.drain;
-    let mut previous_done = 0u64;
+    let mut virtual_free = 0u64;
     for k in 0..total {
         let offset = gap * k as u32;
         tokio::time::sleep_until(start + offset).await;
-        // wrk2-style, minus the timer: a message whose slot came while the previous
-        // send was still blocked (flow control, a full window) is charged from its
-        // scheduled time; otherwise from when the sender woke for it, so tokio's 1 ms
-        // timer granularity is not counted against any protocol.
+        // wrk2-style, minus the timer: a message is charged for the time the sender
+        // spent blocked in earlier sends (flow control, a full window) past its slot,
+        // kept on a virtual clock that advances by send-call durations only; tokio's
+        // 1 ms timer lateness is not charged to any protocol.
         let scheduled = base + offset.as_nanos() as u64;
         let woke = stamp();
-        let from = if previous_done <= scheduled {
-            woke
-        } else {
-            scheduled
-        };
+        let virtual_start = scheduled.max(virtual_free);
+        let from = woke.saturating_sub(virtual_start - scheduled);
         let m = message(k, from);
         let sent = match &mut tx {
             Tx::Shutter(ep) => tokio::time::timeout_at(stop, ep.send(NodeId(1), m))
@@ -236,7 +234,7 @@ async fn send_all(
         if !sent {
             break;
         }
-        previous_done = stamp();
+        virtual_free = virtual_start + stamp().saturating_sub(woke);
     }
     // Keep the sender alive (retransmitting, acknowledging) until the receiver is done.
     while !done.load(Ordering::Relaxed)
