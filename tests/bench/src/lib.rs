@@ -1,0 +1,64 @@
+//! shutter's own side-by-side benchmark (issue 14, item 5).
+//!
+//! Each part measures one thing and returns a [`report::Section`]: a table (printed and
+//! written to JSON) plus the issue-14 targets it judges from this run's figures. Parts
+//! that compare variants (raw UDP vs shutter, Mattern vs Chandy-Lamport, snapshot
+//! intervals) interleave them in one run, because the machine is shared and absolute
+//! figures drift.
+//!
+//! * [`headers`] (e): header bytes per application message;
+//! * [`rate`] (a): 64 B message rate vs raw UDP `sendmmsg`/`recvmmsg` batch 64;
+//! * [`snapshots`] (c): snapshot completion latency under loss;
+//! * [`throughput`] (d): application throughput under periodic snapshots;
+//! * [`simwall`] (f): simulator wall time per simulated second;
+//! * [`netlat`] (b): one-way latency through nftables drop between network namespaces,
+//!   vs TCP and KCP (root only).
+
+pub mod cluster;
+pub mod cpu;
+pub mod headers;
+pub mod netlat;
+pub mod rate;
+pub mod report;
+pub mod simwall;
+pub mod snapshots;
+pub mod throughput;
+
+use serde::Serialize;
+
+/// Everything one invocation measured, as written to the JSON file.
+#[derive(Debug, Serialize)]
+pub struct Run {
+    /// UTC time the run started (RFC 3339, from the system clock).
+    pub started: String,
+    /// Logical CPUs the OS reports.
+    pub cpus: usize,
+    /// The command line.
+    pub command: String,
+    /// The tables, in the order they ran.
+    pub sections: Vec<report::Section>,
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` from the system clock (civil-from-days, no time zone data).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

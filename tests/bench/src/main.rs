@@ -1,0 +1,133 @@
+//! `shutter-bench`: runs the side-by-side benchmark of issue 14 (all parts, or one),
+//! prints the tables with the issue's targets judged against this run, and writes JSON.
+//!
+//! ```text
+//! cargo run --release -p shutter-bench -- all --json bench.json
+//! cargo run --release -p shutter-bench -- headers          # one part (see --help)
+//! cargo run --release -p shutter-bench -- all --tiny       # every part at test size
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use shutter_bench::report::Section;
+use shutter_bench::{Run, headers, netlat, rate, simwall, snapshots, throughput, utc_now};
+
+#[derive(Parser, Debug)]
+#[command(about = "shutter's side-by-side benchmark (issue 14): tables, targets, JSON")]
+struct Args {
+    #[command(subcommand)]
+    part: Part,
+    /// Write every table as JSON here.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Test sizes: seconds in all, figures meaningless.
+    #[arg(long, global = true)]
+    tiny: bool,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Every part below, in order of priority.
+    All,
+    /// (e) header bytes per application message, N=8/32/64, three traffic patterns.
+    Headers,
+    /// (a) 64 B message rate: Endpoint vs raw UDP sendmmsg/recvmmsg batch 64.
+    Rate,
+    /// (c) snapshot latency at 0/10/20% loss, 8 and 64 nodes, both algorithms, warm and cold.
+    Snapshots,
+    /// (d) application throughput with no snapshots, every 100 ms, every 10 ms.
+    Throughput,
+    /// (f) simulator wall time per simulated second at 64/128/256 nodes.
+    Sim,
+    /// (b) one-way latency at 0/1/5/10/20% nftables drop between namespaces: shutter vs
+    /// TCP vs KCP (root, `ip`, `nft`; skipped with the reason otherwise).
+    Netlat,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shutter-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let mut out = Run {
+        started: utc_now(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        sections: Vec::new(),
+    };
+    println!("shutter-bench, {} UTC, {} CPUs", out.started, out.cpus);
+    let want = |p: Part| args.part == Part::All || args.part == p;
+    let tiny = args.tiny;
+    let emit = |s: Section, out: &mut Run| {
+        println!("\n{}", s.render());
+        out.sections.push(s);
+    };
+    if want(Part::Headers) {
+        let o = if tiny {
+            headers::Opts::tiny()
+        } else {
+            headers::Opts::full()
+        };
+        emit(headers::run(&o), &mut out);
+    }
+    if want(Part::Rate) {
+        let o = if tiny {
+            rate::Opts::tiny()
+        } else {
+            rate::Opts::full()
+        };
+        emit(rt.block_on(rate::run(&o))?, &mut out);
+    }
+    if want(Part::Snapshots) {
+        let o = if tiny {
+            snapshots::Opts::tiny()
+        } else {
+            snapshots::Opts::full()
+        };
+        emit(rt.block_on(snapshots::run(&o))?, &mut out);
+    }
+    if want(Part::Throughput) {
+        let o = if tiny {
+            throughput::Opts::tiny()
+        } else {
+            throughput::Opts::full()
+        };
+        emit(rt.block_on(throughput::run(&o))?, &mut out);
+    }
+    if want(Part::Sim) {
+        let o = if tiny {
+            simwall::Opts::tiny()
+        } else {
+            simwall::Opts::full()
+        };
+        emit(simwall::run(&o), &mut out);
+    }
+    if want(Part::Netlat) {
+        let o = if tiny {
+            netlat::Opts::tiny()
+        } else {
+            netlat::Opts::full()
+        };
+        emit(netlat::run(&o)?, &mut out);
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&out)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}

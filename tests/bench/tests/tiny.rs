@@ -1,0 +1,75 @@
+//! Every part at tiny size: it runs, stops by itself and produces well-formed rows
+//! (no timing assertions: figures at this size mean nothing).
+
+use shutter_bench::report::Section;
+use shutter_bench::{headers, netlat, rate, simwall, snapshots, throughput};
+
+fn well_formed(s: &Section, rows: usize) {
+    assert_eq!(s.rows.len(), rows, "{}", s.render());
+    for r in &s.rows {
+        assert_eq!(r.len(), s.columns.len(), "{}", s.render());
+    }
+    assert!(!s.targets.is_empty());
+    let json = serde_json::to_string(s).expect("a section serializes");
+    assert!(json.contains(&s.name));
+}
+
+#[test]
+fn headers_tiny() {
+    let s = headers::run(&headers::Opts::tiny());
+    well_formed(&s, 3);
+    // The shipped header is never smaller than its clock.
+    for r in &s.rows {
+        assert!(r[2].as_f64().unwrap() > r[3].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn sim_tiny() {
+    let s = simwall::run(&simwall::Opts::tiny());
+    well_formed(&s, 1);
+    assert_eq!(s.rows[0][7], "pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_tiny() {
+    let s = rate::run(&rate::Opts::tiny()).await.expect("rate runs");
+    well_formed(&s, 3);
+    // Reliable delivery: every shutter message arrived.
+    assert_eq!(s.rows[1][6], 100);
+    assert_eq!(s.rows[2][6], 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_tiny() {
+    let o = snapshots::Opts::tiny();
+    let s = snapshots::run(&o).await.expect("snapshots run");
+    well_formed(&s, o.sizes.len() * o.losses.len() * 4);
+    for r in &s.rows {
+        assert_eq!(r[10], 0, "a snapshot failed its checks: {}", s.render());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_tiny() {
+    let s = throughput::run(&throughput::Opts::tiny())
+        .await
+        .expect("throughput runs");
+    well_formed(&s, 3);
+    for r in &s.rows {
+        assert_eq!(r[9], 0, "a snapshot failed its checks: {}", s.render());
+    }
+}
+
+#[test]
+fn netlat_tiny() {
+    let s = netlat::run(&netlat::Opts::tiny()).expect("netlat runs");
+    if s.notes.iter().any(|n| n.starts_with("SKIPPED")) {
+        println!("netlat SKIPPED: {:?}", s.notes);
+        assert!(s.rows.is_empty());
+        return;
+    }
+    well_formed(&s, 3);
+    // Reliable protocols: shutter delivers everything at 5% drop in the time given.
+    assert_eq!(s.rows[0][3], 0, "{}", s.render());
+}
