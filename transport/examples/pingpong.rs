@@ -64,7 +64,7 @@ struct Args {
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
-    /// Seal every datagram (ChaCha20-Poly1305 with a random key) instead of plain CRC.
+    /// Seal every datagram (AES-256-GCM with a random key) instead of plain CRC.
     #[arg(long)]
     sealed: bool,
 }
@@ -259,4 +259,33 @@ fn report(
         "elapsed_ms": elapsed.as_millis() as u64,
         "messages_per_sec": (unique as f64 / secs).round(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_units_and_flags_are_named_like_shutter_demo() {
+        // The old spelling and bare numbers are errors, as in `shutter demo`.
+        assert!(Args::try_parse_from(["pingpong", "--jitter-ms", "1"]).is_err());
+        assert!(Args::try_parse_from(["pingpong", "--jitter", "1"]).is_err());
+        assert!(Args::try_parse_from(["pingpong", "--timeout", "60"]).is_err());
+        let a = Args::try_parse_from([
+            "pingpong",
+            "--jitter",
+            "1ms",
+            "--delay",
+            "5ms",
+            "--reorder-delay",
+            "3ms",
+            "--timeout",
+            "2s",
+        ])
+        .expect("flags with units parse");
+        assert_eq!(a.jitter, Duration::from_millis(1));
+        assert_eq!(a.delay, Duration::from_millis(5));
+        assert_eq!(a.reorder_delay, Duration::from_millis(3));
+        assert_eq!(a.timeout, Duration::from_secs(2));
+    }
 }
