@@ -271,6 +271,12 @@ pub fn render(nodes: &[NodeSample]) -> String {
     );
     counter_family(
         &mut r,
+        "messages_returned",
+        "Application messages handed back as undeliverable because their receiver restarted (the bank refunds them).",
+        per_node(|s| s.stats.app_messages_returned),
+    );
+    counter_family(
+        &mut r,
         "checkpoints_written",
         "Checkpoints this node wrote.",
         per_node(|s| s.stats.checkpoints_written),
@@ -409,7 +415,7 @@ mod tests {
             members: vec![NodeId(3)],
             app_messages_sent: 0,
             app_messages_delivered: 0,
-            app_messages_returned: 0,
+            app_messages_returned: 2,
             stale_discarded: 0,
             malformed_envelopes: 0,
             non_member_dropped: 0,
@@ -438,6 +444,7 @@ mod tests {
         for needle in [
             "# TYPE shutter_snapshot_latency_seconds histogram",
             "shutter_retransmits_total{node=\"n3\"} 7",
+            "shutter_messages_returned_total{node=\"n3\"} 2",
             "shutter_snapshots_aborted_total{node=\"n3\",reason=\"timeout\"} 4",
             "shutter_dropped_total{node=\"n3\",reason=\"auth_failed\"} 2",
             "shutter_dropped_total{node=\"n3\",reason=\"admin_refused\"} 1",
