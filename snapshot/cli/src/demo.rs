@@ -452,7 +452,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let delivery = merge(stats.iter().map(|s| &s.transport.core.delivery_latency));
     let snapshot = merge(stats.iter().map(|s| s.snapshots.latency()));
     let mut summary = summarize(&args, &stats, &out, duration);
-    summary.started_at = crate::summary::rfc3339(started_wall);
+    summary.started_at = shutter_snapshot::report::rfc3339(started_wall);
     summary.snapshots_unfinished = unfinished;
     summary.duplicates_delivered = shared.duplicates.load(Ordering::Relaxed);
     summary.expected_total = expected_total;

@@ -7,9 +7,11 @@
 //! moment the whole message is handed to the receiver, so retransmission delay is included
 //! and coordinated omission does not hide it.
 
+mod date;
 mod hgrm;
 mod hlog;
 
+pub use date::rfc3339;
 pub use hgrm::{HgrmRow, PercentileStep, parse_hgrm, percentile_steps, write_hgrm};
 pub use hlog::{IntervalLog, read_hlog};
 
