@@ -138,15 +138,10 @@ impl Kind {
 /// The datagram counters of a node's `dropped` object (everything but `admin_refused`),
 /// by name.
 fn datagram_counters(d: &Dropped) -> BTreeMap<&'static str, u64> {
-    BTreeMap::from([
-        ("auth_failed", d.auth_failed),
-        ("replayed", d.replayed),
-        ("wrong_protection", d.wrong_protection),
-        ("corrupt", d.corrupt),
-        ("malformed", d.malformed),
-        ("unknown_peer", d.unknown_peer),
-        ("stale_incarnation", d.stale_incarnation),
-    ])
+    d.by_reason()
+        .into_iter()
+        .filter(|(why, _)| *why != "admin_refused")
+        .collect()
 }
 
 fn delta(before: &Dropped, after: &Dropped) -> BTreeMap<&'static str, i64> {

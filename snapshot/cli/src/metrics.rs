@@ -244,23 +244,14 @@ pub fn render(nodes: &[NodeSample]) -> String {
         "dropped",
         "Datagrams, envelopes and admin requests refused, by reason.",
         nodes.iter().flat_map(|s| {
-            let d = Dropped::from_stats(&s.stats, s.admin_refused);
-            [
-                ("auth_failed", d.auth_failed),
-                ("replayed", d.replayed),
-                ("wrong_protection", d.wrong_protection),
-                ("corrupt", d.corrupt),
-                ("malformed", d.malformed),
-                ("unknown_peer", d.unknown_peer),
-                ("stale_incarnation", d.stale_incarnation),
-                ("admin_refused", d.admin_refused),
-            ]
-            .into_iter()
-            .map(move |(why, n)| {
-                let mut l = node(s);
-                l.push(("reason", why.to_string()));
-                (l, n)
-            })
+            Dropped::from_stats(&s.stats, s.admin_refused)
+                .by_reason()
+                .into_iter()
+                .map(move |(why, n)| {
+                    let mut l = node(s);
+                    l.push(("reason", why.to_string()));
+                    (l, n)
+                })
         }),
     );
     counter_family(

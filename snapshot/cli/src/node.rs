@@ -111,16 +111,24 @@ impl Dropped {
         }
     }
 
+    /// Every counter with its reason's name (the names of the JSON fields and of the
+    /// metrics' `reason` label); `admin_refused` last, the only one not about datagrams.
+    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+        [
+            ("auth_failed", self.auth_failed),
+            ("replayed", self.replayed),
+            ("wrong_protection", self.wrong_protection),
+            ("corrupt", self.corrupt),
+            ("malformed", self.malformed),
+            ("unknown_peer", self.unknown_peer),
+            ("stale_incarnation", self.stale_incarnation),
+            ("admin_refused", self.admin_refused),
+        ]
+    }
+
     /// Sum over every reason.
     pub fn total(&self) -> u64 {
-        self.auth_failed
-            + self.replayed
-            + self.wrong_protection
-            + self.corrupt
-            + self.malformed
-            + self.unknown_peer
-            + self.stale_incarnation
-            + self.admin_refused
+        self.by_reason().iter().map(|(_, n)| n).sum()
     }
 }
 
