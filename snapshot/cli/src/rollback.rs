@@ -14,19 +14,34 @@ use anyhow::{Result, bail};
 use shutter_vclock::NodeId;
 
 use crate::admin::{self, Reply, Request, parse_snapshot_id};
-use crate::args::{MemberArgs, RollbackArgs};
+use crate::args::{KeyArgs, MemberArgs, RollbackArgs};
 use crate::key;
 use crate::peers::PeersFile;
 use crate::usage;
 
-/// The admin address of node `via`, or a usage error naming the peers file.
-fn via_admin(peers: &PeersFile, path: &std::path::Path, via: u32) -> Result<std::net::SocketAddr> {
-    peers.admin_of(NodeId(via)).ok_or_else(|| {
+/// Asks node `via` (from the peers file at `path`) to coordinate `request`, a
+/// rollback round, and waits for it: the snapshot the cluster went back to, or an error
+/// saying why not.
+async fn round(
+    peers: &PeersFile,
+    path: &std::path::Path,
+    via: u32,
+    key: &KeyArgs,
+    timeout: std::time::Duration,
+    request: &Request,
+) -> Result<String> {
+    let addr = peers.admin_of(NodeId(via)).ok_or_else(|| {
         usage(format!(
             "{}: --via {via}: no such node in the peers file",
             path.display()
         ))
-    })
+    })?;
+    let auth = key::cluster_auth(key, peers, path)?;
+    match admin::request(addr, request, timeout, &auth).await? {
+        Reply::RolledBack(id) => Ok(id),
+        Reply::Error(e) => bail!("n{via} refused: {e}"),
+        other => bail!("n{via} answered something else: {other:?}"),
+    }
 }
 
 /// `shutter rollback`.
@@ -36,16 +51,18 @@ pub async fn run(args: RollbackArgs) -> Result<ExitCode> {
         Some(text) => Some(parse_snapshot_id(text).map_err(|e| usage(format!("--to: {e}")))?),
         None => None,
     };
-    let addr = via_admin(&peers, &args.peers, args.via)?;
-    let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
-    match admin::request(addr, &Request::Rollback { to }, args.timeout, &auth).await? {
-        Reply::RolledBack(id) => {
-            println!("the cluster rolled back to snapshot {id}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Reply::Error(e) => bail!("n{} refused: {e}", args.via),
-        other => bail!("n{} answered something else: {other:?}", args.via),
-    }
+    let request = Request::Rollback { to };
+    let id = round(
+        &peers,
+        &args.peers,
+        args.via,
+        &args.key,
+        args.timeout,
+        &request,
+    )
+    .await?;
+    println!("the cluster rolled back to snapshot {id}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `shutter remove`.
@@ -65,26 +82,28 @@ pub async fn remove(args: MemberArgs) -> Result<ExitCode> {
             args.via
         )));
     }
-    let addr = via_admin(&peers, &args.peers, args.via)?;
-    let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
-    match admin::request(addr, &Request::Remove { node: gone }, args.timeout, &auth).await? {
-        Reply::RolledBack(id) => {
-            println!(
-                "{gone} removed: the cluster went back to snapshot {id}, and a member inherited {gone}'s part"
-            );
-            println!(
-                "delete {gone} from {} before restarting any node (its checkpoints now belong to the smaller cluster)",
-                args.peers.display()
-            );
-            println!(
-                "the money stays the opening money of all {} nodes: check later snapshots with `--total` (default: the nodes in the snapshot x 1000)",
-                peers.members().len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Reply::Error(e) => bail!("n{} refused: {e}", args.via),
-        other => bail!("n{} answered something else: {other:?}", args.via),
-    }
+    let request = Request::Remove { node: gone };
+    let id = round(
+        &peers,
+        &args.peers,
+        args.via,
+        &args.key,
+        args.timeout,
+        &request,
+    )
+    .await?;
+    println!(
+        "{gone} removed: the cluster went back to snapshot {id}, and a member inherited {gone}'s part"
+    );
+    println!(
+        "delete {gone} from {} before restarting any node (its checkpoints now belong to the smaller cluster)",
+        args.peers.display()
+    );
+    println!(
+        "the money stays the opening money of all {} nodes: check later snapshots with `--total` (default: the nodes in the snapshot x 1000)",
+        peers.members().len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `shutter add`.
@@ -104,20 +123,21 @@ pub async fn add(args: MemberArgs) -> Result<ExitCode> {
             args.via
         )));
     }
-    let addr = via_admin(&peers, &args.peers, args.via)?;
-    let auth = key::cluster_auth(&args.key, &peers, &args.peers)?;
     let request = Request::Add {
         node: new,
         addr: node_addr,
     };
-    match admin::request(addr, &request, args.timeout, &auth).await? {
-        Reply::RolledBack(id) => {
-            println!(
-                "{new} added: the cluster went back to snapshot {id} and {new} started from an empty account"
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Reply::Error(e) => bail!("n{} refused: {e}", args.via),
-        other => bail!("n{} answered something else: {other:?}", args.via),
-    }
+    let id = round(
+        &peers,
+        &args.peers,
+        args.via,
+        &args.key,
+        args.timeout,
+        &request,
+    )
+    .await?;
+    println!(
+        "{new} added: the cluster went back to snapshot {id} and {new} started from an empty account"
+    );
+    Ok(ExitCode::SUCCESS)
 }
