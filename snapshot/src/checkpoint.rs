@@ -21,6 +21,7 @@
 //! loaded and never fatal for the others. A directory that cannot be created or written
 //! is an error naming it.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,7 @@ use shutter_vclock::NodeId;
 use thiserror::Error;
 
 use crate::persist::{self, PersistError};
+use crate::recovery::Removal;
 use crate::wire::{LocalReport, SnapshotId};
 
 /// First bytes of every checkpoint file.
@@ -62,6 +64,48 @@ impl Checkpoint {
     pub fn id(&self) -> SnapshotId {
         self.part.id
     }
+
+    /// What a restore of this checkpoint inherits: the parts it inherited before, plus
+    /// the removed member's replica if `removal` names `me` the heir.
+    pub fn inherited_for(
+        &self,
+        me: NodeId,
+        removal: Option<Removal>,
+    ) -> Vec<(NodeId, LocalReport)> {
+        let mut inherited = self.inherited.clone();
+        if let Some(r) = removal.filter(|r| r.heir == me)
+            && let Some((_, p)) = self.replicas.iter().find(|(n, _)| *n == r.node)
+        {
+            inherited.push((r.node, p.clone()));
+        }
+        inherited
+    }
+}
+
+/// Per member, the snapshot ids of which `checkpoints` hold that member's part as a
+/// replica, in the checkpoints' order (what `Stack::set_replicas` takes).
+pub fn replica_index<'a>(
+    checkpoints: impl IntoIterator<Item = &'a Checkpoint>,
+) -> BTreeMap<NodeId, Vec<SnapshotId>> {
+    let mut index = BTreeMap::<NodeId, Vec<SnapshotId>>::new();
+    for c in checkpoints {
+        for (n, _) in &c.replicas {
+            index.entry(*n).or_default().push(c.id());
+        }
+    }
+    index
+}
+
+/// Which of `ids` (regular checkpoints, oldest first) pruning deletes, by index: all but
+/// the newest `keep`, and never the newest of each initiator. The newest of each
+/// initiator is what a removal needs: its initiator keeps the replicas, and every
+/// member that committed it keeps it too however many other initiators' snapshots
+/// commit meanwhile (at most one file per member more).
+pub fn prunable(ids: &[SnapshotId], keep: usize) -> Vec<usize> {
+    let old = ids.len().saturating_sub(keep);
+    (0..old)
+        .filter(|&i| ids[i + 1..].iter().any(|l| l.initiator == ids[i].initiator))
+        .collect()
 }
 
 /// What went wrong with the store or one of its files; always names the path.
@@ -166,16 +210,10 @@ impl CheckpointStore {
 
     /// Per other member, the snapshot ids of which this store holds a replica of its
     /// part, oldest first.
-    pub fn replica_ids(
-        &self,
-    ) -> Result<std::collections::BTreeMap<NodeId, Vec<SnapshotId>>, StoreError> {
-        let mut map = std::collections::BTreeMap::<NodeId, Vec<SnapshotId>>::new();
-        for (_, c) in self.scan()?.checkpoints {
-            for (n, _) in &c.replicas {
-                map.entry(*n).or_default().push(c.id());
-            }
-        }
-        Ok(map)
+    pub fn replica_ids(&self) -> Result<BTreeMap<NodeId, Vec<SnapshotId>>, StoreError> {
+        Ok(replica_index(
+            self.scan()?.checkpoints.iter().map(|(_, c)| c),
+        ))
     }
 
     /// This node's part of snapshot `id`, if a valid checkpoint holds it.
@@ -324,11 +362,8 @@ impl CheckpointStore {
         Ok(dropped)
     }
 
-    /// Deletes all but the newest `keep` valid checkpoints, and never the genesis one
-    /// nor the newest of each initiator (damaged files are left for the operator to look
-    /// at). The newest of each initiator is what a removal needs: its initiator keeps
-    /// the replicas, and every member that committed it keeps it too however many
-    /// other initiators' snapshots commit meanwhile (at most one file per member more).
+    /// Deletes what [`prunable`] names among the valid checkpoints, never the genesis
+    /// one (damaged files are left for the operator to look at).
     fn prune(&self) -> Result<(), StoreError> {
         let scan = self.scan()?;
         let regular: Vec<_> = scan
@@ -336,16 +371,8 @@ impl CheckpointStore {
             .iter()
             .filter(|(_, c)| c.id() != crate::recovery::GENESIS)
             .collect();
-        let mut newest_of = std::collections::BTreeMap::new();
-        for (path, c) in &regular {
-            newest_of.insert(c.id().initiator, path.clone());
-        }
-        let n = regular.len();
-        for (path, _) in regular
-            .into_iter()
-            .take(n.saturating_sub(self.keep))
-            .filter(|(p, c)| newest_of.get(&c.id().initiator) != Some(p))
-        {
+        let ids: Vec<SnapshotId> = regular.iter().map(|(_, c)| c.id()).collect();
+        for (path, _) in prunable(&ids, self.keep).into_iter().map(|i| regular[i]) {
             fs::remove_file(path).map_err(|source| StoreError::Dir {
                 path: path.clone(),
                 source,

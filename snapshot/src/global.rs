@@ -68,6 +68,14 @@ impl GlobalSnapshot {
             .flat_map(|((from, _), msgs)| msgs.iter().map(move |m| (*from, m)))
     }
 
+    /// Every member's part but `me`'s: what the initiator `me` keeps as replicas.
+    pub fn parts_except(&self, me: NodeId) -> Vec<(NodeId, LocalReport)> {
+        self.nodes()
+            .filter(|n| *n != me)
+            .filter_map(|n| self.part(n).map(|p| (n, p)))
+            .collect()
+    }
+
     /// `node`'s part as it reported it (state, cut clock, incoming channel states), for
     /// keeping as a replica; `None` if `node` is not in the snapshot. The engine life and
     /// the senders' lives it had seen are not kept (0 and empty): a restore does not

@@ -163,3 +163,18 @@ fn decoding_rejects_every_kind_of_damage_without_panicking() {
         assert!(checkpoint::decode(&b).is_err(), "flip at {i}");
     }
 }
+
+#[test]
+fn pruning_keeps_the_newest_k_and_the_newest_of_each_initiator() {
+    let id = |k: u32, s: u64| SnapshotId {
+        initiator: NodeId(k),
+        s,
+    };
+    // Oldest first: n1's only snapshot is old, n0's and n2's have newer ones.
+    let ids = [id(1, 1), id(0, 2), id(2, 3), id(0, 4), id(2, 5), id(0, 6)];
+    // Keep 2: candidates are the first four; n1@1 is the newest of n1, n2@3 is not
+    // (n2@5 is newer).
+    assert_eq!(checkpoint::prunable(&ids, 2), vec![1, 2, 3]);
+    assert_eq!(checkpoint::prunable(&ids, 6), Vec::<usize>::new());
+    assert_eq!(checkpoint::prunable(&ids, 0), vec![1, 2, 3]);
+}

@@ -401,16 +401,14 @@ where
         tracing::info!(node = %self.id, %id, found = checkpoint.is_some(), "rolling back");
         let now = self.clock.now();
         let members_before = self.stack.members();
-        let (part, mut inherited, replicas) = match &checkpoint {
-            Some(c) => (Some(&c.part), c.inherited.clone(), c.replicas.clone()),
+        let (part, inherited, replicas) = match &checkpoint {
+            Some(c) => (
+                Some(&c.part),
+                c.inherited_for(self.id, removal),
+                c.replicas.clone(),
+            ),
             None => (None, Vec::new(), Vec::new()),
         };
-        let heir_of = removal.filter(|r| r.heir == self.id).map(|r| r.node);
-        if let Some(gone) = heir_of
-            && let Some((_, p)) = replicas.iter().find(|(n, _)| *n == gone)
-        {
-            inherited.push((gone, p.clone()));
-        }
         let Some(restored) = self.stack.roll_back(now, epoch, part, &inherited) else {
             return;
         };
@@ -492,12 +490,7 @@ where
                 }
                 StackEvent::Snapshot(SnapshotEvent::Completed(snap)) => {
                     if self.store.is_some() && snap.id.initiator == self.id {
-                        let replicas = snap
-                            .nodes()
-                            .filter(|n| *n != self.id)
-                            .filter_map(|n| snap.part(n).map(|p| (n, p)))
-                            .collect();
-                        self.pending_replicas = Some((snap.id, replicas));
+                        self.pending_replicas = Some((snap.id, snap.parts_except(self.id)));
                     }
                     NodeEvent::Completed(*snap)
                 }

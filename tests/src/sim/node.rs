@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use shutter_snapshot::SnapshotEngine;
 use shutter_snapshot::bank::{Bank, BankConfig, BankState};
 use shutter_snapshot::chandy_lamport;
-use shutter_snapshot::checkpoint::Checkpoint;
+use shutter_snapshot::checkpoint::{self, Checkpoint};
 use shutter_snapshot::life;
 use shutter_snapshot::mattern::{self, EngineConfig};
 use shutter_snapshot::process::{Context, Node, Process, Undeliverable};
@@ -531,20 +531,11 @@ where
             inherited: Vec::new(),
             replicas,
         });
-        // Like the real store: disk[0] (the genesis checkpoint, or the re-based one),
-        // the newest DISK_KEEP, and the newest of each initiator stay.
-        while self.disk.len() > DISK_KEEP + 1 {
-            let newest_of = |disk: &[Checkpoint], i: usize| {
-                let who = disk[i].id().initiator;
-                !disk[i + 1..].iter().any(|c| c.id().initiator == who)
-            };
-            let old = self.disk.len() - DISK_KEEP;
-            match (1..old).find(|&i| !newest_of(&self.disk, i)) {
-                Some(i) => {
-                    self.disk.remove(i);
-                }
-                None => break,
-            }
+        // Like the real store: disk[0] (the genesis checkpoint, or the re-based one)
+        // stays, and the rest is pruned by the store's rule.
+        let ids: Vec<SnapshotId> = self.disk[1..].iter().map(Checkpoint::id).collect();
+        for i in checkpoint::prunable(&ids, DISK_KEEP).into_iter().rev() {
+            self.disk.remove(i + 1);
         }
         self.sync_disk();
     }
@@ -553,13 +544,8 @@ where
     pub fn sync_disk(&mut self) {
         let ids = self.disk.iter().map(|c| c.id()).collect();
         self.stack.set_durable(ids);
-        let mut replicas = std::collections::BTreeMap::<NodeId, Vec<SnapshotId>>::new();
-        for c in &self.disk {
-            for (n, _) in &c.replicas {
-                replicas.entry(*n).or_default().push(c.id());
-            }
-        }
-        self.stack.set_replicas(replicas);
+        self.stack
+            .set_replicas(checkpoint::replica_index(&self.disk));
     }
 
     /// After a restore that changed the membership (or let this node join): the disk

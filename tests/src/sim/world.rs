@@ -526,12 +526,7 @@ where
                             && snap.id == part.id
                             && part.id.initiator == me
                         {
-                            let replicas = snap
-                                .nodes()
-                                .filter(|n| *n != me)
-                                .filter_map(|n| snap.part(n).map(|p| (n, p)))
-                                .collect();
-                            self.nodes[i].pending_replicas = Some((snap.id, replicas));
+                            self.nodes[i].pending_replicas = Some((snap.id, snap.parts_except(me)));
                         }
                         self.nodes[i].commit((*part).clone());
                     }
@@ -571,15 +566,14 @@ where
         let me = self.nodes[i].id;
         let stored = self.nodes[i].stored(id);
         let members_before = self.nodes[i].stack.members();
-        let (part, mut inherited, replicas) = match &stored {
-            Some(c) => (Some(&c.part), c.inherited.clone(), c.replicas.clone()),
+        let (part, inherited, replicas) = match &stored {
+            Some(c) => (
+                Some(&c.part),
+                c.inherited_for(me, removal),
+                c.replicas.clone(),
+            ),
             None => (None, Vec::new(), Vec::new()),
         };
-        if let Some(r) = removal.filter(|r| r.heir == me)
-            && let Some((_, p)) = replicas.iter().find(|(n, _)| *n == r.node)
-        {
-            inherited.push((r.node, p.clone()));
-        }
         let restored = self.nodes[i].stack.roll_back(now, epoch, part, &inherited);
         if let Some(restored) = restored
             && (stored.is_none() || self.nodes[i].stack.members() != members_before)
