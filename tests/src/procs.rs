@@ -267,6 +267,16 @@ pub fn write_peers(path: &Path, nodes: &[(SocketAddr, SocketAddr)], extra: &str)
     std::fs::write(path, s).expect("write peers file");
 }
 
+/// A peers-file `[faults]` table with seed `seed`: Bernoulli `loss` on every link, 5%
+/// duplication, 5% reordering by 5 ms, 1 ms jitter.
+pub fn lossy_faults(seed: u64, loss: f64) -> String {
+    format!(
+        "[faults]\nseed = {seed}\n[faults.default]\n\
+         loss = {{ model = \"bernoulli\", p = {loss} }}\n\
+         duplicate = 0.05\nreorder = 0.05\nreorder_delay_ms = 5\njitter_ms = 1\n"
+    )
+}
+
 /// The `saved PATH` line `shutter snapshot` prints.
 pub fn saved_path(stdout: &str) -> Option<PathBuf> {
     stdout

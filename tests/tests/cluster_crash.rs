@@ -38,7 +38,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shutter_snapshot::{persist, verify};
 use shutter_tests::procs::{
-    Launcher, NodeProcess, loopback_addrs, saved_path, temp_dir, test_main, text, write_peers,
+    Launcher, NodeProcess, loopback_addrs, lossy_faults, saved_path, temp_dir, test_main, text,
+    write_peers,
 };
 
 /// Nodes in the cluster.
@@ -359,15 +360,7 @@ impl Cluster {
     fn start(dir: &Path, fault_seed: u64) -> Cluster {
         let peers = dir.join("peers.toml");
         let addrs = loopback_addrs(NODES);
-        write_peers(
-            &peers,
-            &addrs,
-            &format!(
-                "[faults]\nseed = {fault_seed}\n[faults.default]\n\
-                 loss = {{ model = \"bernoulli\", p = 0.1 }}\n\
-                 duplicate = 0.05\nreorder = 0.05\nreorder_delay_ms = 5\njitter_ms = 1\n"
-            ),
-        );
+        write_peers(&peers, &addrs, &lossy_faults(fault_seed, 0.1));
         let mut cluster = Cluster {
             host: Launcher::host(),
             dir: dir.to_owned(),

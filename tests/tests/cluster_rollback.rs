@@ -28,7 +28,8 @@ use rand_chacha::ChaCha8Rng;
 use shutter_snapshot::bank::BankInvariant;
 use shutter_snapshot::{persist, verify};
 use shutter_tests::procs::{
-    Launcher, NodeProcess, loopback_addrs, saved_path, temp_dir, test_main, text, write_peers,
+    Launcher, NodeProcess, loopback_addrs, lossy_faults, saved_path, temp_dir, test_main, text,
+    write_peers,
 };
 
 const NODES: usize = 4;
@@ -60,11 +61,7 @@ impl Cluster {
         write_peers(
             &peers,
             &loopback_addrs(NODES),
-            &format!(
-                "[faults]\nseed = {fault_seed}\n[faults.default]\n\
-                 loss = {{ model = \"bernoulli\", p = {loss} }}\n\
-                 duplicate = 0.05\nreorder = 0.05\nreorder_delay_ms = 5\njitter_ms = 1\n"
-            ),
+            &lossy_faults(fault_seed, loss),
         );
         let mut c = Cluster {
             host: Launcher::host(),
@@ -168,17 +165,18 @@ impl Cluster {
         std::fs::read_to_string(&self.logs[i]).unwrap_or_default()
     }
 
-    /// Waits until every node's current log has at least `n` rollback lines; returns
-    /// how long that took.
+    /// Waits until the current log of node `i` has at least `counts[i]` rollback lines,
+    /// for the first `counts.len()` nodes; returns how long that took.
     fn wait_rolled_back(&self, counts: &[usize], ctx: &str) -> Duration {
         let start = Instant::now();
+        let nodes = 0..counts.len();
         loop {
-            let now: Vec<usize> = (0..NODES).map(|i| rollbacks(&self.log(i))).collect();
+            let now: Vec<usize> = nodes.clone().map(|i| rollbacks(&self.log(i))).collect();
             if now.iter().zip(counts).all(|(a, b)| a >= b) {
                 return start.elapsed();
             }
             if start.elapsed() > ROLLBACK_LIMIT {
-                let logs: Vec<String> = (0..NODES)
+                let logs: Vec<String> = nodes
                     .map(|i| format!("--- n{i}:\n{}", tail(&self.log(i))))
                     .collect();
                 panic!(
@@ -368,7 +366,22 @@ fn kill_restart_rolls_back_with_the_money_exact() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Lines of a node log saying the cluster rolled back (removal rounds say so too).
+/// A cluster with 10% loss in a fresh directory for test `case` (its replay command is
+/// printed), running, with one snapshot through `via` committed everywhere.
+fn with_a_committed_snapshot(case: &str, via: usize) -> (PathBuf, Cluster) {
+    let seed = seed_from_env();
+    println!(
+        "    seed {seed}; replay with: {SEED_ENV}={seed} cargo test -p shutter-tests --test cluster_rollback -- {case} --nocapture"
+    );
+    let dir = temp_dir(case);
+    let cluster = Cluster::start(&dir, seed & 0x7fff_ffff, 0.1);
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.snapshot_eventually(via, "before the kill");
+    std::thread::sleep(Duration::from_millis(300));
+    (dir, cluster)
+}
+
+/// True if a node log shows it was asked to remove node `gone`.
 fn removed(log: &str, gone: usize) -> bool {
     log.lines()
         .any(|l| l.contains(&format!("admin request: removing n{gone}")))
@@ -385,15 +398,7 @@ fn removed(log: &str, gone: usize) -> bool {
 /// `--join` is added with `shutter add`; snapshots through every member, n4 included,
 /// complete with the same money.
 fn remove_a_dead_node_then_restart_a_survivor() {
-    let seed = seed_from_env();
-    println!(
-        "    seed {seed}; replay with: {SEED_ENV}={seed} cargo test -p shutter-tests --test cluster_rollback -- remove --nocapture"
-    );
-    let dir = temp_dir("remove");
-    let mut cluster = Cluster::start(&dir, seed & 0x7fff_ffff, 0.1);
-    std::thread::sleep(Duration::from_millis(300));
-    cluster.snapshot_eventually(0, "before the kill");
-    std::thread::sleep(Duration::from_millis(300));
+    let (dir, mut cluster) = with_a_committed_snapshot("remove", 0);
     println!("    kill -9 n3 for good; the others go on sending it transfers");
     cluster.nodes[3].kill();
     std::thread::sleep(Duration::from_millis(700));
@@ -421,20 +426,10 @@ fn remove_a_dead_node_then_restart_a_survivor() {
     std::thread::sleep(Duration::from_millis(400));
     let before: Vec<usize> = (0..3).map(|i| rollbacks(&cluster.log(i))).collect();
     cluster.restart(2, 1);
-    let wanted = [before[0] + 1, before[1] + 1, 1];
-    let start = Instant::now();
-    loop {
-        let now: Vec<usize> = (0..3).map(|i| rollbacks(&cluster.log(i))).collect();
-        if now.iter().zip(&wanted).all(|(a, b)| a >= b) {
-            break;
-        }
-        assert!(
-            start.elapsed() < ROLLBACK_LIMIT,
-            "the three did not roll back after n2's restart (rollbacks {now:?}, wanted {wanted:?})\n--- n2:\n{}",
-            tail(&cluster.log(2))
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    cluster.wait_rolled_back(
+        &[before[0] + 1, before[1] + 1, 1],
+        "the three after n2's restart",
+    );
     for via in 0..3 {
         cluster.snapshot_eventually(via, "after the survivor's restart");
     }
@@ -504,15 +499,7 @@ fn remove_a_dead_node_then_restart_a_survivor() {
 /// node rolls back; snapshots through every node complete afterwards; every saved
 /// snapshot holds exactly the opening money.
 fn lost_disk_rolls_back_to_the_start() {
-    let seed = seed_from_env();
-    println!(
-        "    seed {seed}; replay with: {SEED_ENV}={seed} cargo test -p shutter-tests --test cluster_rollback -- lost_disk --nocapture"
-    );
-    let dir = temp_dir("lostdisk");
-    let mut cluster = Cluster::start(&dir, seed & 0x7fff_ffff, 0.1);
-    std::thread::sleep(Duration::from_millis(300));
-    cluster.snapshot_eventually(1, "before the kill");
-    std::thread::sleep(Duration::from_millis(300));
+    let (dir, mut cluster) = with_a_committed_snapshot("lost_disk", 1);
     cluster.nodes[2].kill();
     let data = dir.join("shutter-data").join("n2");
     std::fs::remove_dir_all(&data).expect("delete n2's data dir");
