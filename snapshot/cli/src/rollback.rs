@@ -65,23 +65,36 @@ pub async fn run(args: RollbackArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `shutter remove`.
-pub async fn remove(args: MemberArgs) -> Result<ExitCode> {
+/// The peers file of `shutter remove`/`add`, the node's id and address: refused as a
+/// usage error if the file does not list the node (`missing` says why that matters) or
+/// if `--via` names the node itself (`itself` says what to do).
+fn member_target(
+    args: &MemberArgs,
+    missing: &str,
+    itself: &str,
+) -> Result<(PeersFile, NodeId, std::net::SocketAddr)> {
     let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
-    let gone = NodeId(args.node);
-    if peers.addr_of(gone).is_none() {
+    let node = NodeId(args.node);
+    let Some(addr) = peers.addr_of(node) else {
         return Err(usage(format!(
-            "{}: --node {}: no such node in the peers file",
+            "{}: --node {}: {missing}",
             args.peers.display(),
             args.node
         )));
-    }
+    };
     if args.via == args.node {
-        return Err(usage(format!(
-            "--via {}: the node being removed cannot coordinate its own removal; name another",
-            args.via
-        )));
+        return Err(usage(format!("--via {}: {itself}", args.via)));
     }
+    Ok((peers, node, addr))
+}
+
+/// `shutter remove`.
+pub async fn remove(args: MemberArgs) -> Result<ExitCode> {
+    let (peers, gone, _) = member_target(
+        &args,
+        "no such node in the peers file",
+        "the node being removed cannot coordinate its own removal; name another",
+    )?;
     let request = Request::Remove { node: gone };
     let id = round(
         &peers,
@@ -108,25 +121,12 @@ pub async fn remove(args: MemberArgs) -> Result<ExitCode> {
 
 /// `shutter add`.
 pub async fn add(args: MemberArgs) -> Result<ExitCode> {
-    let peers = PeersFile::load(&args.peers).map_err(|e| usage(e.to_string()))?;
-    let new = NodeId(args.node);
-    let Some(node_addr) = peers.addr_of(new) else {
-        return Err(usage(format!(
-            "{}: --node {}: the peers file must list the new node (with its address)",
-            args.peers.display(),
-            args.node
-        )));
-    };
-    if args.via == args.node {
-        return Err(usage(format!(
-            "--via {}: the new node cannot coordinate its own addition; name a running member",
-            args.via
-        )));
-    }
-    let request = Request::Add {
-        node: new,
-        addr: node_addr,
-    };
+    let (peers, new, addr) = member_target(
+        &args,
+        "the peers file must list the new node (with its address)",
+        "the new node cannot coordinate its own addition; name a running member",
+    )?;
+    let request = Request::Add { node: new, addr };
     let id = round(
         &peers,
         &args.peers,
