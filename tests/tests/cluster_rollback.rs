@@ -72,19 +72,19 @@ impl Cluster {
             logs: Vec::new(),
         };
         for i in 0..NODES {
-            let (node, log) = c.launch(i, 0);
+            let (node, log) = c.launch(i, 0, &[]);
             c.nodes.push(node);
             c.logs.push(log);
         }
         c
     }
 
-    /// Life `life` of node `i`: always the same command line.
-    fn launch(&self, i: usize, life: usize) -> (NodeProcess, PathBuf) {
+    /// Life `life` of node `i`: always the same command line (plus `extra`).
+    fn launch(&self, i: usize, life: usize, extra: &[&str]) -> (NodeProcess, PathBuf) {
         let id = i.to_string();
         let log = self.dir.join(format!("n{i}-life{life}.log"));
         let peers = self.peers.to_str().expect("utf-8 path");
-        let args = [
+        let mut args = vec![
             "--id",
             &id,
             "--peers",
@@ -97,11 +97,12 @@ impl Cluster {
             "--duration",
             "240s",
         ];
+        args.extend_from_slice(extra);
         (self.host.node(&args, &log, READY_LIMIT), log)
     }
 
     fn restart(&mut self, i: usize, life: usize) {
-        let (node, log) = self.launch(i, life);
+        let (node, log) = self.launch(i, life, &[]);
         self.nodes[i] = node;
         self.logs[i] = log;
     }
@@ -444,24 +445,7 @@ fn remove_a_dead_node_then_restart_a_survivor() {
         );
     }
     std::fs::write(&cluster.peers, text_now).expect("rewrite peers file");
-    let log4 = cluster.dir.join("n4-life0.log");
-    let n4 = cluster.host.node(
-        &[
-            "--id",
-            "4",
-            "--peers",
-            &peers,
-            "--join",
-            "--tick",
-            "10ms",
-            "--snapshot-timeout",
-            "3s",
-            "--duration",
-            "240s",
-        ],
-        &log4,
-        READY_LIMIT,
-    );
+    let (n4, log4) = cluster.launch(4, 0, &["--join"]);
     cluster.nodes.push(n4);
     cluster.logs.push(log4);
     let stdout = cluster.member_command(
