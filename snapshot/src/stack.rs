@@ -221,8 +221,6 @@ where
     core: Core,
     transport: Config,
     node: Node<P, E>,
-    /// The other members: the only nodes whose messages are accepted.
-    members: BTreeSet<NodeId>,
     /// Peers registered with the core (re-registered after a transport restart).
     peers: BTreeSet<NodeId>,
     /// Per-peer FIFO of envelopes waiting for window space (or for the peer's address).
@@ -233,10 +231,9 @@ where
     stats: StackStats,
     /// The cluster-wide rollback protocol.
     recovery: Recovery,
-    /// The change of the round whose restore was requested, until it is answered.
-    restoring: Option<(Epoch, Option<Change>)>,
-    /// The snapshot of that round.
-    restoring_id: Option<SnapshotId>,
+    /// The round whose restore was requested, until it is answered: its snapshot and
+    /// its change.
+    restoring: Option<(Epoch, SnapshotId, Option<Change>)>,
     /// See [`Stack::set_roll_back_on_peer_restart`].
     roll_back_on_peer_restart: bool,
     /// A peer restarted: unless the same input brought a round (the newest round known
@@ -281,14 +278,12 @@ where
             ));
         }
         let core = Core::new(transport.clone())?;
-        let members = node.peers().iter().copied().collect();
         let recovery = Recovery::new(me, node.peers(), ROLLBACK_PATIENCE);
         Ok(Stack {
             me,
             core,
             transport,
             node,
-            members,
             peers: BTreeSet::new(),
             backlog: BTreeMap::new(),
             events: VecDeque::new(),
@@ -297,7 +292,6 @@ where
             stats: StackStats::default(),
             recovery,
             restoring: None,
-            restoring_id: None,
             roll_back_on_peer_restart: false,
             rollback_due: None,
             started: false,
@@ -472,7 +466,7 @@ where
         if node == self.me {
             return Err(RemovalError::Itself(node));
         }
-        if !self.members.contains(&node) {
+        if !self.is_member(node) {
             return Err(RemovalError::NotAMember(node));
         }
         if self.recovery.is_halted() {
@@ -501,16 +495,12 @@ where
         node: NodeId,
         addr: String,
     ) -> Result<(), RemovalError> {
-        if self.members.contains(&node) || node == self.me {
+        if self.is_member(node) || node == self.me {
             return Err(RemovalError::AlreadyAMember(node));
         }
         if self.recovery.is_halted() {
             return Err(RemovalError::RollingBack);
         }
-        let mut members = self.recovery.members().to_vec();
-        members.push(node);
-        members.sort_unstable();
-        members.dedup();
         self.recovery.start(
             now,
             now.as_micros(),
@@ -518,7 +508,8 @@ where
             Some(Change::Add {
                 node,
                 addr,
-                members,
+                // `Recovery::start` fills in this coordinator's membership plus `node`.
+                members: Vec::new(),
             }),
         );
         self.settle(now);
@@ -549,6 +540,11 @@ where
         self.recovery.members().to_vec()
     }
 
+    /// True if `node` is another member: the only nodes whose messages are accepted.
+    fn is_member(&self, node: NodeId) -> bool {
+        node != self.me && self.recovery.members().binary_search(&node).is_ok()
+    }
+
     /// Per other member, the snapshot ids of which this node's store holds that
     /// member's part (a replica: see [`crate::checkpoint`]); call at start and after
     /// every replica write.
@@ -573,11 +569,10 @@ where
         part: Option<&LocalReport>,
         inherited: &[(NodeId, LocalReport)],
     ) -> Option<LocalReport> {
-        let change = self
-            .restoring
-            .take()
-            .filter(|(e, _)| *e == epoch)
-            .and_then(|(_, c)| c);
+        let (id, change) = match self.restoring.take() {
+            Some((e, id, change)) if e == epoch => (Some(id), change),
+            _ => (None, None),
+        };
         let removal = change.as_ref().and_then(Change::removal);
         let nodes = match &change {
             Some(c) => c.apply(self.recovery.members()),
@@ -585,7 +580,7 @@ where
         };
         let joined = matches!(&change, Some(Change::Add { node, .. }) if *node == self.me);
         let fresh;
-        let part = match (part, joined, self.restoring_id) {
+        let part = match (part, joined, id) {
             (None, true, Some(id)) => {
                 fresh = LocalReport {
                     id,
@@ -626,36 +621,30 @@ where
             }
             None => false,
         };
-        if ok && let Some(r) = removal {
-            // From now on the removed node is nobody: its datagrams are dropped as
-            // from a non-member, nothing is sent or retransmitted to it.
-            self.members.remove(&r.node);
-            self.peers.remove(&r.node);
-            self.core.remove_peer(r.node);
-            self.stats.members_removed += 1;
-            tracing::info!(node = %self.me, removed = %r.node, heir = %r.heir, "member removed");
-        }
-        if ok && let Some(Change::Add { node, .. }) = &change {
-            if *node != self.me {
-                self.members.insert(*node);
-                self.add_peer(now, *node);
-            } else {
-                // The joiner takes the cluster's membership: whoever its own list names
-                // beyond it was removed meanwhile.
-                let gone: Vec<NodeId> = self
-                    .members
-                    .iter()
-                    .copied()
-                    .filter(|n| !nodes.contains(n))
-                    .collect();
-                for n in gone {
-                    self.members.remove(&n);
-                    self.peers.remove(&n);
-                    self.core.remove_peer(n);
+        if ok && let Some(c) = &change {
+            // The membership becomes `nodes` (the recovery's list, which is the stack's,
+            // follows in `restored` below). A member that left is nobody from now on:
+            // its datagrams are dropped as from a non-member, nothing is sent or
+            // retransmitted to it. A joiner drops whoever its own list named beyond the
+            // cluster's (removed meanwhile).
+            let before = self.recovery.members().to_vec();
+            for &n in before.iter().filter(|n| !nodes.contains(n)) {
+                self.peers.remove(&n);
+                self.core.remove_peer(n);
+            }
+            for &n in nodes.iter().filter(|n| !before.contains(n)) {
+                self.add_peer(now, n);
+            }
+            match c {
+                Change::Remove { node, .. } => {
+                    self.stats.members_removed += 1;
+                    tracing::info!(node = %self.me, removed = %node, "member removed");
+                }
+                Change::Add { node, .. } => {
+                    self.stats.members_added += 1;
+                    tracing::info!(node = %self.me, added = %node, "member added");
                 }
             }
-            self.stats.members_added += 1;
-            tracing::info!(node = %self.me, added = %node, "member added");
         }
         if ok {
             self.stats.rollbacks += 1;
@@ -808,8 +797,7 @@ where
             }
             Action::Restore(epoch, id, change) => {
                 let removal = change.as_ref().and_then(Change::removal);
-                self.restoring = Some((epoch, change));
-                self.restoring_id = Some(id);
+                self.restoring = Some((epoch, id, change));
                 self.events
                     .push_back(StackEvent::RestoreRequested { epoch, id, removal });
             }
@@ -908,7 +896,7 @@ where
     fn on_delivered(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
         // A node that a round adds talks recovery before it is a member.
         let joining = self.recovery.joining() == Some(from);
-        if !self.members.contains(&from) && !joining {
+        if !self.is_member(from) && !joining {
             self.stats.non_member_dropped += 1;
             return;
         }
