@@ -35,11 +35,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 /// Longest request line accepted.
-const MAX_REQUEST: u64 = 1024;
+pub const MAX_REQUEST: u64 = 1024;
 /// Longest reply header line accepted.
 const MAX_REPLY_LINE: u64 = 1 << 20;
 /// Largest snapshot accepted by the client.
-const MAX_SNAPSHOT: u64 = 1 << 30;
+pub const MAX_SNAPSHOT: u64 = 1 << 30;
 /// Time a client has to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a `ROLLBACK` request waits for the cluster to run again.
@@ -83,18 +83,39 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Checks an `AUTH <id> <mac>` line for `request_line` under `nonce`.
-fn authentic(ring: &KeyRing, nonce: &str, auth_line: &str, request_line: &str) -> bool {
-    let mut w = auth_line.split_whitespace();
+/// An `AUTH <key id> <mac>` line, parsed; `None` if it is not one (the MAC is at most
+/// 64 bytes of hex). Public so the fuzz targets can reach it.
+pub fn parse_auth_line(line: &str) -> Option<(u8, Vec<u8>)> {
+    let mut w = line.split_whitespace();
     let (Some("AUTH"), Some(id), Some(tag), None) = (w.next(), w.next(), w.next(), w.next()) else {
-        return false;
+        return None;
     };
-    let (Ok(id), Some(tag)) = (id.parse::<u8>(), unhex(tag)) else {
+    Some((id.parse::<u8>().ok()?, unhex(tag)?))
+}
+
+/// The `AUTH <id> <mac>` line (with its newline) a client sends before `request_line`
+/// to a node that greeted it with `nonce`, under the ring's send key.
+pub fn auth_line(ring: &KeyRing, nonce: &str, request_line: &str) -> String {
+    let id = ring.send_id();
+    let m = mac(ring, id, nonce, request_line).expect("the send key is in the ring");
+    format!("AUTH {id} {}\n", hex(&m))
+}
+
+/// Checks an `AUTH <id> <mac>` line for `request_line` under `nonce`. Public so the fuzz
+/// targets can reach it.
+pub fn authentic(ring: &KeyRing, nonce: &str, auth_line: &str, request_line: &str) -> bool {
+    let Some((id, tag)) = parse_auth_line(auth_line) else {
         return false;
     };
     // Constant-time comparison.
     mac_input(ring, id, nonce, request_line)
         .is_some_and(|(key, msg)| hmac::verify(&key, &msg, &tag).is_ok())
+}
+
+/// The nonce of a node's greeting line (`open` for an insecure node), `None` if the line
+/// is not a shutter admin greeting.
+pub fn parse_greeting(line: &str) -> Option<&str> {
+    line.trim_end().strip_prefix(GREETING).map(str::trim)
 }
 
 /// A request to a node.
@@ -256,6 +277,46 @@ impl Reply {
             .take(MAX_REPLY_LINE)
             .read_line(&mut line)
             .await?;
+        Ok(match ReplyHeader::parse(&line)? {
+            ReplyHeader::Snapshot(len) => {
+                // Grow with what arrives: replies are not authenticated, so an announced
+                // length must not make the client allocate before any byte is there.
+                let mut bytes = Vec::with_capacity(len.min(1 << 20) as usize);
+                (&mut reader).take(len).read_to_end(&mut bytes).await?;
+                if bytes.len() as u64 != len {
+                    bail!("the node closed the connection in the middle of the snapshot");
+                }
+                Reply::Snapshot(bytes)
+            }
+            ReplyHeader::Aborted(why) => Reply::Aborted(why),
+            ReplyHeader::Status(json) => Reply::Status(json),
+            ReplyHeader::Error(e) => Reply::Error(e),
+            ReplyHeader::RolledBack(id) => Reply::RolledBack(id),
+        })
+    }
+}
+
+/// The first line of a node's reply: a whole reply, or for a snapshot the length of the
+/// bytes that follow (at most 1 GiB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyHeader {
+    /// `SNAPSHOT <len>`: that many bytes of a snapshot file follow.
+    Snapshot(u64),
+    /// `ABORTED <reason>`.
+    Aborted(String),
+    /// `STATUS <json>`.
+    Status(String),
+    /// `ERROR <message>`.
+    Error(String),
+    /// `ROLLEDBACK <snapshot>`.
+    RolledBack(String),
+}
+
+impl ReplyHeader {
+    /// Parses a reply's first line (with or without its newline); an empty line means the
+    /// node closed the connection without answering. Public so the fuzz targets can
+    /// reach it.
+    pub fn parse(line: &str) -> Result<ReplyHeader> {
         let line = line.trim_end_matches(['\n', '\r']);
         let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
         Ok(match kind {
@@ -266,19 +327,12 @@ impl Reply {
                 if len > MAX_SNAPSHOT {
                     bail!("snapshot of {len} bytes is larger than the {MAX_SNAPSHOT}-byte limit");
                 }
-                // Grow with what arrives: replies are not authenticated, so an announced
-                // length must not make the client allocate before any byte is there.
-                let mut bytes = Vec::with_capacity(len.min(1 << 20) as usize);
-                (&mut reader).take(len).read_to_end(&mut bytes).await?;
-                if bytes.len() as u64 != len {
-                    bail!("the node closed the connection in the middle of the snapshot");
-                }
-                Reply::Snapshot(bytes)
+                ReplyHeader::Snapshot(len)
             }
-            "ABORTED" => Reply::Aborted(rest.to_string()),
-            "STATUS" => Reply::Status(rest.to_string()),
-            "ERROR" => Reply::Error(rest.to_string()),
-            "ROLLEDBACK" => Reply::RolledBack(rest.to_string()),
+            "ABORTED" => ReplyHeader::Aborted(rest.to_string()),
+            "STATUS" => ReplyHeader::Status(rest.to_string()),
+            "ERROR" => ReplyHeader::Error(rest.to_string()),
+            "ROLLEDBACK" => ReplyHeader::RolledBack(rest.to_string()),
             "" => bail!("the node closed the connection without answering"),
             _ => bail!("unexpected reply {line:?}"),
         })
@@ -406,10 +460,8 @@ async fn read_greeting(stream: &mut TcpStream, addr: SocketAddr) -> Result<Strin
         .take(MAX_REQUEST)
         .read_line(&mut greeting)
         .await?;
-    greeting
-        .trim_end()
-        .strip_prefix(GREETING)
-        .map(|n| n.trim().to_owned())
+    parse_greeting(&greeting)
+        .map(str::to_owned)
         .with_context(|| format!("{addr} is not a shutter admin channel: {greeting:?}"))
 }
 
@@ -434,11 +486,7 @@ pub async fn request(
             (_, Auth::Insecure) => bail!(
                 "{addr} requires authentication: give --key-file (or key_file in the peers file)"
             ),
-            (nonce, Auth::Keys(ring)) => {
-                let id = ring.send_id();
-                let m = mac(ring, id, nonce, line.trim_end()).expect("the send key is in the ring");
-                out = format!("AUTH {id} {}\n", hex(&m));
-            }
+            (nonce, Auth::Keys(ring)) => out = auth_line(ring, nonce, line.trim_end()),
         }
         out.push_str(&line);
         stream.write_all(out.as_bytes()).await?;
@@ -453,6 +501,40 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_and_reply_lines_parse_or_are_refused() {
+        assert_eq!(parse_auth_line("AUTH 7 00ff"), Some((7, vec![0x00, 0xff])));
+        for bad in [
+            "AUTH 7",
+            "AUTH 7 00ff extra",
+            "AUTH 256 00",
+            "AUTH 1 0",
+            "auth 1 00",
+            "",
+        ] {
+            assert_eq!(parse_auth_line(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_auth_line(&format!("AUTH 1 {}", "ab".repeat(65))),
+            None
+        );
+        assert_eq!(parse_greeting("SHUTTER-ADMIN 1 abc\n"), Some("abc"));
+        assert_eq!(parse_greeting("SSH-2.0-OpenSSH\n"), None);
+        assert_eq!(
+            ReplyHeader::parse("SNAPSHOT 12\n").unwrap(),
+            ReplyHeader::Snapshot(12)
+        );
+        assert_eq!(
+            ReplyHeader::parse("ERROR no\r\n").unwrap(),
+            ReplyHeader::Error("no".into())
+        );
+        let too_big = ReplyHeader::parse(&format!("SNAPSHOT {}", MAX_SNAPSHOT + 1));
+        assert!(too_big.unwrap_err().to_string().contains("larger than"));
+        assert!(ReplyHeader::parse("SNAPSHOT -1").is_err());
+        assert!(ReplyHeader::parse("").is_err());
+        assert!(ReplyHeader::parse("HELLO").is_err());
+    }
 
     #[test]
     fn request_lines_round_trip() {

@@ -19,13 +19,17 @@ use shutter_fuzz::core_ops::{self, Harness, Op, new_core};
 
 #[path = "../src/sealed.rs"]
 mod sealed;
-use shutter_cli::admin::Request;
+use shutter_cli::admin::{Request, auth_line};
 use shutter_cli::peers::{PeerEntry, PeersFile};
 use shutter_snapshot::bank::{Bank, BankConfig, BankState, encode_transfer};
 use shutter_snapshot::chandy_lamport::ClControl;
+use shutter_snapshot::checkpoint::{self, Checkpoint};
+use shutter_snapshot::recovery::{Change, Epoch, RecoveryMsg};
 use shutter_snapshot::report::{IntervalLog, new_histogram};
 use shutter_snapshot::runtime::{LocalCluster, NodeConfig, NodeEvent};
-use shutter_snapshot::wire::{AppHeader, Control, Envelope, LocalReport, RecordedMessage, SnapshotId};
+use shutter_snapshot::wire::{
+    AppHeader, Control, Envelope, LocalReport, RecordedMessage, SnapshotId,
+};
 use shutter_snapshot::{AbortReason, AbortWhy, GlobalSnapshot, Timings, persist};
 use shutter_transport::faults::{FaultPlan, LinkFaults, LinkOverride, LossModel, Partition};
 use shutter_transport::wire::{DataFrame, Header, Writer};
@@ -64,7 +68,8 @@ fn datagrams(out: &mut Out) {
     out.put("datagram", &w.finish());
 
     let mut w = Writer::new(&header(5), 1200);
-    w.push_ack(250, &[(90, 100), (50, 60), (10, 10)], 64).unwrap();
+    w.push_ack(250, &[(90, 100), (50, 60), (10, 10)], 64)
+        .unwrap();
     out.put("datagram", &w.finish());
 
     let payload = b"0123456789";
@@ -93,19 +98,17 @@ fn step(us: &mut Harness, op: Op<'_>, script: &mut Vec<u8>) {
 /// `drop_every`-th datagram it would deliver to us (0: none). Every datagram we receive
 /// also becomes a seed of the raw-datagram target. `sealed`: both cores seal with the
 /// test key (seeds for `sealed_datagram`).
-fn conversation(
-    out: &mut Out,
-    rounds: u32,
-    drop_every: usize,
-    big: bool,
-    sealed: bool,
-) -> Vec<u8> {
+fn conversation(out: &mut Out, rounds: u32, drop_every: usize, big: bool, sealed: bool) -> Vec<u8> {
     let base = if sealed {
         sealed::sealed_config()
     } else {
         Config::default()
     };
-    let raw_target = if sealed { "sealed_datagram" } else { "datagram" };
+    let raw_target = if sealed {
+        "sealed_datagram"
+    } else {
+        "datagram"
+    };
     let mut us = if sealed {
         let mut h = Harness::new(new_core(base.clone()), sealed::check_sealed);
         h.repair_crc = false;
@@ -305,6 +308,31 @@ fn envelopes(out: &mut Out) {
     for e in &cl {
         out.put("envelope", &e.to_bytes());
     }
+    // The rollback protocol (issue 11), in the same envelope.
+    let epoch = Epoch {
+        at: 1_700_000_000_000_000,
+        by: NodeId(1),
+    };
+    let add = Change::Add {
+        node: NodeId(4),
+        addr: "127.0.0.1:7004".into(),
+        members: vec![NodeId(0), NodeId(1), NodeId(4)],
+    };
+    let remove = Change::Remove {
+        node: NodeId(3),
+        heir: Some(NodeId(1)),
+    };
+    for m in [
+        RecoveryMsg::Halt(epoch, None),
+        RecoveryMsg::Halt(epoch, Some(add.clone())),
+        RecoveryMsg::Halted(epoch, vec![id(0, 9), id(1, 4)], vec![id(1, 4)]),
+        RecoveryMsg::Restore(epoch, id(1, 4), Some(remove)),
+        RecoveryMsg::Restored(epoch, true),
+        RecoveryMsg::Resume(epoch, Some(id(1, 4))),
+        RecoveryMsg::Resume(epoch, None),
+    ] {
+        out.put("envelope", &Envelope::<Control>::Recovery(m).to_bytes());
+    }
 }
 
 fn clocks(out: &mut Out) {
@@ -434,11 +462,45 @@ fn snapshots(out: &mut Out) {
         out.put("snapshot_file", &bytes);
         out.put("snapshot_inspect", &bytes);
     }
+    // Checkpoints (format 2) of the cluster's snapshots as the store writes them: the
+    // initiator's with the others' parts as replicas, a member's plain, and one that
+    // inherited a removed member's part.
+    for (seq, s) in snaps.iter().skip(1).enumerate() {
+        let members: Vec<NodeId> = s.nodes().collect();
+        let (Some(&first), Some(&last)) = (members.first(), members.last()) else {
+            continue;
+        };
+        let me = s.id.initiator;
+        let other = if me == first { last } else { first };
+        for c in [
+            Checkpoint {
+                node: me,
+                members: members.clone(),
+                seq: seq as u64 + 1,
+                part: s.part(me).expect("the initiator's part"),
+                inherited: vec![],
+                replicas: s.parts_except(me),
+            },
+            Checkpoint {
+                node: other,
+                members: members.clone(),
+                seq: seq as u64 + 1,
+                part: s.part(other).expect("a member's part"),
+                inherited: vec![(NodeId(9), s.part(me).expect("the initiator's part"))],
+                replicas: vec![],
+            },
+        ] {
+            out.put("checkpoint_file", &checkpoint::encode(&c));
+        }
+    }
     println!(
         "snapshots: {} ({} from the cluster, recorded messages {:?})",
         snaps.len(),
         snaps.len() - 1,
-        snaps.iter().map(|s| s.recorded_messages()).collect::<Vec<_>>()
+        snaps
+            .iter()
+            .map(|s| s.recorded_messages())
+            .collect::<Vec<_>>()
     );
 }
 
@@ -527,6 +589,34 @@ fn admin_lines(out: &mut Out) {
         out.put("admin_request", r.to_line().as_bytes());
     }
     out.put("admin_request", b"SNAPSHOT 30000\r\n");
+    for line in [
+        "ROLLBACK",
+        "ROLLBACK n0@17",
+        "REMOVE n3",
+        "ADD n4 127.0.0.1:7004",
+    ] {
+        let r = Request::parse(line).expect("a valid request line");
+        out.put("admin_request", r.to_line().as_bytes());
+    }
+    // admin_handshake: first byte 0 greeting, 1 AUTH line, 2 reply header.
+    let nonce = "00112233445566778899aabbccddeeff";
+    let mut put = |which: u8, line: &str| {
+        let mut bytes = vec![which];
+        bytes.extend_from_slice(line.as_bytes());
+        out.put("admin_handshake", &bytes);
+    };
+    put(0, &format!("SHUTTER-ADMIN 1 {nonce}\n"));
+    put(0, "SHUTTER-ADMIN 1 open\n");
+    put(1, &auth_line(&sealed::ring(), nonce, "STATUS"));
+    for reply in [
+        "SNAPSHOT 1234\n",
+        "ABORTED timed out\n",
+        "STATUS {\"node\":\"n0\"}\n",
+        "ERROR authentication failed\n",
+        "ROLLEDBACK n0@17\n",
+    ] {
+        put(2, reply);
+    }
 }
 
 fn key_files(out: &mut Out) {

@@ -7,13 +7,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shutter_cli::admin::Request;
-
-/// `MAX_REQUEST` in `cli/admin.rs` (private there).
-const MAX_REQUEST: usize = 1024;
+use shutter_cli::admin::{MAX_REQUEST, Request};
 
 fuzz_target!(|data: &[u8]| {
-    let data = &data[..data.len().min(MAX_REQUEST)];
+    let data = &data[..data.len().min(MAX_REQUEST as usize)];
     let line = match data.iter().position(|&b| b == b'\n') {
         Some(i) => &data[..=i],
         None => data,
@@ -25,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let again = req.to_line();
-    assert!(again.ends_with('\n') && again.len() <= MAX_REQUEST);
+    assert!(again.ends_with('\n') && again.len() as u64 <= MAX_REQUEST);
     let back = Request::parse(again.trim_end()).expect("to_line output does not parse");
     assert_eq!(back, req, "request changed in the round trip");
 });

@@ -18,7 +18,11 @@ fn check(data: &[u8]) {
     let bytes = checkpoint::encode(&c);
     let back = checkpoint::decode(&bytes).expect("re-encoded checkpoint does not decode");
     assert_eq!(back, c, "checkpoint changed in the round trip");
-    assert_eq!(checkpoint::encode(&back), bytes, "encoding is not canonical");
+    assert_eq!(
+        checkpoint::encode(&back),
+        bytes,
+        "encoding is not canonical"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

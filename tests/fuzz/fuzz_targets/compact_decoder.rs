@@ -23,7 +23,10 @@ fn expected(seq: u64, c: &CompactClock, decoded: &BTreeMap<u64, VClock>) -> Opti
     let mut entries = if c.base_back == 0 {
         Vec::new()
     } else {
-        decoded.get(&seq.checked_sub(c.base_back)?)?.entries().to_vec()
+        decoded
+            .get(&seq.checked_sub(c.base_back)?)?
+            .entries()
+            .to_vec()
     };
     let mut add = |i: u64, inc: u64| -> Option<()> {
         let i = usize::try_from(i).ok().filter(|&i| i < MAX_NODES)?;

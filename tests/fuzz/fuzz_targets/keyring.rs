@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(ring) = KeyRing::parse(text) else {
         return;
     };
-    assert!(ring.ids().any(|id| id == ring.send_id()), "send id not in the ring");
+    assert!(
+        ring.ids().any(|id| id == ring.send_id()),
+        "send id not in the ring"
+    );
     let again = ring.to_text();
     let back = KeyRing::parse(&again).expect("to_text output does not parse");
     assert_eq!(back, ring, "key ring changed in the round trip");

@@ -53,7 +53,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let toml = file.to_toml();
     let back = PeersFile::parse(&toml, path).unwrap_or_else(|e| {
-        panic!("a valid peers file does not parse again after to_toml: {e}\n--- to_toml ---\n{toml}")
+        panic!(
+            "a valid peers file does not parse again after to_toml: {e}\n--- to_toml ---\n{toml}"
+        )
     });
-    assert_eq!(back, file, "peers file changed in the round trip\n--- to_toml ---\n{toml}");
+    assert_eq!(
+        back, file,
+        "peers file changed in the round trip\n--- to_toml ---\n{toml}"
+    );
 });
