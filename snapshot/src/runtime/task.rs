@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shutter_transport::Time;
-use shutter_transport::driver::{Clock, EndpointStats, RECV_BUFFER, UdpIo};
+use shutter_transport::driver::{Clock, EndpointStats, RECV_BATCH, RECV_BUFFER, UdpIo};
 use shutter_vclock::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
@@ -166,7 +166,13 @@ where
                     None => break None,
                 },
                 (peer, len) = self.io.recv(&mut buf), if self.started => {
-                    self.stack.handle_datagram(self.clock.now(), peer, &buf[..len]);
+                    // What else already arrived is taken before the one drain below.
+                    let now = self.clock.now();
+                    self.stack.handle_datagram(now, peer, &buf[..len]);
+                    for _ in 1..RECV_BATCH {
+                        let Some((peer, len)) = self.io.try_recv(&mut buf) else { break };
+                        self.stack.handle_datagram(now, peer, &buf[..len]);
+                    }
                 }
                 // Delayed datagram copies are released by `drain`.
                 () = timer, if deadline.is_some() => self.stack.handle_timeout(self.clock.now()),

@@ -23,6 +23,11 @@ use crate::{Core, Time};
 /// reach the core (which drops and counts them) instead of being silently truncated.
 pub const RECV_BUFFER: usize = 65_536;
 
+/// Most inputs (datagrams, or requests) a host loop takes per wake before it drains its
+/// core: enough to share the per-wake cost and let replies coalesce, few enough that
+/// timers and requests are never held back long.
+pub const RECV_BATCH: usize = 64;
+
 /// A datagram copy held back by the faults, ordered by release time then insertion.
 type Delayed = Reverse<(Time, u64, NodeId, Vec<u8>)>;
 
@@ -150,23 +155,47 @@ impl UdpIo {
     /// the socket's `recv_from`.
     pub async fn recv(&mut self, buf: &mut [u8]) -> (NodeId, usize) {
         loop {
-            match self.socket.recv_from(buf).await {
-                Ok((len, from)) => {
-                    self.counters.datagrams_received += 1;
-                    match self.sources.get(&canonical(from)) {
-                        Some(&peer) => return (peer, len),
-                        None => {
-                            self.counters.unknown_source_dropped += 1;
-                            tracing::debug!(%from, len, "datagram from unknown address dropped");
-                        }
-                    }
+            let got = self.socket.recv_from(buf).await;
+            if let Some(datagram) = self.admit(got) {
+                return datagram;
+            }
+        }
+    }
+
+    /// The next datagram from a known peer if one is already queued on the socket,
+    /// without waiting: a host loop woken by [`UdpIo::recv`] takes what else arrived with
+    /// it (up to a bound it chooses) before draining its core once, so that replies
+    /// coalesce into fewer datagrams and the loop's per-wake cost is shared.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Option<(NodeId, usize)> {
+        loop {
+            let got = self.socket.try_recv_from(buf);
+            if matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                return None;
+            }
+            if let Some(datagram) = self.admit(got) {
+                return Some(datagram);
+            }
+        }
+    }
+
+    /// Counts one `recv_from` result; the sender and length if it came from a peer.
+    fn admit(&mut self, got: std::io::Result<(usize, SocketAddr)>) -> Option<(NodeId, usize)> {
+        match got {
+            Ok((len, from)) => {
+                self.counters.datagrams_received += 1;
+                let peer = self.sources.get(&canonical(from)).copied();
+                if peer.is_none() {
+                    self.counters.unknown_source_dropped += 1;
+                    tracing::debug!(%from, len, "datagram from unknown address dropped");
                 }
-                Err(e) => {
-                    // Unconnected UDP sockets report little here (ICMP errors on some
-                    // platforms); nothing to do but count and keep going.
-                    self.counters.recv_errors += 1;
-                    tracing::debug!(error = %e, "recv_from failed");
-                }
+                peer.map(|p| (p, len))
+            }
+            Err(e) => {
+                // Unconnected UDP sockets report little here (ICMP errors on some
+                // platforms); nothing to do but count and keep going.
+                self.counters.recv_errors += 1;
+                tracing::debug!(error = %e, "recv_from failed");
+                None
             }
         }
     }

@@ -51,7 +51,7 @@ use tokio::task::JoinHandle;
 use crate::faults::{FaultConfigError, FaultPlan, FaultStats};
 use crate::{Config, ConfigError, Core, Event, MessageId, SendError, Stats, Time};
 pub use clock::Clock;
-pub use io::{RECV_BUFFER, UdpIo};
+pub use io::{RECV_BATCH, RECV_BUFFER, UdpIo};
 use task::{Driver, Request};
 
 /// Socket buffer size requested by default (Linux caps it at `net.core.rmem_max`).

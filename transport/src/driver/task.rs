@@ -7,7 +7,7 @@ use shutter_vclock::NodeId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::clock::Clock;
-use super::io::{RECV_BUFFER, UdpIo};
+use super::io::{RECV_BATCH, RECV_BUFFER, UdpIo};
 use super::{DriverError, EndpointStats};
 use crate::{Core, Event, MessageId, Time};
 
@@ -77,36 +77,40 @@ impl Driver {
         mut requests: mpsc::UnboundedReceiver<Request>,
     ) -> EndpointStats {
         let mut buf = vec![0u8; RECV_BUFFER];
-        loop {
+        'run: loop {
             let deadline = min_time(self.core.poll_timeout(), self.io.poll_timeout());
             let sleep = tokio::time::sleep_until(self.clock.instant(deadline.unwrap_or(Time::MAX)));
             tokio::select! {
                 // Requests first: a full window is relieved by acks that arrive on the
                 // socket, but the stats/close requests must not starve behind traffic.
                 biased;
-                request = requests.recv() => match request {
-                    Some(Request::Send { peer, message, urgent, reply }) => {
-                        self.pending.entry(peer).or_default().push_back((message, urgent, reply));
-                    }
-                    Some(Request::AddPeer { peer, addr, reply }) => {
-                        let result = self.io.add_peer(peer, addr);
-                        if result.is_ok() {
-                            self.core.add_peer(peer);
+                request = requests.recv() => {
+                    // Take what else is queued too, so that sends coalesce into shared
+                    // datagrams and one drain serves them all.
+                    let mut next = request;
+                    let mut taken = 0;
+                    loop {
+                        let Some(request) = next else { break 'run };
+                        if !self.on_request(request) {
+                            break 'run;
                         }
-                        let _ = reply.send(result);
+                        taken += 1;
+                        if taken == RECV_BATCH {
+                            break;
+                        }
+                        match requests.try_recv() {
+                            Ok(request) => next = Some(request),
+                            Err(_) => break,
+                        }
                     }
-                    Some(Request::Expedite) => {
-                        let now = self.clock.now();
-                        self.core.expedite(now);
-                    }
-                    Some(Request::Stats { reply }) => {
-                        let _ = reply.send(self.stats());
-                    }
-                    Some(Request::Close) | None => break,
-                },
+                }
                 (peer, len) = self.io.recv(&mut buf) => {
                     let now = self.clock.now();
                     self.core.handle_datagram(now, peer, &buf[..len]);
+                    for _ in 1..RECV_BATCH {
+                        let Some((peer, len)) = self.io.try_recv(&mut buf) else { break };
+                        self.core.handle_datagram(now, peer, &buf[..len]);
+                    }
                 }
                 () = sleep, if deadline.is_some() => {
                     let now = self.clock.now();
@@ -119,6 +123,39 @@ impl Driver {
             self.drain().await;
         }
         self.stats()
+    }
+
+    /// Takes one request; false for `Close` (or every handle gone).
+    fn on_request(&mut self, request: Request) -> bool {
+        match request {
+            Request::Send {
+                peer,
+                message,
+                urgent,
+                reply,
+            } => {
+                self.pending
+                    .entry(peer)
+                    .or_default()
+                    .push_back((message, urgent, reply));
+            }
+            Request::AddPeer { peer, addr, reply } => {
+                let result = self.io.add_peer(peer, addr);
+                if result.is_ok() {
+                    self.core.add_peer(peer);
+                }
+                let _ = reply.send(result);
+            }
+            Request::Expedite => {
+                let now = self.clock.now();
+                self.core.expedite(now);
+            }
+            Request::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+            Request::Close => return false,
+        }
+        true
     }
 
     /// Feeds waiting sends into the core, then sends everything the core and the delay
