@@ -31,6 +31,7 @@ use hdrhistogram::Histogram;
 use nix::sched::{CloneFlags, setns};
 use shutter_tests::netns::Lab;
 use shutter_transport::Config;
+use shutter_transport::auth::{Auth, KEY_LEN, KeyRing};
 use shutter_transport::driver::{Endpoint, EndpointConfig};
 use shutter_vclock::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,16 +81,19 @@ impl Opts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Proto {
     Shutter,
+    /// The same, every datagram sealed (what `shutter node` runs by default).
+    ShutterSealed,
     Tcp,
     Kcp,
 }
 
 impl Proto {
-    const ALL: [Proto; 3] = [Proto::Shutter, Proto::Tcp, Proto::Kcp];
+    const ALL: [Proto; 4] = [Proto::Shutter, Proto::ShutterSealed, Proto::Tcp, Proto::Kcp];
 
     fn name(self) -> &'static str {
         match self {
             Proto::Shutter => "shutter Endpoint",
+            Proto::ShutterSealed => "shutter Endpoint, sealed",
             Proto::Tcp => "TCP (nodelay)",
             Proto::Kcp => "KCP turbo",
         }
@@ -100,7 +104,25 @@ impl Proto {
             Proto::Shutter => 7101,
             Proto::Tcp => 7102,
             Proto::Kcp => 7103,
+            Proto::ShutterSealed => 7104,
         }
+    }
+
+    /// The endpoint of node `me` at `addr`, for the two shutter variants.
+    fn endpoint_config(self, me: u32, addr: SocketAddrV4) -> EndpointConfig {
+        // Both ends share one key; a fixed one is enough to measure the cost.
+        let auth = match self {
+            Proto::ShutterSealed => Auth::Keys(KeyRing::single(1, [0x5a; KEY_LEN])),
+            _ => Auth::Insecure,
+        };
+        EndpointConfig::new(
+            Config {
+                local: NodeId(me),
+                auth,
+                ..Config::default()
+            },
+            SocketAddr::V4(addr),
+        )
     }
 }
 
@@ -184,14 +206,8 @@ async fn send_all(
         .recv_timeout(Duration::from_secs(10))
         .map_err(|_| anyhow!("the receiver did not start"))?;
     let mut tx = match proto {
-        Proto::Shutter => {
-            let cfg = EndpointConfig::new(
-                Config {
-                    local: NodeId(0),
-                    ..Config::default()
-                },
-                SocketAddr::V4(me),
-            );
+        Proto::Shutter | Proto::ShutterSealed => {
+            let cfg = proto.endpoint_config(0, me);
             Tx::Shutter(Endpoint::bind(cfg, vec![(NodeId(1), SocketAddr::V4(to))]).await?)
         }
         Proto::Tcp => {
@@ -272,14 +288,8 @@ async fn receive_all(
         }
     };
     match proto {
-        Proto::Shutter => {
-            let cfg = EndpointConfig::new(
-                Config {
-                    local: NodeId(1),
-                    ..Config::default()
-                },
-                SocketAddr::V4(me),
-            );
+        Proto::Shutter | Proto::ShutterSealed => {
+            let cfg = proto.endpoint_config(1, me);
             let mut ep = Endpoint::bind(cfg, vec![(NodeId(0), SocketAddr::V4(peer))]).await?;
             let _ = ready.send(());
             while (got.len() as u64) < total {

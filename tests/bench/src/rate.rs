@@ -20,6 +20,7 @@ use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg, setsockopt, sockopt,
 };
 use shutter_transport::Config;
+use shutter_transport::auth::{Auth, KeyRing};
 use shutter_transport::driver::{DEFAULT_SOCKET_BUFFER, Endpoint, EndpointConfig};
 use shutter_vclock::NodeId;
 
@@ -90,9 +91,16 @@ fn localhost() -> SocketAddr {
 }
 
 /// shutter: `tasks` tasks share `messages` sends through one `Endpoint` to another.
-async fn endpoint_once(tasks: usize, messages: u64, limit: Duration) -> Result<Measure> {
+/// `auth` is the same on both ends: plain, or sealed with one key ring.
+async fn endpoint_once(
+    tasks: usize,
+    auth: &Auth,
+    messages: u64,
+    limit: Duration,
+) -> Result<Measure> {
     let core = |id| Config {
         local: NodeId(id),
+        auth: auth.clone(),
         ..Config::default()
     };
     let mut b = Endpoint::bind(EndpointConfig::new(core(1), localhost()), vec![]).await?;
@@ -248,20 +256,26 @@ fn send_batches(
 }
 
 /// The variants, in interleaving order.
-const VARIANTS: [&str; 3] = [
+const VARIANTS: [&str; 5] = [
     "raw UDP sendmmsg/recvmmsg x64",
-    "shutter Endpoint, 1 sender task",
-    "shutter Endpoint, 64 sender tasks",
+    "shutter Endpoint, 1 sender task, plain",
+    "shutter Endpoint, 64 sender tasks, plain",
+    "shutter Endpoint, 1 sender task, sealed",
+    "shutter Endpoint, 64 sender tasks, sealed",
 ];
 
 /// Runs `rounds` interleaved rounds and tabulates medians.
 pub async fn run(opts: &Opts) -> Result<Section> {
     let mut all: Vec<Vec<Measure>> = vec![Vec::new(); VARIANTS.len()];
+    // What `shutter node` runs with: every datagram sealed (AES-256-GCM).
+    let sealed = Auth::Keys(KeyRing::random()?);
     for _ in 0..opts.rounds.max(1) {
         let (m, l) = (opts.messages, opts.limit);
         all[0].push(tokio::task::spawn_blocking(move || raw_once(m, l)).await??);
-        all[1].push(endpoint_once(1, m, l).await?);
-        all[2].push(endpoint_once(64, m, l).await?);
+        all[1].push(endpoint_once(1, &Auth::Insecure, m, l).await?);
+        all[2].push(endpoint_once(64, &Auth::Insecure, m, l).await?);
+        all[3].push(endpoint_once(1, &sealed, m, l).await?);
+        all[4].push(endpoint_once(64, &sealed, m, l).await?);
     }
     let mut s = Section::new(
         "rate",
@@ -316,6 +330,25 @@ pub async fn run(opts: &Opts) -> Result<Section> {
         Some(best_ratio),
         Goal::AtLeast,
         1.0,
+        "x",
+    ));
+    // Encryption's cost: sealed over plain with the same sender tasks, round by round
+    // (each round runs both back to back, so drift between rounds cancels).
+    let sealed_over_plain: Vec<f64> = [(1, 3), (2, 4)]
+        .iter()
+        .flat_map(|&(p, k)| {
+            rates[k]
+                .iter()
+                .zip(&rates[p])
+                .map(|(k, p)| k / p.max(1e-9))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    s.targets.push(Target::new(
+        "sealed rate / plain rate >= 0.9 (at most 10% lost to encryption; median of paired rounds)",
+        Some(median(&sealed_over_plain)),
+        Goal::AtLeast,
+        0.9,
         "x",
     ));
     s.notes.push("raw UDP counts datagrams received (the rest were dropped by the kernel); shutter counts messages delivered exactly once".into());
