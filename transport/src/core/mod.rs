@@ -35,6 +35,7 @@ mod config;
 mod peer;
 mod recv;
 mod rtt;
+mod schedule;
 mod send;
 mod stats;
 
@@ -55,6 +56,7 @@ pub use stats::{RttStats, Stats};
 use config::ACK_BUDGET;
 use peer::{Peer, Timer};
 use recv::DataOutcome;
+use schedule::Schedule;
 
 /// Identifier of a message, per destination peer (and peer incarnation), from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -154,6 +156,8 @@ pub struct Core {
     stats: Stats,
     /// Round-robin start for `poll_transmit`, so no peer starves the others.
     next_peer: u32,
+    /// Which peers have timers armed and which may have something to send.
+    schedule: Schedule,
     /// Seals and opens datagrams (`None`: plain mode).
     sealer: Option<Sealer>,
     /// Plaintext of the datagram being processed (reused).
@@ -175,6 +179,7 @@ impl Core {
             events: VecDeque::new(),
             stats: Stats::default(),
             next_peer: 0,
+            schedule: Schedule::default(),
             sealer,
             scratch: Vec::new(),
         })
@@ -214,6 +219,7 @@ impl Core {
     /// dropped without events, and its datagrams count as from an unknown peer from now
     /// on. Returns how many messages were unacknowledged.
     pub fn remove_peer(&mut self, peer: NodeId) -> usize {
+        self.schedule.remove(peer);
         self.peers
             .remove(&peer)
             .map_or(0, |mut p| p.send.reset().len())
@@ -229,8 +235,9 @@ impl Core {
     pub fn monitor(&mut self, now: Time, peer: NodeId, on: bool) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.monitor = on;
-            p.refresh_expect(now);
         }
+        self.touch(now, peer);
+        self.check_schedule();
     }
 
     /// The peer's incarnation as last seen (`None` if not a member, 0 if never heard).
@@ -290,6 +297,11 @@ impl Core {
         for p in self.peers.values_mut() {
             p.send.expedite(now, window);
         }
+        let all: Vec<NodeId> = self.peers.keys().copied().collect();
+        for peer in all {
+            self.touch(now, peer);
+        }
+        self.check_schedule();
     }
 
     fn send_with(
@@ -308,14 +320,21 @@ impl Core {
             return Err(SendError::WindowFull);
         }
         let id = p.send.push(message, self.max_fragment, urgent);
-        p.refresh_expect(now);
         self.stats.messages_sent += 1;
+        self.touch(now, to);
+        self.check_schedule();
         Ok(MessageId(id))
     }
 
     /// Processes one received datagram. `from` is the node the driver resolved from the
     /// source address; the header must agree. Invalid input is dropped and counted.
     pub fn handle_datagram(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
+        self.datagram(now, from, bytes);
+        self.touch(now, from);
+        self.check_schedule();
+    }
+
+    fn datagram(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
         if self.sealer.is_some() {
@@ -558,7 +577,11 @@ impl Core {
 
     /// Runs expired timers: loss detection, retransmission timeouts, unreachability.
     pub fn handle_timeout(&mut self, now: Time) {
-        for (&id, p) in self.peers.iter_mut() {
+        // Only the peers whose earliest deadline passed (see `schedule`).
+        for id in self.schedule.due(now) {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
             let t = p.deadlines(&self.config);
             let due = |timer: Timer| t[timer as usize].is_some_and(|d| d <= now);
             if due(Timer::Loss) {
@@ -576,28 +599,63 @@ impl Core {
                 self.stats.unreachable_events += 1;
                 self.events.push_back(Event::Unreachable { peer: id });
             }
-            p.refresh_expect(now);
+            self.touch(now, id);
         }
+        self.check_schedule();
     }
 
     /// The next datagram to send, if any (ACKs, pings, new data, retransmissions).
     #[must_use]
     pub fn poll_transmit(&mut self, now: Time) -> Option<Transmit> {
-        let order: Vec<NodeId> = self
-            .peers
-            .range(NodeId(self.next_peer)..)
-            .chain(self.peers.range(..NodeId(self.next_peer)))
-            .map(|(&id, _)| id)
-            .collect();
-        for to in order {
-            if let Some(bytes) = self.build_packet(now, to) {
-                self.next_peer = to.0.wrapping_add(1);
-                self.stats.datagrams_sent += 1;
-                self.stats.bytes_sent += bytes.len() as u64;
-                return Some(Transmit { to, bytes });
+        // Only peers touched since they last had nothing to send, and those with an ACK
+        // or keepalive due (see `schedule`), round robin from `next_peer`.
+        self.schedule.ready_due(now);
+        while let Some(to) = self.schedule.next_ready(self.next_peer) {
+            let built = self.build_packet(now, to);
+            // Building (or finding nothing) changes deadlines: an ACK sent, a packet in
+            // flight, an expired ACK deadline cleared.
+            let next = self
+                .peers
+                .get(&to)
+                .and_then(|p| p.next_deadline(&self.config));
+            self.schedule.rearm(to, next);
+            match built {
+                Some(bytes) => {
+                    self.next_peer = to.0.wrapping_add(1);
+                    self.stats.datagrams_sent += 1;
+                    self.stats.bytes_sent += bytes.len() as u64;
+                    return Some(Transmit { to, bytes });
+                }
+                None => self.schedule.idle(to),
             }
         }
+        self.check_schedule();
         None
+    }
+
+    /// After anything that may have changed `peer`'s state: start or stop its waiting
+    /// clock, re-index its earliest deadline and let `poll_transmit` look at it.
+    fn touch(&mut self, now: Time, peer: NodeId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.refresh_expect(now);
+        let next = p.next_deadline(&self.config);
+        self.schedule.touch(peer, next);
+    }
+
+    /// Debug builds of small cores: the timer index matches a full recomputation.
+    fn check_schedule(&self) {
+        #[cfg(debug_assertions)]
+        if self.peers.len() <= 16 {
+            let mut armed = 0;
+            for (&id, p) in &self.peers {
+                let next = p.next_deadline(&self.config);
+                assert_eq!(self.schedule.armed(id), next, "stale timer index for {id}");
+                armed += usize::from(next.is_some());
+            }
+            assert_eq!(self.schedule.len(), armed, "timer index of a removed peer");
+        }
     }
 
     fn build_packet(&mut self, now: Time, to: NodeId) -> Option<Vec<u8>> {
@@ -695,10 +753,7 @@ impl Core {
     /// The earliest time [`Core::handle_timeout`] has work to do.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.peers
-            .values()
-            .filter_map(|p| p.next_deadline(&self.config))
-            .min()
+        self.schedule.first()
     }
 
     /// The next event for the application.
