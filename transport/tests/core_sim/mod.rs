@@ -300,6 +300,12 @@ impl Net {
         [arrival, timer].into_iter().flatten().min()
     }
 
+    /// When the next arrival or timer is due (µs), for callers that inject sends at
+    /// exact times between steps.
+    pub fn next_event_at(&self) -> Option<u64> {
+        self.next_deadline()
+    }
+
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: std::time::Duration) {
         let end = self.now + d;
