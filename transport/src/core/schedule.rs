@@ -38,6 +38,13 @@ pub(crate) struct Schedule {
 impl Schedule {
     /// Records `peer`'s earliest deadline after a change and marks it ready.
     pub(crate) fn touch(&mut self, peer: NodeId, next: Option<Time>) {
+        self.rearm(peer, next);
+        self.ready.insert(peer);
+    }
+
+    /// Records `peer`'s earliest deadline without marking it ready (after a packet was
+    /// built for it: `poll_transmit` still holds it).
+    pub(crate) fn rearm(&mut self, peer: NodeId, next: Option<Time>) {
         let old = match next {
             Some(t) => self.armed.insert(peer, t),
             None => self.armed.remove(&peer),
@@ -49,17 +56,6 @@ impl Schedule {
             if let Some(t) = next {
                 self.timers.insert((t, peer));
             }
-        }
-        self.ready.insert(peer);
-    }
-
-    /// Like [`Schedule::touch`] without marking the peer ready (after a packet was built
-    /// for it: `poll_transmit` still holds it).
-    pub(crate) fn rearm(&mut self, peer: NodeId, next: Option<Time>) {
-        let was_ready = self.ready.contains(&peer);
-        self.touch(peer, next);
-        if !was_ready {
-            self.ready.remove(&peer);
         }
     }
 
