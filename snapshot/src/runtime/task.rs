@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shutter_transport::Time;
-use shutter_transport::driver::{Clock, EndpointStats, RECV_BATCH, RECV_BUFFER, UdpIo};
+use shutter_transport::driver::{Clock, EndpointStats, RECV_BUFFER, UdpIo};
 use shutter_vclock::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
@@ -169,10 +169,8 @@ where
                     // What else already arrived is taken before the one drain below.
                     let now = self.clock.now();
                     self.stack.handle_datagram(now, peer, &buf[..len]);
-                    for _ in 1..RECV_BATCH {
-                        let Some((peer, len)) = self.io.try_recv(&mut buf) else { break };
-                        self.stack.handle_datagram(now, peer, &buf[..len]);
-                    }
+                    let stack = &mut self.stack;
+                    self.io.take_queued(&mut buf, |peer, bytes| stack.handle_datagram(now, peer, bytes));
                 }
                 // Delayed datagram copies are released by `drain`.
                 () = timer, if deadline.is_some() => self.stack.handle_timeout(self.clock.now()),

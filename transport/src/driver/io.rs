@@ -162,11 +162,21 @@ impl UdpIo {
         }
     }
 
-    /// The next datagram from a known peer if one is already queued on the socket,
-    /// without waiting: a host loop woken by [`UdpIo::recv`] takes what else arrived with
-    /// it (up to a bound it chooses) before draining its core once, so that replies
-    /// coalesce into fewer datagrams and the loop's per-wake cost is shared.
-    pub fn try_recv(&mut self, buf: &mut [u8]) -> Option<(NodeId, usize)> {
+    /// Hands `handle` the datagrams from known peers that are already queued on the
+    /// socket, without waiting, at most [`RECV_BATCH`] - 1 of them: a host loop woken by
+    /// [`UdpIo::recv`] takes what else arrived with it before draining its core once, so
+    /// that replies coalesce into fewer datagrams and the loop's per-wake cost is shared.
+    pub fn take_queued(&mut self, buf: &mut [u8], mut handle: impl FnMut(NodeId, &[u8])) {
+        for _ in 1..RECV_BATCH {
+            let Some((peer, len)) = self.try_recv(buf) else {
+                return;
+            };
+            handle(peer, &buf[..len]);
+        }
+    }
+
+    /// The next datagram from a known peer if one is already queued on the socket.
+    fn try_recv(&mut self, buf: &mut [u8]) -> Option<(NodeId, usize)> {
         loop {
             let got = self.socket.try_recv_from(buf);
             if matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {

@@ -87,30 +87,22 @@ impl Driver {
                 request = requests.recv() => {
                     // Take what else is queued too, so that sends coalesce into shared
                     // datagrams and one drain serves them all.
-                    let mut next = request;
-                    let mut taken = 0;
-                    loop {
-                        let Some(request) = next else { break 'run };
+                    let Some(request) = request else { break 'run };
+                    if !self.on_request(request) {
+                        break 'run;
+                    }
+                    for _ in 1..RECV_BATCH {
+                        let Ok(request) = requests.try_recv() else { break };
                         if !self.on_request(request) {
                             break 'run;
-                        }
-                        taken += 1;
-                        if taken == RECV_BATCH {
-                            break;
-                        }
-                        match requests.try_recv() {
-                            Ok(request) => next = Some(request),
-                            Err(_) => break,
                         }
                     }
                 }
                 (peer, len) = self.io.recv(&mut buf) => {
                     let now = self.clock.now();
                     self.core.handle_datagram(now, peer, &buf[..len]);
-                    for _ in 1..RECV_BATCH {
-                        let Some((peer, len)) = self.io.try_recv(&mut buf) else { break };
-                        self.core.handle_datagram(now, peer, &buf[..len]);
-                    }
+                    let core = &mut self.core;
+                    self.io.take_queued(&mut buf, |peer, bytes| core.handle_datagram(now, peer, bytes));
                 }
                 () = sleep, if deadline.is_some() => {
                     let now = self.clock.now();
