@@ -5,6 +5,9 @@
 //! records every other incoming channel until that channel's marker arrives; the channel
 //! the first marker came on is empty. Reports go to the initiator as in [`crate::mattern`].
 //!
+//! With a [`crate::topology`], markers go out on outgoing channels only and the node
+//! waits for them on incoming channels only: one marker per channel.
+//!
 //! Correctness rests on the marker separating pre-cut from post-cut messages on each
 //! channel, which FIFO guarantees. Over shutter's *unordered* transport a post-cut
 //! message can overtake the marker (the receiver delivers it before its cut: an
@@ -110,25 +113,26 @@ impl Engine {
         }
     }
 
-    fn others(&self) -> Vec<NodeId> {
-        self.col.others()
-    }
-
     fn send(&mut self, to: NodeId, c: ClControl) {
         let id = c.id();
         self.col.send(&mut self.out, to, id, c);
     }
 
-    /// Records the local state and sends markers everywhere; `from` is the channel the
-    /// first marker came on (empty by definition).
+    /// Records the local state and sends a marker on every outgoing channel; `from` is
+    /// the channel the first marker came on (empty by definition). Only incoming
+    /// channels are recorded (see [`crate::topology`]).
     fn record(&mut self, now: Time, id: SnapshotId, state: Vec<u8>, from: Option<NodeId>) {
-        let others = self.others();
         let mut part = Part {
             cut: self.clock.clone(),
             cut_at: now,
             deadline: now + self.cfg.timeout * 2,
             state,
-            open: others.iter().map(|&n| (n, Vec::new())).collect(),
+            open: self
+                .cfg
+                .incoming()
+                .into_iter()
+                .map(|n| (n, Vec::new()))
+                .collect(),
             closed: BTreeMap::new(),
             reported: false,
         };
@@ -143,7 +147,7 @@ impl Engine {
             clock: part.cut.clone(),
         });
         self.active.insert(id, part);
-        for to in others {
+        for to in self.cfg.outgoing() {
             self.send(to, ClControl::Marker { id });
         }
         self.maybe_report(now, id);
@@ -214,6 +218,10 @@ impl SnapshotEngine for Engine {
 
     fn clock(&self) -> &VClock {
         &self.clock
+    }
+
+    fn config(&self) -> &EngineConfig {
+        &self.cfg
     }
 
     fn on_app_send(&mut self, _now: Time, _to: NodeId) -> AppHeader {

@@ -24,6 +24,7 @@ use shutter_transport::Time;
 use shutter_vclock::{NodeId, VClock};
 
 use crate::global::{Delivery, InitiateError, SnapshotEvent};
+use crate::topology::Channels;
 use crate::wire::{AppHeader, SnapshotId};
 
 /// A sans-IO snapshot engine: no clock reads, no sockets, no unseeded randomness.
@@ -36,6 +37,9 @@ pub trait SnapshotEngine {
 
     /// This node's vector clock.
     fn clock(&self) -> &VClock;
+
+    /// The engine's configuration.
+    fn config(&self) -> &EngineConfig;
 
     /// The application is about to send one message to `to`: count it, tick, and return
     /// the header to put in front of the payload.
@@ -148,6 +152,9 @@ pub struct EngineConfig {
     /// every member's own clock entry starts above it, so they belong to the run that
     /// was rolled back (see `shutter_snapshot::recovery`). 0 otherwise.
     pub ids_from: u64,
+    /// This node's application channels, or `None` for a channel to and from every
+    /// other node (see [`crate::topology`]).
+    pub channels: Option<Channels>,
 }
 
 impl EngineConfig {
@@ -164,6 +171,46 @@ impl EngineConfig {
             life: 0,
             clock_floor: 0,
             ids_from: 0,
+            channels: None,
+        }
+    }
+
+    /// Nodes this node may send application messages to (every other node without a
+    /// topology), sorted.
+    pub fn outgoing(&self) -> Vec<NodeId> {
+        match &self.channels {
+            Some(c) => c.outgoing.clone(),
+            None => self.others(),
+        }
+    }
+
+    /// Nodes that may send application messages to this node, sorted.
+    pub fn incoming(&self) -> Vec<NodeId> {
+        match &self.channels {
+            Some(c) => c.incoming.clone(),
+            None => self.others(),
+        }
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| *n != self.me)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The same configuration among `nodes` (after a membership change): channels to
+    /// and from nodes that left are gone.
+    pub fn among(&self, nodes: &[NodeId]) -> EngineConfig {
+        EngineConfig {
+            nodes: nodes.to_vec(),
+            channels: self.channels.as_ref().map(|c| c.restricted_to(nodes)),
+            ..self.clone()
         }
     }
 }

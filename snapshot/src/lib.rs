@@ -13,7 +13,8 @@
 //!
 //! * **engines**: [`engine`] (the trait and [`engine::EngineConfig`]), [`mattern`],
 //!   [`chandy_lamport`], the collection protocol they share (private `collect`), and
-//!   [`life`] (why a restarted node's vector time and snapshot ids never repeat);
+//!   [`life`] (why a restarted node's vector time and snapshot ids never repeat),
+//!   [`topology`] (which application channels exist);
 //! * **one node, sans-IO**: [`process`] (the application interface: [`process::Process`],
 //!   [`process::Context`], and [`process::Node`], one process plus one engine) and
 //!   [`stack`] ([`stack::Stack`]: the node plus the transport core, backlogs and every
@@ -45,6 +46,7 @@ pub mod report;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod stack;
+pub mod topology;
 pub mod verify;
 pub mod wire;
 

@@ -47,7 +47,7 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for node `me` at `now`; `peers` are the other nodes.
+    /// A context for node `me` at `now`; `peers` are the nodes it may send to.
     pub fn new(me: NodeId, now: Time, peers: Vec<NodeId>) -> Self {
         Self {
             me,
@@ -67,7 +67,8 @@ impl Context {
         self.now
     }
 
-    /// The other nodes, sorted.
+    /// The nodes this one may send to, sorted: every other member, or with a
+    /// [`crate::topology`] this node's outgoing channels.
     pub fn peers(&self) -> &[NodeId] {
         &self.peers
     }
@@ -169,10 +170,14 @@ pub struct Node<P: Process, E: SnapshotEngine = mattern::Engine> {
     process: P,
     engine: E,
     peers: Vec<NodeId>,
+    /// Where the process may send: `peers`, or the outgoing channels of a topology.
+    outgoing: Vec<NodeId>,
     /// Control and application messages in the order they were produced.
     outbox: VecDeque<(NodeId, Envelope<E::Control>)>,
     /// Application messages the engine ruled stale (declared lost after a restart).
     discarded: u64,
+    /// Sends refused because the topology has no such channel: count and the last one.
+    off_topology: (u64, Option<NodeId>),
 }
 
 impl<P: Process, E: SnapshotEngine> Node<P, E> {
@@ -182,13 +187,33 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
         let mut peers: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != me).collect();
         peers.sort_unstable();
         peers.dedup();
+        let outgoing = Self::outgoing_of(&engine, &peers);
         Self {
             process,
             engine,
             peers,
+            outgoing,
             outbox: VecDeque::new(),
             discarded: 0,
+            off_topology: (0, None),
         }
+    }
+
+    fn outgoing_of(engine: &E, peers: &[NodeId]) -> Vec<NodeId> {
+        let mut out = match &engine.config().channels {
+            Some(c) => c.outgoing.clone(),
+            None => peers.to_vec(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Application messages the process addressed to a node it has no channel to (see
+    /// [`crate::topology`]), refused instead of sent, and the receiver of the last
+    /// one. Always 0 without a topology.
+    pub fn off_topology(&self) -> (u64, Option<NodeId>) {
+        self.off_topology
     }
 
     /// The application.
@@ -219,9 +244,15 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
     }
 
     fn run(&mut self, now: Time, f: impl FnOnce(&mut P, &mut Context)) {
-        let mut ctx = Context::new(self.engine.me(), now, self.peers.clone());
+        let mut ctx = Context::new(self.engine.me(), now, self.outgoing.clone());
         f(&mut self.process, &mut ctx);
+        let topology = self.engine.config().channels.is_some();
         for (to, payload) in ctx.take_outgoing() {
+            if topology && self.outgoing.binary_search(&to).is_err() {
+                self.off_topology.0 += 1;
+                self.off_topology.1 = Some(to);
+                continue;
+            }
             let header = self.engine.on_app_send(now, to);
             self.outbox
                 .push_back((to, Envelope::App { header, payload }));
@@ -337,6 +368,7 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
         self.peers = nodes.iter().copied().filter(|n| *n != me).collect();
         self.peers.sort_unstable();
         self.peers.dedup();
+        self.outgoing = Self::outgoing_of(&self.engine, &self.peers);
         self.outbox.clear();
         for (from, m) in incoming {
             self.engine.absorb(&m.ts);

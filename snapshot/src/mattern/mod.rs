@@ -332,6 +332,10 @@ impl SnapshotEngine for Engine {
         &self.clock
     }
 
+    fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
     fn on_app_send(&mut self, _now: Time, to: NodeId) -> AppHeader {
         let seq = self.sent.entry(to).or_default();
         *seq += 1;
@@ -531,8 +535,7 @@ impl SnapshotEngine for Engine {
             life,
             clock_floor: floor,
             ids_from,
-            nodes: nodes.to_vec(),
-            ..self.cfg.clone()
+            ..self.cfg.among(nodes)
         };
         Some(Engine::restored(cfg, clock))
     }
