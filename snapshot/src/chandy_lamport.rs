@@ -375,3 +375,48 @@ impl SnapshotEngine for Engine {
         a.chain(b).min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Topology;
+
+    fn ring_engine(me: u32, n: u32) -> Engine {
+        let cfg = EngineConfig {
+            channels: Some(Topology::ring(n).channels_of(NodeId(me))),
+            ..EngineConfig::new(NodeId(me), (0..n).map(NodeId).collect())
+        };
+        Engine::new(cfg)
+    }
+
+    fn markers(e: &mut Engine) -> Vec<NodeId> {
+        let mut to = Vec::new();
+        while let Some((n, c)) = e.poll_transmit() {
+            if matches!(c, ClControl::Marker { .. }) {
+                to.push(n);
+            }
+        }
+        to
+    }
+
+    #[test]
+    fn on_a_ring_one_marker_per_channel_and_only_incoming_channels_wait() {
+        let now = Time::ZERO;
+        let mut e0 = ring_engine(0, 4);
+        let id = e0.initiate(now, vec![]).unwrap();
+        assert_eq!(markers(&mut e0), vec![NodeId(1)]);
+        // Node 1's only incoming channel is 0 -> 1, where the marker came from: its
+        // cut is complete at once and it reports.
+        let mut e1 = ring_engine(1, 4);
+        e1.handle_control(now, NodeId(0), ClControl::Marker { id }, &mut Vec::new);
+        let mut sent = Vec::new();
+        while let Some((n, c)) = e1.poll_transmit() {
+            sent.push((n, matches!(c, ClControl::Marker { .. })));
+        }
+        assert_eq!(sent, vec![(NodeId(2), true), (NodeId(0), false)]);
+        // The initiator waits for its one incoming channel, 3 -> 0, only.
+        assert_eq!(e0.missing(id), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let p = e0.active.get(&id).unwrap();
+        assert_eq!(p.open.keys().copied().collect::<Vec<_>>(), vec![NodeId(3)]);
+    }
+}
