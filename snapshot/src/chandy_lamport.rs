@@ -29,7 +29,7 @@ use shutter_vclock::{NodeId, VClock};
 use crate::collect::{Collection, Msg, Outputs};
 use crate::engine::{EngineConfig, SnapshotEngine};
 use crate::global::{AbortReason, AbortWhy, Delivery, InitiateError, SnapshotEvent};
-use crate::wire::{AppHeader, LocalReport, RecordedMessage, SnapshotId};
+use crate::wire::{AppHeader, CutCounts, LocalReport, RecordedMessage, SnapshotId};
 
 /// Chandy-Lamport control messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +76,8 @@ struct Part {
     /// Channels whose marker arrived.
     closed: BTreeMap<NodeId, Vec<RecordedMessage>>,
     reported: bool,
+    /// Message counts at the cut, for [`crate::verify::check_counts`].
+    counts: CutCounts,
 }
 
 impl From<Msg> for ClControl {
@@ -94,6 +96,11 @@ pub struct Engine {
     cfg: EngineConfig,
     clock: VClock,
     active: BTreeMap<SnapshotId, Part>,
+    /// Application messages sent per receiver (the algorithm does not need them; the
+    /// snapshot's counts do).
+    sent: BTreeMap<NodeId, u64>,
+    /// Per sender: its engine life and the messages of that life delivered here.
+    delivered: BTreeMap<NodeId, (u64, u64)>,
     /// The collection protocol shared with Mattern (reports, outcome, finished ids).
     col: Collection,
     out: Outputs<ClControl>,
@@ -109,6 +116,8 @@ impl Engine {
             cfg,
             clock,
             active: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            delivered: BTreeMap::new(),
             out: Outputs::default(),
         }
     }
@@ -135,6 +144,15 @@ impl Engine {
                 .collect(),
             closed: BTreeMap::new(),
             reported: false,
+            counts: CutCounts {
+                sent: self.sent.iter().map(|(n, c)| (*n, *c)).collect(),
+                delivered: self
+                    .delivered
+                    .iter()
+                    .map(|(n, (life, c))| (*n, *life, *c))
+                    .collect(),
+                lost: Vec::new(),
+            },
         };
         if let Some(f) = from
             && let Some(ch) = part.open.remove(&f)
@@ -167,9 +185,11 @@ impl Engine {
             cut: p.cut.clone(),
             cut_at: p.cut_at,
             channels: std::mem::take(&mut p.closed).into_iter().collect(),
-            // Chandy-Lamport has no lives: it does not survive restarts.
-            life: 0,
+            // Chandy-Lamport cannot resume from a cut; its life only tells the counts
+            // of a restarted node's processes apart.
+            life: self.cfg.life,
             seen: Vec::new(),
+            counts: Some(std::mem::take(&mut p.counts)),
         };
         if self.col.report(now, report, &mut self.out) {
             self.active.remove(&id);
@@ -224,13 +244,15 @@ impl SnapshotEngine for Engine {
         &self.cfg
     }
 
-    fn on_app_send(&mut self, _now: Time, _to: NodeId) -> AppHeader {
+    fn on_app_send(&mut self, _now: Time, to: NodeId) -> AppHeader {
         self.clock.tick(self.cfg.me);
+        *self.sent.entry(to).or_default() += 1;
         AppHeader {
             ts: self.clock.clone(),
             joined: Vec::new(),
-            // FIFO channels and markers close channels here; no numbering needed.
-            life: 0,
+            // FIFO channels and markers close channels here; no numbering needed. The
+            // life lets receivers count per life of the sender.
+            life: self.cfg.life,
             seq: 0,
         }
     }
@@ -253,6 +275,13 @@ impl SnapshotEngine for Engine {
                 });
                 recorded_in += 1;
             }
+        }
+        let (life, count) = self.delivered.entry(from).or_default();
+        if header.life > *life {
+            (*life, *count) = (header.life, 0);
+        }
+        if header.life == *life {
+            *count += 1;
         }
         self.clock.merge(&header.ts);
         self.clock.tick(self.cfg.me);

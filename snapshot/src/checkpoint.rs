@@ -36,7 +36,7 @@ use crate::wire::{LocalReport, SnapshotId};
 /// First bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"SHUTCKPT";
 /// The checkpoint format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// File name extension of checkpoints.
 pub const EXTENSION: &str = "ckpt";
 

@@ -47,6 +47,24 @@ pub struct GlobalSnapshot {
     /// Control messages exchanged for this snapshot (sent or received by the initiator,
     /// which is every control message of the algorithm).
     pub control_messages: u64,
+    /// Per channel `(from, to)`, what the two ends had counted at their cuts (empty if
+    /// the parts carried no counts): lets [`crate::verify::check_counts`] prove every
+    /// channel state complete and exact without any application invariant.
+    pub counts: BTreeMap<(NodeId, NodeId), ChannelCount>,
+}
+
+/// The counts of one channel `from -> to` at the cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelCount {
+    /// Messages `from` had sent on the channel before its cut (in the engine life that
+    /// took the cut).
+    pub sent: u64,
+    /// Of those, messages `to` had delivered before its cut; `None` if `to` had already
+    /// heard from a later life of `from` (that cut cannot be right).
+    pub delivered: Option<u64>,
+    /// True if `from`'s session with `to` ended and some of those messages were
+    /// declared lost for good (the channel may then hold fewer than the rest).
+    pub lossy: bool,
 }
 
 impl GlobalSnapshot {
@@ -99,6 +117,7 @@ impl GlobalSnapshot {
                 .collect(),
             life: 0,
             seen: Vec::new(),
+            counts: None,
         })
     }
 }

@@ -52,9 +52,10 @@ pub mod wire;
 
 pub use engine::SnapshotEngine;
 pub use global::{
-    AbortReason, AbortWhy, Delivery, GlobalSnapshot, InitiateError, SnapshotEvent, Timings,
+    AbortReason, AbortWhy, ChannelCount, Delivery, GlobalSnapshot, InitiateError, SnapshotEvent,
+    Timings,
 };
-pub use wire::{AppHeader, Control, Envelope, LocalReport, RecordedMessage, SnapshotId};
+pub use wire::{AppHeader, Control, CutCounts, Envelope, LocalReport, RecordedMessage, SnapshotId};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -150,6 +150,7 @@ mod tests {
                 completed: Time(1_000 + latency),
             },
             control_messages: control,
+            counts: Default::default(),
         }
     }
 

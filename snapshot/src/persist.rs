@@ -5,7 +5,7 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0..8 | magic `SHUTSNAP` |
-//! | 8..10 | format version, u16 little endian (currently 2; 2 changed the vector clock encoding) |
+//! | 8..10 | format version, u16 little endian (currently 3; 2 changed the vector clock encoding, 3 added the channel counts) |
 //! | 10..18 | body length, u64 little endian |
 //! | 18..22 | CRC32C of the body, u32 little endian |
 //!
@@ -32,7 +32,7 @@ use crate::wire::RecordedMessage;
 /// First bytes of every snapshot file.
 pub const MAGIC: [u8; 8] = *b"SHUTSNAP";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 22;
 

@@ -430,6 +430,7 @@ where
             channels: Vec::new(),
             life: 0,
             seen: Vec::new(),
+            counts: None,
         }
     }
 

@@ -9,6 +9,9 @@
 //!   name `(k, s)`: the initiator's cut is at `s`, every other cut lies before it
 //!   (`cut_j[k] < s`), every recorded message is pre-cut (`ts[k] < s`) and no message is
 //!   recorded twice;
+//! * [`check_counts`]: every channel state is complete and exact: the messages recorded
+//!   on `i -> j` plus those `j` delivered before its cut are exactly what `i` sent
+//!   before its cut (from the counts both ends took at their cuts);
 //! * application invariants through the [`Invariant`] trait (see
 //!   [`crate::bank::BankInvariant`]); [`check_all`] runs everything.
 //!
@@ -108,6 +111,26 @@ pub enum Inconsistency {
         /// `ts[from]` of the message recorded twice.
         event: u64,
     },
+    /// A channel state does not account for what was sent on the channel: `recorded`
+    /// messages in it plus `delivered` before the receiver's cut differ from the `sent`
+    /// before the sender's cut (`delivered` is `None` if the receiver had heard from a
+    /// later life of the sender).
+    #[error(
+        "channel {from}->{to} is not exact: {from} sent {sent} before its cut, {to} \
+         delivered {delivered:?} before its cut and the channel holds {recorded}"
+    )]
+    Count {
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+        /// Sent before the sender's cut.
+        sent: u64,
+        /// Delivered before the receiver's cut.
+        delivered: Option<u64>,
+        /// Recorded in the channel state.
+        recorded: u64,
+    },
     /// An application invariant failed.
     #[error("invariant {name} violated: {detail}")]
     Invariant {
@@ -133,7 +156,8 @@ impl Inconsistency {
             Inconsistency::UnknownNode { from, to }
             | Inconsistency::PostCutMessage { from, to, .. }
             | Inconsistency::NotPreCut { from, to, .. }
-            | Inconsistency::Duplicate { from, to, .. } => vec![from, to],
+            | Inconsistency::Duplicate { from, to, .. }
+            | Inconsistency::Count { from, to, .. } => vec![from, to],
             Inconsistency::Invariant { .. } => Vec::new(),
         };
         v.sort_unstable();
@@ -233,12 +257,44 @@ pub fn check_classification(snap: &GlobalSnapshot) -> Result<(), Inconsistency> 
     Ok(())
 }
 
-/// Everything but the application invariants: cut consistency, channel sanity and
-/// classification. Engines run this before reporting a snapshot complete.
+/// Every channel state is complete and exact: for each channel `i -> j`, the messages
+/// recorded plus those `j` delivered before its cut are exactly the `sent` before `i`'s
+/// cut. With the cut consistent (every message delivered before `j`'s cut was sent
+/// before `i`'s) and delivery exactly once, that means every pre-cut message is either
+/// on the receiver's side of the cut or in the channel state, and nothing else is.
+/// Where the sender declared messages lost for good (its session with the receiver
+/// ended), the channel may hold fewer, never more. Snapshots whose parts carried no
+/// counts (`counts` empty) pass.
+pub fn check_counts(snap: &GlobalSnapshot) -> Result<(), Inconsistency> {
+    for (&(from, to), c) in &snap.counts {
+        let recorded = snap.channels.get(&(from, to)).map_or(0, Vec::len) as u64;
+        let accounted = c.delivered.map(|d| d.saturating_add(recorded));
+        let exact = match accounted {
+            Some(a) if c.lossy => a <= c.sent,
+            Some(a) => a == c.sent,
+            None => false,
+        };
+        if !exact {
+            return Err(Inconsistency::Count {
+                from,
+                to,
+                sent: c.sent,
+                delivered: c.delivered,
+                recorded,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Everything but the application invariants: cut consistency, channel sanity,
+/// classification and exact channel counts. Engines run this before reporting a
+/// snapshot complete.
 pub fn check_structure(snap: &GlobalSnapshot) -> Result<(), Inconsistency> {
     check_cut_consistency(snap)?;
     check_channels(snap)?;
-    check_classification(snap)
+    check_classification(snap)?;
+    check_counts(snap)
 }
 
 /// Runs `invariant` and wraps its failure.
@@ -287,6 +343,7 @@ mod tests {
             channels: BTreeMap::new(),
             timings: Timings::default(),
             control_messages: 0,
+            counts: Default::default(),
         };
         for (i, c) in cuts.iter().enumerate() {
             s.states.insert(NodeId(i as u32), vec![]);
@@ -381,5 +438,46 @@ mod tests {
         }
         let e = check_all(&snap(&[&[1]]), &[&Never]).unwrap_err();
         assert_eq!(e.to_string(), "invariant never violated: nope");
+    }
+
+    #[test]
+    fn counts_prove_channel_states_exact() {
+        use crate::global::ChannelCount;
+        use crate::wire::RecordedMessage;
+        let mut s = snap(&[&[1, 0], &[0, 1]]);
+        let msg = RecordedMessage {
+            ts: VClock::from_entries(vec![1]),
+            payload: vec![7],
+        };
+        s.channels.insert((NodeId(0), NodeId(1)), vec![msg]);
+        let count = |sent, delivered, lossy| ChannelCount {
+            sent,
+            delivered: Some(delivered),
+            lossy,
+        };
+        // Sent 3 before the cut: 2 delivered before the receiver's cut, 1 in the channel.
+        s.counts.insert((NodeId(0), NodeId(1)), count(3, 2, false));
+        assert_eq!(check_counts(&s), Ok(()));
+        // One pre-cut message is neither delivered nor recorded: missing.
+        s.counts.insert((NodeId(0), NodeId(1)), count(4, 2, false));
+        let e = check_counts(&s).unwrap_err();
+        assert!(e.to_string().contains("not exact"), "{e}");
+        assert_eq!(e.nodes(), vec![NodeId(0), NodeId(1)]);
+        // ... unless the sender declared it lost for good.
+        s.counts.insert((NodeId(0), NodeId(1)), count(4, 2, true));
+        assert_eq!(check_counts(&s), Ok(()));
+        // Never more than was sent, lost or not.
+        s.counts.insert((NodeId(0), NodeId(1)), count(2, 2, true));
+        assert!(check_counts(&s).is_err());
+        // A receiver that heard from a later life of the sender: unknown, refused.
+        s.counts.insert(
+            (NodeId(0), NodeId(1)),
+            ChannelCount {
+                sent: 3,
+                delivered: None,
+                lossy: false,
+            },
+        );
+        assert!(check_structure(&s).is_err());
     }
 }

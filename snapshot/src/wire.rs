@@ -63,6 +63,22 @@ pub struct RecordedMessage {
     pub payload: Vec<u8>,
 }
 
+/// One node's application message counts at its local cut, which let
+/// [`crate::verify::check_counts`] prove every channel state complete and exact.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutCounts {
+    /// Per receiver: messages this node's engine life had sent to it before the cut.
+    pub sent: Vec<(NodeId, u64)>,
+    /// Per sender: `(sender's engine life, messages of that life delivered here before
+    /// the cut)`.
+    pub delivered: Vec<(NodeId, u64, u64)>,
+    /// Per sender: `(sender's engine life, highest number it declared lost)` when the
+    /// report was sent, for senders whose session with this node ended (see
+    /// [`Control::Lost`]): those messages are gone for good, so the channel may hold
+    /// fewer than were sent.
+    pub lost: Vec<(NodeId, u64, u64)>,
+}
+
 /// What one node hands its initiator once all its incoming channels are closed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalReport {
@@ -85,6 +101,9 @@ pub struct LocalReport {
     /// reached this node: its messages look pre-cut and would be recorded or delivered
     /// before the cut, so the initiator aborts.
     pub seen: Vec<(NodeId, u64)>,
+    /// Message counts at the cut (`None` from a part that does not carry them, such as
+    /// a replica kept by an initiator or a genesis checkpoint).
+    pub counts: Option<CutCounts>,
 }
 
 /// One entry of a participant's column: `(sender, sender's engine life, pre-cut

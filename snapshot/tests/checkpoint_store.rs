@@ -36,6 +36,7 @@ fn part(s: u64) -> LocalReport {
         )],
         life: 7,
         seen: Vec::new(),
+        counts: None,
     }
 }
 

@@ -90,8 +90,8 @@ fn damaged_files_give_specific_errors() {
     assert!(matches!(
         e,
         PersistError::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         }
     ));
     // Trailing garbage.

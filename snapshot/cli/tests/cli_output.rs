@@ -34,6 +34,7 @@ fn money_sums_of_a_hostile_file_do_not_overflow() {
         channels: Default::default(),
         timings: Timings::default(),
         control_messages: 0,
+        counts: Default::default(),
     };
     let huge = RecordedMessage {
         ts: VClock::new(),

@@ -127,10 +127,15 @@ fn chandy_lamport_over_fifo_channels_is_exact_on_a_ring() {
     }
 }
 
+/// Over unordered channels Chandy-Lamport's markers overtake messages, so its cuts
+/// lose or misfile messages in flight. The generic checks (exact channel counts, cut
+/// consistency) refuse every such snapshot before it completes: across the seeds some
+/// are refused, and no snapshot that completes ever breaks the token invariant.
 #[test]
-fn chandy_lamport_over_unordered_channels_is_caught_with_a_replay_line() {
-    let mut caught = None;
-    for seed in 0..40 {
+fn chandy_lamport_over_unordered_channels_is_caught_by_the_checks_alone() {
+    let (mut refused, mut completed) = (0, 0);
+    let mut first_failure = None;
+    for seed in shutter_sim::seeds(20) {
         let report = ring_sim(Topology::ring(4), seed)
             .algorithm(Algorithm::ChandyLamportUnordered)
             .faults(LinkFaults {
@@ -140,14 +145,28 @@ fn chandy_lamport_over_unordered_channels_is_caught_with_a_replay_line() {
             })
             .tick(Some(Duration::from_millis(1)))
             .run_for(Duration::from_millis(500));
-        if !report.passed() {
-            caught = Some(report);
-            break;
+        for v in &report.violations {
+            assert!(
+                v.contains("own check refused"),
+                "seed {seed}: {v}\n{report}"
+            );
+            refused += 1;
+        }
+        completed += report.completed.len();
+        if !report.passed() && first_failure.is_none() {
+            first_failure = Some(report);
         }
     }
-    let report = caught.expect("reordering breaks Chandy-Lamport; the invariant must see it");
+    assert!(
+        refused > 0,
+        "reordering breaks Chandy-Lamport; the checks must see it"
+    );
+    assert!(
+        completed > 0,
+        "snapshots without a misfiled message still complete"
+    );
+    let report = first_failure.expect("counted above");
     let text = report.to_string();
-    assert!(text.contains("every token once"), "{text}");
     assert!(
         text.contains(&format!("replay: SHUTTER_SIM_SEED={}", report.seed)),
         "{text}"

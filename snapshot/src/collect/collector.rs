@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use shutter_transport::Time;
 use shutter_vclock::NodeId;
 
-use crate::global::{AbortReason, AbortWhy, GlobalSnapshot, Timings};
+use crate::global::{AbortReason, AbortWhy, ChannelCount, GlobalSnapshot, Timings};
 use crate::verify;
 use crate::wire::{ExpectedCount, LocalReport, SnapshotId};
 
@@ -146,6 +146,43 @@ impl Collector {
         Ok(())
     }
 
+    /// Every channel's counts from both ends' reports (empty unless every report
+    /// carries counts). The receiver's delivered count belongs to the sender life that
+    /// took the sender's cut: an older life's deliveries are not on this channel, a newer
+    /// one's make the count unknown.
+    fn channel_counts(&self) -> BTreeMap<(NodeId, NodeId), ChannelCount> {
+        let mut counts = BTreeMap::<(NodeId, NodeId), ChannelCount>::new();
+        if self.reports.values().any(|r| r.counts.is_none()) {
+            return counts;
+        }
+        let life = |n: NodeId| self.reports.get(&n).map(|r| r.life);
+        for (&node, report) in &self.reports {
+            let Some(c) = &report.counts else { continue };
+            for &(to, sent) in &c.sent {
+                if sent > 0 && self.reports.contains_key(&to) {
+                    let e = counts.entry((node, to)).or_default();
+                    e.sent = sent;
+                    e.delivered.get_or_insert(0);
+                }
+            }
+            for &(from, from_life, delivered) in &c.delivered {
+                let Some(cut_life) = life(from) else { continue };
+                let e = counts.entry((from, node)).or_default();
+                e.delivered = match from_life.cmp(&cut_life) {
+                    std::cmp::Ordering::Less => Some(e.delivered.unwrap_or(0)),
+                    std::cmp::Ordering::Equal => Some(delivered),
+                    std::cmp::Ordering::Greater => None,
+                };
+            }
+            for &(from, from_life, upto) in &c.lost {
+                if life(from) == Some(from_life) && upto > 0 {
+                    counts.entry((from, node)).or_default().lossy = true;
+                }
+            }
+        }
+        counts
+    }
+
     fn assemble(self, id: SnapshotId, nodes: &[NodeId], now: Time) -> GlobalSnapshot {
         let mut snap = GlobalSnapshot {
             id,
@@ -158,6 +195,7 @@ impl Collector {
                 completed: now,
             },
             control_messages: self.control_messages,
+            counts: self.channel_counts(),
         };
         for &from in nodes {
             for &to in nodes {

@@ -22,6 +22,11 @@ pub(crate) struct Inbound {
     upto: u64,
     /// Resolved numbers above `upto + 1`.
     above: BTreeSet<u64>,
+    /// Messages of this life delivered (admitted), counted apart from the numbering so
+    /// that snapshots can be checked against it.
+    delivered: u64,
+    /// The highest number the sender declared lost (0: none).
+    lost_upto: u64,
 }
 
 impl Inbound {
@@ -50,7 +55,11 @@ impl Inbound {
 
     /// The sender declared every number up to `upto` of `life` resolved.
     pub(crate) fn resolve_upto(&mut self, life: u64, upto: u64) {
-        if !self.enter(life) || upto <= self.upto {
+        if !self.enter(life) {
+            return;
+        }
+        self.lost_upto = self.lost_upto.max(upto);
+        if upto <= self.upto {
             return;
         }
         self.upto = upto;
@@ -62,6 +71,22 @@ impl Inbound {
         while self.upto < u64::MAX && self.above.remove(&(self.upto + 1)) {
             self.upto += 1;
         }
+    }
+
+    /// The message just admitted is delivered. Counted apart from `admit`, after the
+    /// snapshots it announces were joined: it is not delivered before their cuts.
+    pub(crate) fn count_delivery(&mut self) {
+        self.delivered += 1;
+    }
+
+    /// Messages of the current sender life delivered so far.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// The highest number of the current sender life declared lost (0: none).
+    pub(crate) fn lost_upto(&self) -> u64 {
+        self.lost_upto
     }
 
     /// The newest sender life seen (0 before the first message).
@@ -134,5 +159,18 @@ mod tests {
         ib.resolve_upto(1, u64::MAX);
         assert!(!ib.admit(1, u64::MAX));
         assert!(ib.resolved_through(1, u64::MAX));
+    }
+
+    #[test]
+    fn deliveries_are_counted_per_life_apart_from_losses() {
+        let mut ib = Inbound::default();
+        for seq in [2, 1] {
+            assert!(ib.admit(3, seq));
+            ib.count_delivery();
+        }
+        ib.resolve_upto(3, 5);
+        assert_eq!((ib.delivered(), ib.lost_upto()), (2, 5));
+        assert!(ib.admit(4, 1), "a new life");
+        assert_eq!((ib.delivered(), ib.lost_upto()), (0, 0));
     }
 }

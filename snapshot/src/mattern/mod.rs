@@ -48,7 +48,7 @@ use crate::collect::{Collection, Msg, Outputs};
 pub use crate::engine::EngineConfig;
 use crate::engine::SnapshotEngine;
 use crate::global::{AbortReason, AbortWhy, Delivery, InitiateError, SnapshotEvent};
-use crate::wire::{AppHeader, Control, ExpectedCount, SnapshotId};
+use crate::wire::{AppHeader, Control, CutCounts, ExpectedCount, SnapshotId};
 use inbound::Inbound;
 use participant::Participant;
 
@@ -184,6 +184,15 @@ impl Engine {
             channels: BTreeMap::new(),
             channel_bytes: 0,
             reported: false,
+            counts: CutCounts {
+                sent: self.sent.iter().map(|(n, c)| (*n, *c)).collect(),
+                delivered: self
+                    .inbound
+                    .iter()
+                    .map(|(n, ib)| (*n, ib.life(), ib.delivered()))
+                    .collect(),
+                lost: Vec::new(),
+            },
         };
         self.out.events.push_back(SnapshotEvent::LocalCut {
             id,
@@ -393,6 +402,9 @@ impl SnapshotEngine for Engine {
             }
         }
         // 3. The receive event itself (its number was resolved by `admit` above).
+        if let Some(ib) = self.inbound.get_mut(&from) {
+            ib.count_delivery();
+        }
         self.clock.merge(&header.ts);
         self.clock.tick(self.cfg.me);
         for id in over_limit {

@@ -7,7 +7,7 @@ use shutter_transport::Time;
 use shutter_vclock::{NodeId, VClock};
 
 use super::inbound::Inbound;
-use crate::wire::{LocalReport, RecordedMessage, SnapshotId};
+use crate::wire::{CutCounts, LocalReport, RecordedMessage, SnapshotId};
 
 /// Local state of a joined snapshot.
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub(crate) struct Participant {
     pub(crate) channel_bytes: usize,
     /// The report went out; we only keep announcing until Done.
     pub(crate) reported: bool,
+    /// Sent and delivered counts at the cut (the lost ones are added at the report).
+    pub(crate) counts: CutCounts,
 }
 
 impl Participant {
@@ -72,6 +74,12 @@ impl Participant {
     ) -> LocalReport {
         self.reported = true;
         self.channel_bytes = 0;
+        let mut counts = std::mem::take(&mut self.counts);
+        counts.lost = inbound
+            .iter()
+            .filter(|(_, ib)| ib.lost_upto() > 0)
+            .map(|(n, ib)| (*n, ib.life(), ib.lost_upto()))
+            .collect();
         LocalReport {
             id: self.id,
             state: std::mem::take(&mut self.state),
@@ -80,6 +88,7 @@ impl Participant {
             channels: std::mem::take(&mut self.channels).into_iter().collect(),
             life,
             seen: inbound.iter().map(|(n, ib)| (*n, ib.life())).collect(),
+            counts: Some(counts),
         }
     }
 }

@@ -251,6 +251,11 @@ fn report() -> LocalReport {
         )],
         life: 1 << 55,
         seen: vec![(NodeId(1), 1 << 55), (NodeId(3), (1 << 55) + 9)],
+        counts: Some(shutter_snapshot::CutCounts {
+            sent: vec![(NodeId(1), 4), (NodeId(3), 2)],
+            delivered: vec![(NodeId(1), 1 << 55, 3)],
+            lost: vec![(NodeId(3), (1 << 55) + 9, 1)],
+        }),
     }
 }
 
@@ -416,6 +421,7 @@ fn handmade_snapshot() -> GlobalSnapshot {
             completed: Time(40),
         },
         control_messages: 5,
+        counts: Default::default(),
     }
 }
 

@@ -52,6 +52,7 @@ fn bank(balances: &[u64], transfers: &[u64]) -> Vec<u8> {
         channels,
         timings: Timings::default(),
         control_messages: 0,
+        counts: Default::default(),
     };
     persist::encode(&snap)
 }
