@@ -56,6 +56,7 @@ pub struct Sim<P: Process> {
     pub(crate) crashes: Vec<CrashPlan>,
     pub(crate) random_crashes: usize,
     pub(crate) tick: Option<Duration>,
+    pub(crate) ticks_at: Vec<Duration>,
     pub(crate) snapshot_every: Option<Duration>,
     pub(crate) snapshots: Vec<(Duration, NodeId)>,
     pub(crate) commands: Vec<(Duration, NodeId, Vec<u8>)>,
@@ -86,6 +87,7 @@ impl<P: Process + 'static> Sim<P> {
             crashes: Vec::new(),
             random_crashes: 0,
             tick: Some(Duration::from_millis(10)),
+            ticks_at: Vec::new(),
             snapshot_every: None,
             snapshots: Vec::new(),
             commands: Vec::new(),
@@ -175,6 +177,15 @@ impl<P: Process + 'static> Sim<P> {
     /// when the run's traffic time ends.
     pub fn tick(mut self, every: Option<Duration>) -> Self {
         self.tick = every;
+        self
+    }
+
+    /// One extra [`Process::on_tick`] of every process that is up at `at`, besides the
+    /// periodic ones (with `tick(None)` these are the only ticks, so a test can pin
+    /// every one). In the traffic time only, as commands; at the instant of a periodic
+    /// tick, processes tick twice.
+    pub fn tick_at(mut self, at: Duration) -> Self {
+        self.ticks_at.push(at);
         self
     }
 
