@@ -12,6 +12,7 @@ use shutter_vclock::NodeId;
 
 use crate::cut::{Cut, End};
 use crate::report::Report;
+use crate::script::Script;
 use crate::world::World;
 
 /// Which snapshot algorithm the nodes run.
@@ -207,6 +208,14 @@ impl<P: Process + 'static> Sim<P> {
     pub fn command(mut self, at: Duration, node: NodeId, command: impl Into<Vec<u8>>) -> Self {
         self.commands.push((at, node, command.into()));
         self
+    }
+
+    /// Puts the steps of `script` on this run at their times: its sends and commands,
+    /// snapshots, crashes, partitions (each until the `heal` after it, or for the whole
+    /// run) and ticks. Run for longer than [`Script::duration`]: steps happen in the
+    /// traffic time only.
+    pub fn script(self, script: &Script) -> Self {
+        script.apply(self)
     }
 
     /// With recovery (the default, as `shutter node`) every node keeps a checkpoint
