@@ -12,6 +12,7 @@ use shutter_vclock::NodeId;
 
 use crate::cut::{Cut, End};
 use crate::report::Report;
+use crate::script::Script;
 use crate::world::World;
 
 /// Which snapshot algorithm the nodes run.
@@ -56,6 +57,7 @@ pub struct Sim<P: Process> {
     pub(crate) crashes: Vec<CrashPlan>,
     pub(crate) random_crashes: usize,
     pub(crate) tick: Option<Duration>,
+    pub(crate) ticks_at: Vec<Duration>,
     pub(crate) snapshot_every: Option<Duration>,
     pub(crate) snapshots: Vec<(Duration, NodeId)>,
     pub(crate) commands: Vec<(Duration, NodeId, Vec<u8>)>,
@@ -86,6 +88,7 @@ impl<P: Process + 'static> Sim<P> {
             crashes: Vec::new(),
             random_crashes: 0,
             tick: Some(Duration::from_millis(10)),
+            ticks_at: Vec::new(),
             snapshot_every: None,
             snapshots: Vec::new(),
             commands: Vec::new(),
@@ -178,6 +181,15 @@ impl<P: Process + 'static> Sim<P> {
         self
     }
 
+    /// One extra [`Process::on_tick`] of every process that is up at `at`, besides the
+    /// periodic ones (with `tick(None)` these are the only ticks, so a test can pin
+    /// every one). In the traffic time only, as commands; at the instant of a periodic
+    /// tick, processes tick twice.
+    pub fn tick_at(mut self, at: Duration) -> Self {
+        self.ticks_at.push(at);
+        self
+    }
+
     /// Starts a snapshot every `every`, initiators taking turns in node order (a node
     /// that is down skips its turn).
     pub fn snapshot_every(mut self, every: Duration) -> Self {
@@ -196,6 +208,14 @@ impl<P: Process + 'static> Sim<P> {
     pub fn command(mut self, at: Duration, node: NodeId, command: impl Into<Vec<u8>>) -> Self {
         self.commands.push((at, node, command.into()));
         self
+    }
+
+    /// Puts the steps of `script` on this run at their times: its sends and commands,
+    /// snapshots, crashes, partitions (each until the `heal` after it, or for the whole
+    /// run) and ticks. Run for longer than [`Script::duration`]: steps happen in the
+    /// traffic time only.
+    pub fn script(self, script: &Script) -> Self {
+        script.apply(self)
     }
 
     /// With recovery (the default, as `shutter node`) every node keeps a checkpoint

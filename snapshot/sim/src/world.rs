@@ -46,6 +46,8 @@ where
     traffic_end: Time,
     tick: Option<Duration>,
     next_tick: Time,
+    /// One-off ticks ([`Sim::tick_at`]), sorted, consumed from the front.
+    ticks_at: Vec<Time>,
     faults: Faults,
     queue: BinaryHeap<InFlight>,
     order: u64,
@@ -94,6 +96,8 @@ where
             .map(|(t, n, c)| (at(t), n, c))
             .collect();
         commands.sort_by_key(|c| (c.0, c.1));
+        let mut ticks_at: Vec<Time> = sim.ticks_at.iter().map(|&t| at(t)).collect();
+        ticks_at.sort();
         let plan = FaultPlan {
             seed: sim.seed,
             default: sim.faults.clone(),
@@ -113,6 +117,7 @@ where
             traffic_end,
             tick: sim.tick.filter(|d| !d.is_zero()),
             next_tick: Time::ZERO,
+            ticks_at,
             faults: Faults::new(plan).unwrap_or_else(|e| panic!("invalid faults: {e}")),
             queue: BinaryHeap::new(),
             order: 0,
@@ -204,6 +209,7 @@ where
             self.restarts.first().map(|r| r.0),
             self.initiations.first().map(|i| i.0).filter(|_| traffic),
             self.commands.first().map(|c| c.0).filter(|_| traffic),
+            self.ticks_at.first().copied().filter(|_| traffic),
             self.tick
                 .map(|_| self.next_tick)
                 .filter(|t| *t < self.traffic_end),
@@ -268,11 +274,20 @@ where
                 self.service(i);
             }
         }
+        // The periodic tick and any one-off ones due now: each is a tick of every node.
+        let mut ticks = 0;
         if let Some(every) = self.tick
             && self.next_tick <= now
             && now < self.traffic_end
         {
             self.next_tick = now + every;
+            ticks += 1;
+        }
+        while now < self.traffic_end && self.ticks_at.first().is_some_and(|t| *t <= now) {
+            self.ticks_at.remove(0);
+            ticks += 1;
+        }
+        for _ in 0..ticks {
             for i in 0..self.nodes.len() {
                 if self.nodes[i].status == Status::Up {
                     self.nodes[i].stack.handle_tick(now);
