@@ -367,3 +367,17 @@ fn shell_splitting_catches_what_broke_the_readme() {
     );
     assert!(shell_words("shutter demo --partition 2s..4s:0,1|2,3").is_err());
 }
+
+/// The simulator example in the README is, byte for byte, a test that runs in CI
+/// (`snapshot/sim/tests/readme_relay.rs`), so what it shows compiles and passes.
+#[test]
+fn simulator_example_is_a_test_that_runs() {
+    let blocks = fenced(&readme(), "rust,ignore");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sim/tests/readme_relay.rs");
+    let test = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        blocks.iter().any(|b| *b == test),
+        "README's rust,ignore blocks differ from {}; copy the file into the README",
+        path.display()
+    );
+}

@@ -105,10 +105,23 @@ impl Report {
             .filter(|n| *n != "main")
             .map(|n| format!(" -- {n} --exact"))
             .unwrap_or_default();
-        let package = std::env::var("CARGO_PKG_NAME")
-            .map(|p| format!(" -p {p}"))
+        let package = std::env::var("CARGO_PKG_NAME").ok();
+        // Test binaries are named `<target>-<hash>`: an integration test's target is
+        // its file name, a crate's own unit tests are the crate name.
+        let target = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.file_stem()?.to_str()?.to_owned()))
+            .and_then(|stem| Some(stem.rsplit_once('-')?.0.to_owned()))
+            .map(|t| match &package {
+                Some(p) if p.replace('-', "_") == t => " --lib".to_owned(),
+                _ => format!(" --test {t}"),
+            })
             .unwrap_or_default();
-        format!("SHUTTER_SIM_SEED={} cargo test{package}{test}", self.seed)
+        let package = package.map(|p| format!(" -p {p}")).unwrap_or_default();
+        format!(
+            "SHUTTER_SIM_SEED={} cargo test{package}{target}{test}",
+            self.seed
+        )
     }
 
     /// Panics, naming the seed, the violations and the replay command, unless the run

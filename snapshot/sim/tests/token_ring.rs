@@ -168,7 +168,11 @@ fn chandy_lamport_over_unordered_channels_is_caught_by_the_checks_alone() {
     let report = first_failure.expect("counted above");
     let text = report.to_string();
     assert!(
-        text.contains(&format!("replay: SHUTTER_SIM_SEED={}", report.seed)),
+        text.contains(&format!(
+            "replay: SHUTTER_SIM_SEED={} cargo test -p shutter-sim --test token_ring -- \
+             chandy_lamport_over_unordered_channels_is_caught_by_the_checks_alone --exact",
+            report.seed
+        )),
         "{text}"
     );
 }
