@@ -235,6 +235,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode> {
         listen,
         peers: peers.members(),
         faults: peers.faults.clone(),
+        channels: peers.channels_of(id),
         ..args
             .algorithm
             .node_config(args.snapshot_timeout, args.tick, args.seed)

@@ -12,6 +12,10 @@
 //! addr = "127.0.0.1:7001"
 //! admin = "127.0.0.1:8001"  # optional TCP admin address (default: `addr`, over TCP)
 //!
+//! # optional, before the [[nodes]] tables: the application channels (a directed graph,
+//! # shutter_snapshot::topology's text form); without it every node may send to every other
+//! # channels = "0->1 1->0"
+//!
 //! [faults]                 # optional: shutter_transport::faults::FaultPlan
 //! seed = 7
 //! [faults.default]
@@ -26,6 +30,7 @@ use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use shutter_snapshot::topology::{Channels, Topology};
 use shutter_transport::faults::{FaultConfigError, FaultPlan};
 use shutter_vclock::{MAX_NODES, NodeId};
 
@@ -147,6 +152,12 @@ pub struct PeersFile {
     /// `shutter keygen`. Must come before the `[[nodes]]` tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// The application channels in `shutter_snapshot::topology`'s text form
+    /// (`"0->1 1->2 2->0"`; `a-b` both ways); every node named must be a member.
+    /// Absent: every node may send to every other. Must come before the `[[nodes]]`
+    /// tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<String>,
 }
 
 /// What is wrong with a peers file.
@@ -272,6 +283,16 @@ impl PeersFile {
                 )));
             }
         }
+        if let Some(text) = &self.channels {
+            let topology =
+                Topology::parse(text).map_err(|e| invalid(format!("channels = {text:?}: {e}")))?;
+            if let Some(n) = topology.nodes().into_iter().find(|n| !ids.contains(n)) {
+                return Err(invalid(format!(
+                    "channels = {text:?}: node {} is not in [[nodes]]",
+                    n.0
+                )));
+            }
+        }
         if let Some(f) = &self.faults {
             f.validate().map_err(|source| PeersError::Faults {
                 path: path.to_path_buf(),
@@ -279,6 +300,12 @@ impl PeersFile {
             })?;
         }
         Ok(())
+    }
+
+    /// Node `id`'s application channels, if the file restricts them.
+    pub fn channels_of(&self, id: NodeId) -> Option<Channels> {
+        let topology = Topology::parse(self.channels.as_deref()?).ok()?;
+        Some(topology.channels_of(id))
     }
 
     /// Address of node `id`.
@@ -411,7 +438,22 @@ loss = { model = "bernoulli", p = 0.2 }
             }],
             faults: None,
             key_file: Some("cluster.key".into()),
+            channels: Some("0".into()),
         };
         assert_eq!(parse(&f.to_toml()).unwrap(), f);
+    }
+
+    #[test]
+    fn channels_name_members_and_parse() {
+        let nodes = "[[nodes]]\nid = 0\naddr = \"127.0.0.1:9000\"\n\
+                     [[nodes]]\nid = 1\naddr = \"127.0.0.1:9001\"\n";
+        let f = parse(&format!("channels = \"0->1\"\n{nodes}")).unwrap();
+        let c = f.channels_of(NodeId(1)).unwrap();
+        assert_eq!((c.outgoing, c.incoming), (vec![], vec![NodeId(0)]));
+        assert_eq!(parse(nodes).unwrap().channels_of(NodeId(0)), None);
+        let e = parse(&format!("channels = \"0->2\"\n{nodes}")).unwrap_err();
+        assert!(e.to_string().contains("node 2 is not in [[nodes]]"), "{e}");
+        let e = parse(&format!("channels = \"0->1, 1=>0\"\n{nodes}")).unwrap_err();
+        assert!(e.to_string().contains("item 2"), "{e}");
     }
 }

@@ -376,7 +376,7 @@ fn simulator_example_is_a_test_that_runs() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sim/tests/readme_relay.rs");
     let test = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
-        blocks.iter().any(|b| *b == test),
+        blocks.contains(&test),
         "README's rust,ignore blocks differ from {}; copy the file into the README",
         path.display()
     );

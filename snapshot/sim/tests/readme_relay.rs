@@ -1,3 +1,6 @@
+//! One baton goes round a lossy one-way ring with crashes: my own process, my own
+//! invariant, under shutter-sim.
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

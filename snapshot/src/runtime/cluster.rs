@@ -11,6 +11,7 @@ use super::handle::NodeHandle;
 use super::{NodeEvent, NodeStats, RuntimeError};
 use crate::global::GlobalSnapshot;
 use crate::process::Process;
+use crate::topology::Topology;
 use crate::wire::SnapshotId;
 
 /// N nodes in one process, fully meshed, with a merged event stream.
@@ -48,6 +49,29 @@ impl LocalCluster {
         let mut nodes = Vec::with_capacity(n);
         for &id in &ids {
             let cfg = node_config(&base, id, &ids);
+            nodes.push(NodeHandle::spawn(cfg, make(id)).await?);
+        }
+        Self::connect(nodes).await
+    }
+
+    /// Like [`LocalCluster::start`] for the nodes of `topology`, each sending only on
+    /// its outgoing channels ([`NodeConfig::channels`]; see [`crate::topology`]).
+    pub async fn start_on<P, F>(
+        topology: &Topology,
+        base: NodeConfig,
+        mut make: F,
+    ) -> Result<LocalCluster, RuntimeError>
+    where
+        F: FnMut(NodeId) -> P,
+        P: Process + Send + 'static,
+    {
+        let ids = topology.nodes();
+        let mut nodes = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            let cfg = NodeConfig {
+                channels: Some(topology.channels_of(id)),
+                ..node_config(&base, id, &ids)
+            };
             nodes.push(NodeHandle::spawn(cfg, make(id)).await?);
         }
         Self::connect(nodes).await

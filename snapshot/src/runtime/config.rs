@@ -83,6 +83,9 @@ pub struct NodeConfig {
     /// from its fresh state. `peers` lists the cluster with this node. Needs a
     /// checkpoint store.
     pub join: bool,
+    /// This node's application channels (see [`crate::topology`]); `None`: a channel
+    /// to and from every member.
+    pub channels: Option<crate::topology::Channels>,
 }
 
 impl Default for NodeConfig {
@@ -99,6 +102,7 @@ impl Default for NodeConfig {
             checkpoints: None,
             roll_back_on_restart: true,
             join: false,
+            channels: None,
         }
     }
 }

@@ -63,6 +63,7 @@ fn membership(cfg: &NodeConfig) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
 fn engine_config(cfg: &NodeConfig) -> EngineConfig {
     let mut e = EngineConfig::new(cfg.id, cfg.members());
     e.timeout = cfg.snapshot_timeout;
+    e.channels = cfg.channels.clone();
     // Sequence numbers restart with every engine, so each needs a life above all before;
     // and its own clock entry must start above everything earlier lives used.
     e.life = next_incarnation();

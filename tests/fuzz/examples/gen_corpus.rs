@@ -531,6 +531,7 @@ duplicate = 0.05
     let minimal = "key_file = \"cluster.key\"\n[[nodes]]\nid = 0\naddr = \"[::1]:9000\"\nadmin = \"127.0.0.1:9100\"\n";
     out.put("peers_file", minimal.as_bytes());
     let full = PeersFile {
+        channels: Some("0->1 1->2 2->0".into()),
         nodes: (0..3)
             .map(|i| PeerEntry {
                 id: NodeId(i),
