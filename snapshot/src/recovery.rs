@@ -283,6 +283,17 @@ impl Recovery {
         life >= self.floor
     }
 
+    /// True if an application message of engine life `life` comes from the history
+    /// after the current round while this node has not restored yet: a member that
+    /// restored first sent it in its new life. It must wait for this node's restore,
+    /// not be dropped (the transport acknowledged it already).
+    pub(crate) fn is_early(&self, life: u64) -> bool {
+        matches!(
+            self.phase,
+            Phase::Halted { epoch, restored: false, .. } if life >= Self::min_life(epoch)
+        )
+    }
+
     /// The engine life a restore in `epoch` must use at least.
     pub(crate) fn min_life(epoch: Epoch) -> u64 {
         epoch.at.saturating_add(1)

@@ -124,6 +124,11 @@ pub struct StackStats {
     /// Application and snapshot messages dropped because a rollback was under way or
     /// had happened since they were sent.
     pub rolled_back_dropped: u64,
+    /// Application messages of the restored history that arrived before this node
+    /// restored, held and delivered right after its restore.
+    pub early_held: u64,
+    /// Of those, dropped because more than [`EARLY_LIMIT`] bytes were held.
+    pub early_dropped: u64,
     /// Rollbacks this node went through (restored from a checkpoint).
     pub rollbacks: u64,
     /// Members removed from the cluster while this node ran.
@@ -241,8 +246,15 @@ where
     rollback_due: Option<Option<Epoch>>,
     /// Whether `Process::on_start` ran (or the process was restored).
     started: bool,
+    /// Application datagrams of the restored history that arrived before this node
+    /// restored (see `Recovery::is_early`), with their total size.
+    early: (Vec<(NodeId, Vec<u8>)>, usize),
     observer: O,
 }
+
+/// Most bytes of early application messages (see [`StackStats::early_held`]) a halted
+/// node holds; beyond, they are dropped and counted.
+pub const EARLY_LIMIT: usize = 16 << 20;
 
 impl<P, E> Stack<P, E, NoObserver>
 where
@@ -295,6 +307,7 @@ where
             roll_back_on_peer_restart: false,
             rollback_due: None,
             started: false,
+            early: (Vec::new(), 0),
             observer,
         })
     }
@@ -662,6 +675,14 @@ where
             self.after_node_call(now);
         }
         self.recovery.restored(now, epoch, ok, change.as_ref());
+        if ok {
+            // After the re-delivered channel messages, what the restored history sent
+            // early.
+            let (early, _) = std::mem::take(&mut self.early);
+            for (from, bytes) in early {
+                self.on_delivered(now, from, &bytes);
+            }
+        }
         self.settle(now);
         ok.then(|| part.cloned()).flatten()
     }
@@ -878,14 +899,15 @@ where
 
     /// Hands an application message this node sent back to its process as
     /// undeliverable; other envelopes are the stack's own and need nothing. Not while
-    /// halted for a rollback (the restore replaces the state), nor for messages sent
-    /// before the last rollback (it undid them).
+    /// halted for a rollback before this node restored (the restore replaces the
+    /// state), nor for messages sent before the last rollback (it undid them); a
+    /// message the restored process sent while the round finishes is given back.
     fn give_back(&mut self, now: Time, to: NodeId, bytes: &[u8], why: Undeliverable) {
         let Ok(Envelope::App { header, payload }) = Envelope::<E::Control>::from_bytes(bytes)
         else {
             return;
         };
-        if self.recovery.is_halted() || !self.recovery.admits(header.life) {
+        if !self.recovery.accepts_traffic() || !self.recovery.admits(header.life) {
             return;
         }
         self.stats.app_returned += 1;
@@ -915,6 +937,20 @@ where
             return;
         }
         match &envelope {
+            // A member that restored first already runs its new life; what it sent
+            // waits for this node's restore.
+            Envelope::App { header, .. }
+                if !self.recovery.accepts_traffic() && self.recovery.is_early(header.life) =>
+            {
+                if self.early.1 + bytes.len() > EARLY_LIMIT {
+                    self.stats.early_dropped += 1;
+                } else {
+                    self.stats.early_held += 1;
+                    self.early.1 += bytes.len();
+                    self.early.0.push((from, bytes.to_vec()));
+                }
+                return;
+            }
             // While halted for a rollback nothing reaches the process or the engine, and
             // after one nothing sent before it does.
             Envelope::App { header, .. }

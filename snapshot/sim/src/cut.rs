@@ -80,3 +80,33 @@ impl<'a, P> End<'a, P> {
         self.rollbacks
     }
 }
+
+/// The run so far, for a [`crate::Sim::stop_when`] condition.
+pub struct Progress<'a, P> {
+    pub(crate) now: shutter_transport::Time,
+    pub(crate) processes: Vec<(NodeId, &'a P)>,
+    pub(crate) completed: usize,
+    pub(crate) crashes: u64,
+}
+
+impl<'a, P> Progress<'a, P> {
+    /// Virtual time now.
+    pub fn now(&self) -> shutter_transport::Time {
+        self.now
+    }
+
+    /// The processes of the nodes that are up, by node.
+    pub fn processes(&self) -> impl Iterator<Item = (NodeId, &'a P)> + '_ {
+        self.processes.iter().copied()
+    }
+
+    /// Snapshots completed so far.
+    pub fn completed(&self) -> usize {
+        self.completed
+    }
+
+    /// Crashes so far.
+    pub fn crashes(&self) -> u64 {
+        self.crashes
+    }
+}

@@ -76,7 +76,7 @@ pub mod script;
 mod setup;
 mod world;
 
-pub use cut::{Cut, End};
+pub use cut::{Cut, End, Progress};
 pub use report::{LogEntry, LogKind, Report};
 pub use setup::{Algorithm, Sim};
 

@@ -87,6 +87,8 @@ pub struct Report {
     pub steps: u64,
     /// Virtual time at the end.
     pub end: Time,
+    /// When a [`crate::Sim::stop_when`] condition ended the traffic early, if it did.
+    pub stopped_at: Option<Time>,
     /// Every event, in order (empty with [`crate::Sim::log`] off).
     pub log: Vec<LogEntry>,
 }

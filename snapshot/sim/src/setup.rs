@@ -10,7 +10,7 @@ use shutter_snapshot::{chandy_lamport, mattern};
 use shutter_transport::faults::{LinkFaults, LinkOverride, Partition};
 use shutter_vclock::NodeId;
 
-use crate::cut::{Cut, End};
+use crate::cut::{Cut, End, Progress};
 use crate::report::Report;
 use crate::script::Script;
 use crate::world::World;
@@ -33,6 +33,8 @@ pub enum Algorithm {
 pub(crate) type SnapCheck<S> = Box<dyn Fn(&Cut<'_, S>) -> Result<(), String>>;
 /// A check over the processes at the end.
 pub(crate) type EndCheck<P> = Box<dyn Fn(&End<'_, P>) -> Result<(), String>>;
+/// A condition that ends the traffic early.
+pub(crate) type StopWhen<P> = Box<dyn Fn(&Progress<'_, P>) -> bool>;
 
 /// One crash of one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +69,7 @@ pub struct Sim<P: Process> {
     pub(crate) invariants: Vec<(String, SnapCheck<P::State>)>,
     pub(crate) end_checks: Vec<(String, EndCheck<P>)>,
     pub(crate) max_steps: u64,
+    pub(crate) stop_when: Option<StopWhen<P>>,
 }
 
 impl<P: Process + 'static> Sim<P> {
@@ -98,6 +101,7 @@ impl<P: Process + 'static> Sim<P> {
             invariants: Vec::new(),
             end_checks: Vec::new(),
             max_steps: 5_000_000,
+            stop_when: None,
         }
     }
 
@@ -258,6 +262,15 @@ impl<P: Process + 'static> Sim<P> {
         check: impl Fn(&End<'_, P>) -> Result<(), String> + 'static,
     ) -> Self {
         self.end_checks.push((name.to_string(), Box::new(check)));
+        self
+    }
+
+    /// Ends the traffic time early, at the first moment `condition` holds (checked
+    /// after every step); the run then settles and checks as usual. For example
+    /// `.stop_when(|p| p.completed() >= 10)`, with [`Sim::run_for`] as the upper
+    /// bound. [`Report::stopped_at`] says when it did.
+    pub fn stop_when(mut self, condition: impl Fn(&Progress<'_, P>) -> bool + 'static) -> Self {
+        self.stop_when = Some(Box::new(condition));
         self
     }
 

@@ -17,10 +17,10 @@ use shutter_transport::Time;
 use shutter_transport::faults::{DatagramCopy, FaultPlan, Faults};
 use shutter_vclock::NodeId;
 
-use crate::cut::{Cut, End};
+use crate::cut::{Cut, End, Progress};
 use crate::node::{SimEngine, SimNode, Status};
 use crate::report::{LogEntry, LogKind, Report};
-use crate::setup::{CrashPlan, EndCheck, Sim, SnapCheck};
+use crate::setup::{CrashPlan, EndCheck, Sim, SnapCheck, StopWhen};
 
 /// Virtual time allowed after the traffic stops for everything to settle.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -61,6 +61,7 @@ where
     recovery: bool,
     keep_log: bool,
     max_steps: u64,
+    stop_when: Option<StopWhen<P>>,
     out: Report,
 }
 
@@ -129,6 +130,7 @@ where
             recovery,
             keep_log: sim.log,
             max_steps: sim.max_steps,
+            stop_when: sim.stop_when,
             out: Report {
                 seed: sim.seed,
                 algorithm: sim.algorithm,
@@ -174,8 +176,29 @@ where
             };
             self.now = self.now.max(next);
             self.step();
+            if self.now < self.traffic_end && self.stop_condition_holds() {
+                self.traffic_end = self.now;
+                self.out.stopped_at = Some(self.now);
+            }
         }
         self.finish()
+    }
+
+    fn stop_condition_holds(&self) -> bool {
+        let Some(condition) = &self.stop_when else {
+            return false;
+        };
+        condition(&Progress {
+            now: self.now,
+            processes: self
+                .nodes
+                .iter()
+                .filter(|n| n.status == Status::Up)
+                .map(|n| (n.id, n.stack.node().process()))
+                .collect(),
+            completed: self.out.completed.len(),
+            crashes: self.out.crashes,
+        })
     }
 
     fn violation(&mut self, v: String) {

@@ -199,6 +199,26 @@ fn sends_off_the_topology_are_violations() {
 }
 
 #[test]
+fn a_run_can_stop_when_a_condition_holds() {
+    let report = ring_sim(Topology::ring(4), 3)
+        .stop_when(|p| p.completed() >= 5)
+        .run_for(Duration::from_secs(30));
+    report.assert_ok();
+    let stopped = report.stopped_at.expect("five snapshots complete long before 30 s");
+    assert!(report.completed.len() >= 5 && report.completed.len() < 8, "{report}");
+    assert!(stopped < shutter_sim::Time(1_000_000), "stopped at {stopped}");
+    // Traffic ends there: nothing is sent after the stop.
+    let last_send = report
+        .log
+        .iter()
+        .filter(|e| matches!(e.kind, shutter_sim::LogKind::Sent { .. }))
+        .map(|e| e.at)
+        .max()
+        .unwrap();
+    assert!(last_send <= stopped, "{last_send} > {stopped}");
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run() {
     let run = || {
         ring_sim(Topology::ring(4), 7)
