@@ -31,11 +31,6 @@ impl TokenRing {
             passed: 0,
         }
     }
-
-    /// Tokens in hand.
-    pub(crate) fn held(&self) -> &[u32] {
-        &self.held
-    }
 }
 
 /// A token on the wire: its number, little-endian.
