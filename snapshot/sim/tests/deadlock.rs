@@ -2,8 +2,7 @@
 //! deadlock is found by the snapshots after it formed, no snapshot ever reports a
 //! phantom one (across loss, duplication, reordering and corruption, and across
 //! rollbacks after crashes), and the naive readings of the same snapshots (blind to the
-//! messages in flight, or polling one node at a time) do report phantoms. The random
-//! crash test is ignored: it finds a bug in the rollback round, described there.
+//! messages in flight, or polling one node at a time) do report phantoms.
 //!
 //! Seeds: `SHUTTER_SIM_SEEDS=N` runs more, `SHUTTER_SIM_SEED=S` replays one.
 
@@ -247,29 +246,18 @@ fn a_rollback_past_a_deadlock_abandons_it_which_is_no_phantom() {
 }
 
 #[test]
-#[ignore = "fails until shutter-snapshot's rollback round stops losing the messages restored \
-            processes send (seeds 6 and 11 here): see the comment"]
 fn no_phantom_deadlock_across_random_crashes() {
     // The random workload with two random crashes per run, judged as above along the
     // history the run ended in.
     //
-    // It finds a bug in the rollback round (`shutter_snapshot::stack`), not in the
-    // detector: a member that restores delivers the recorded in-flight messages to its
-    // process again (`Node::roll_back`), and this process answers at once (a grant
-    // makes the transaction request its next lock, a request to a free lock is
-    // granted), so it sends before the round ends. Those messages are lost, neither
-    // delivered nor given back, in two ways:
-    // * a member that has not restored yet drops them on arrival
-    //   (`Stack::on_delivered`: `!accepts_traffic()`) after its transport acked them;
-    // * the sender learns of the receiver's restart only after restoring, the
-    //   transport abandons the message, and `Stack::give_back` skips it because the
-    //   node `is_halted()` until `Resume`, although the message belongs to the
-    //   restored history and no restore will replace it.
-    // The lock tables then disagree (a transaction waits for a lock whose owner never
-    // heard of it). 17 of seeds 0..100 fail so. With a prototype fix (a member not yet
-    // restored keeps the messages of the round's new lives and handles them once it
-    // restored; `give_back` skips only while not yet restored) all 100 pass. The token
-    // ring does not see it because it only sends on ticks.
+    // This test found a bug in the rollback round (`shutter_snapshot::stack`): a member
+    // that restores delivers the recorded in-flight messages to its process again, the
+    // process answers at once (a grant makes the transaction request its next lock),
+    // and what it sent before the round ended was lost: a member that had not restored
+    // yet dropped it after its transport acked it, or the transport abandoned it and
+    // the sender, still halted, did not take it back. 17 of seeds 0..100 failed so.
+    // Now a member not yet restored holds such messages and handles them once it has
+    // restored, and a restored member takes abandoned ones back.
     let (mut found, mut crashes) = (0, 0);
     let seeds = shutter_sim::seeds(12);
     for &seed in &seeds {

@@ -204,9 +204,17 @@ fn a_run_can_stop_when_a_condition_holds() {
         .stop_when(|p| p.completed() >= 5)
         .run_for(Duration::from_secs(30));
     report.assert_ok();
-    let stopped = report.stopped_at.expect("five snapshots complete long before 30 s");
-    assert!(report.completed.len() >= 5 && report.completed.len() < 8, "{report}");
-    assert!(stopped < shutter_sim::Time(1_000_000), "stopped at {stopped}");
+    let stopped = report
+        .stopped_at
+        .expect("five snapshots complete long before 30 s");
+    assert!(
+        report.completed.len() >= 5 && report.completed.len() < 8,
+        "{report}"
+    );
+    assert!(
+        stopped < shutter_sim::Time(1_000_000),
+        "stopped at {stopped}"
+    );
     // Traffic ends there: nothing is sent after the stop.
     let last_send = report
         .log
