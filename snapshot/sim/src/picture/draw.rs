@@ -238,7 +238,7 @@ fn heading(svg: &mut Svg, scene: &Scene, id: SnapshotId, options: &PictureOption
 fn time_map(time: &Timeline) -> String {
     time.points()
         .iter()
-        .map(|&(t, x)| format!("{}:{}", t as u64, num(x)))
+        .map(|&(t, x)| format!("{}:{}", num(t), num(x)))
         .collect::<Vec<_>>()
         .join(" ")
 }

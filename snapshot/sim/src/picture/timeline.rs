@@ -49,7 +49,9 @@ impl Timeline {
         // Each band stops short of the events on either side, so an event between two
         // bands keeps some room and does not sit on their shared edge. That room is
         // taken from the bands, so the scale only drops a little.
-        let room = EVENT_ROOM_PX / scale(&gaps);
+        // Whole microseconds, as every event is: the breakpoints stay exact numbers.
+        let room = (EVENT_ROOM_PX / scale(&gaps)).ceil();
+        gaps.retain(|(a, b)| b - a > 2.0 * room + 1.0);
         for gap in &mut gaps {
             *gap = (gap.0 + room, gap.1 - room);
         }
@@ -175,7 +177,7 @@ mod tests {
         let mut events: Vec<f64> = (0..=10).map(|i| f64::from(i) * 10.0).collect();
         events.extend((90..=100).map(|i| f64::from(i) * 10.0));
         let t = Timeline::new(0.0, 1000.0, 0.0, 1000.0, &events, Some(0.0));
-        let room = EVENT_ROOM_PX / ((1000.0 - GAP_PX) / 200.0);
+        let room = (EVENT_ROOM_PX / ((1000.0 - GAP_PX) / 200.0)).ceil();
         assert_eq!(t.gaps(), &[(100.0 + room, 900.0 - room)]);
         let scale = (1000.0 - GAP_PX) / (200.0 + 2.0 * room);
         let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
