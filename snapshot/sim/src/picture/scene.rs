@@ -158,8 +158,9 @@ fn recorded_keys(snap: &GlobalSnapshot) -> BTreeSet<(NodeId, NodeId, Vec<u64>)> 
 }
 
 /// Every message in the log, each send matched with its delivery. Timestamps are unique
-/// per message, but a rolled-back node may stamp a later message as it stamped a lost
-/// one, so a delivery takes the oldest undelivered send with its stamp.
+/// per message, but a node that came back from a crash as a fresh process may stamp a
+/// message as its earlier life stamped one that was lost with it: a delivery is of the
+/// newest undelivered send with its stamp.
 fn messages(
     log: &[LogEntry],
     recorded: &BTreeSet<(NodeId, NodeId, Vec<u64>)>,
@@ -183,7 +184,7 @@ fn messages(
             }
             LogKind::Delivered { from, ts } => {
                 let key = (*from, e.node, ts.entries().to_vec());
-                match waiting.get_mut(&key).and_then(VecDeque::pop_front) {
+                match waiting.get_mut(&key).and_then(VecDeque::pop_back) {
                     Some(i) => all[i].delivered = Some(e.at),
                     None => all.push(Message {
                         from: *from,
@@ -291,4 +292,101 @@ fn downs(log: &[LogEntry]) -> Vec<Down> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use shutter_snapshot::global::Timings;
+    use shutter_snapshot::{GlobalSnapshot, RecordedMessage, SnapshotId};
+
+    use super::*;
+
+    fn entry(at: u64, node: u32, kind: LogKind) -> LogEntry {
+        LogEntry {
+            at: Time(at),
+            node: NodeId(node),
+            kind,
+        }
+    }
+
+    /// n0 sends two messages to n1 with the same stamp (its first life's was lost in a
+    /// crash); the second crosses the cut and is recorded: the picture pairs the
+    /// delivery with it and highlights it, not the lost one.
+    #[test]
+    fn a_reused_stamp_pairs_and_highlights_the_message_that_crossed() {
+        let id = SnapshotId {
+            initiator: NodeId(0),
+            s: 2,
+        };
+        let ts = VClock::from_entries(vec![1]);
+        let sent = |at| {
+            entry(
+                at,
+                0,
+                LogKind::Sent {
+                    to: NodeId(1),
+                    ts: ts.clone(),
+                    bytes: 1,
+                },
+            )
+        };
+        let log = vec![
+            sent(10),
+            entry(20, 0, LogKind::Crashed),
+            entry(30, 0, LogKind::Restarted),
+            sent(40),
+            entry(42, 0, LogKind::Cut(id)),
+            entry(45, 1, LogKind::Cut(id)),
+            entry(
+                50,
+                1,
+                LogKind::Delivered {
+                    from: NodeId(0),
+                    ts: ts.clone(),
+                },
+            ),
+            entry(60, 0, LogKind::Completed(id)),
+        ];
+        let nodes = [NodeId(0), NodeId(1)];
+        let snap = GlobalSnapshot {
+            id,
+            states: nodes.iter().map(|n| (*n, Vec::new())).collect(),
+            cuts: nodes.iter().map(|n| (*n, VClock::new())).collect(),
+            channels: BTreeMap::from([
+                (
+                    (NodeId(0), NodeId(1)),
+                    vec![RecordedMessage {
+                        ts: ts.clone(),
+                        payload: vec![7],
+                    }],
+                ),
+                ((NodeId(1), NodeId(0)), Vec::new()),
+            ]),
+            timings: Timings {
+                started: Time(42),
+                local_cuts: BTreeMap::new(),
+                completed: Time(60),
+            },
+            control_messages: 0,
+            counts: BTreeMap::new(),
+        };
+        let options = PictureOptions {
+            window: Some((Time(0), Time(100))),
+            ..PictureOptions::default()
+        };
+        let scene = Scene::new(&log, &snap, &options).unwrap();
+        // The timings have no cuts: the log's are used.
+        assert_eq!(scene.cuts[&NodeId(0)], Time(42));
+        assert_eq!(scene.cuts[&NodeId(1)], Time(45));
+        assert_eq!(scene.messages.len(), 2);
+        let (lost, crossed) = (&scene.messages[0], &scene.messages[1]);
+        assert_eq!((lost.sent, lost.delivered), (Some(Time(10)), None));
+        assert!(!lost.recorded);
+        assert_eq!((crossed.sent, crossed.delivered), (Some(Time(40)), Some(Time(50))));
+        assert!(crossed.recorded);
+        assert_eq!((scene.recorded, scene.recorded_found), (1, 1));
+        assert_eq!(scene.downs.len(), 1);
+    }
 }
