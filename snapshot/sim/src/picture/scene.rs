@@ -384,7 +384,10 @@ mod tests {
         let (lost, crossed) = (&scene.messages[0], &scene.messages[1]);
         assert_eq!((lost.sent, lost.delivered), (Some(Time(10)), None));
         assert!(!lost.recorded);
-        assert_eq!((crossed.sent, crossed.delivered), (Some(Time(40)), Some(Time(50))));
+        assert_eq!(
+            (crossed.sent, crossed.delivered),
+            (Some(Time(40)), Some(Time(50)))
+        );
         assert!(crossed.recorded);
         assert_eq!((scene.recorded, scene.recorded_found), (1, 1));
         assert_eq!(scene.downs.len(), 1);
