@@ -101,7 +101,7 @@ pub struct PictureOptions {
     /// Width in pixels (default 1100; at least 400).
     pub width: u32,
     /// Distance between node lines in pixels (default: 64 for a few nodes, down to 30
-    /// for many).
+    /// for many; at least 12).
     pub row_height: Option<f64>,
     /// The title (default: the snapshot and the number of nodes).
     pub title: Option<String>,

@@ -1,6 +1,6 @@
 //! Lays a [`Scene`] out and writes it as SVG: node lines top to bottom in id order, time
-//! left to right (linear, so the axis labels are exact), then messages, the cut and a
-//! legend. Only plain elements with presentation attributes (no CSS, no markers), so
+//! left to right (one scale but for squeezed idle stretches, see [`Timeline`]; every
+//! axis label at its exact time), then messages, the cut and a legend. Only plain elements with presentation attributes (no CSS, no markers), so
 //! simple renderers (ImageMagick's own) draw it as browsers do.
 
 use shutter_snapshot::SnapshotId;
@@ -49,7 +49,9 @@ impl Layout {
         let n = scene.nodes.len().max(1) as f64;
         // Rows shrink as nodes are added, but never below what a label and an arrow
         // landing on the line need.
-        let row = options.row_height.unwrap_or((560.0 / n).clamp(30.0, 64.0));
+        let row = options
+            .row_height
+            .map_or((560.0 / n).clamp(30.0, 64.0), |r| r.max(12.0));
         let width = f64::from(options.width.max(400));
         let (x0, x1) = (LEFT, width - RIGHT);
         let (start, end) = (scene.start.as_micros() as f64, scene.end.as_micros() as f64);
@@ -121,7 +123,7 @@ fn events(scene: &Scene) -> Vec<f64> {
         .flat_map(|m| [m.sent, m.delivered])
         .flatten()
         .chain(scene.cuts.values().copied())
-        .chain([scene.started])
+        .chain(scene.started)
         .chain(scene.completed)
         .chain(
             scene
@@ -677,7 +679,7 @@ fn cut(svg: &mut Svg, scene: &Scene, l: &Layout, id: SnapshotId) {
     };
     let y = l.y(i);
     let marks = [
-        Some((scene.started, "start", "end", -4.0)),
+        scene.started.map(|t| (t, "start", "end", -4.0)),
         scene.completed.map(|t| (t, "done", "start", 4.0)),
     ];
     for (t, word, anchor, dx) in marks.into_iter().flatten() {

@@ -43,8 +43,8 @@ pub(super) struct Scene {
     pub(super) end: Time,
     /// Every member's local cut, by node.
     pub(super) cuts: BTreeMap<NodeId, Time>,
-    /// The initiator's start, and its completion where known.
-    pub(super) started: Time,
+    /// The initiator's start and its completion, where known.
+    pub(super) started: Option<Time>,
     pub(super) completed: Option<Time>,
     /// The messages drawn: every channel-state one, then those nearest the cut, up to
     /// the cap; in send order.
@@ -80,12 +80,14 @@ impl Scene {
         if cuts.is_empty() {
             return Err(PictureError::NoCuts(id));
         }
+        // Zero stamps are unset ones (a snapshot put together by hand).
+        let known = |t: Time| Some(t).filter(|t| *t != Time::ZERO);
         let completed = log
             .iter()
             .find(|e| e.kind == LogKind::Completed(id))
             .map(|e| e.at)
-            .or(Some(snap.timings.completed).filter(|t| *t != Time::ZERO));
-        let started = snap.timings.started;
+            .or(known(snap.timings.completed));
+        let started = known(snap.timings.started);
         let (start, end) = window(&cuts, started, completed, options)?;
 
         let recorded_ts = recorded_keys(snap);
@@ -124,7 +126,7 @@ impl Scene {
 /// completion (or the latest cut), widened on both sides by the margin.
 fn window(
     cuts: &BTreeMap<NodeId, Time>,
-    started: Time,
+    started: Option<Time>,
     completed: Option<Time>,
     options: &PictureOptions,
 ) -> Result<(Time, Time), PictureError> {
@@ -134,7 +136,7 @@ fn window(
         }
         return Ok((start, end));
     }
-    let first = cuts.values().copied().chain([started]).min().expect("cuts");
+    let first = cuts.values().copied().chain(started).min().expect("cuts");
     let last = cuts.values().copied().chain(completed).max().expect("cuts");
     let span = last.as_micros() - first.as_micros();
     // A snapshot that took no time at all still gets a readable stretch either side.
