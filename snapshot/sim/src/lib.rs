@@ -65,12 +65,15 @@
 //! Modules: [`Sim`] (the builder and run), [`Cut`] and [`End`] (what invariants see),
 //! [`Report`] (the outcome, the event log and the replay line), [`script`] (an exact
 //! schedule of sends, snapshots, crashes, partitions and ticks, written as text or built
-//! in Rust, put on a run with [`Sim::script`]). Determinism: all randomness comes from
+//! in Rust, put on a run with [`Sim::script`]), [`picture`] (a space-time diagram of one
+//! snapshot as SVG: node lines, messages as arrows, the cut, the recorded channel
+//! states; [`Report::svg`]). Determinism: all randomness comes from
 //! the seed, every map is ordered, and nothing reads a clock; running the same setup
 //! twice gives the same report.
 
 mod cut;
 mod node;
+pub mod picture;
 mod report;
 pub mod script;
 mod setup;
