@@ -39,17 +39,30 @@ impl LocalCluster {
     pub async fn start<P, F>(
         n: usize,
         base: NodeConfig,
-        mut make: F,
+        make: F,
     ) -> Result<LocalCluster, RuntimeError>
     where
         F: FnMut(NodeId) -> P,
         P: Process + Send + 'static,
     {
         let ids: Vec<NodeId> = (0..n as u32).map(NodeId).collect();
-        let mut nodes = Vec::with_capacity(n);
-        for &id in &ids {
-            let cfg = node_config(&base, id, &ids);
-            nodes.push(NodeHandle::spawn(cfg, make(id)).await?);
+        Self::spawn(&ids, |id| node_config(&base, id, &ids), make).await
+    }
+
+    /// Spawns one node per id with its config from `config` and its process from
+    /// `make`, then connects them all.
+    async fn spawn<P, F>(
+        ids: &[NodeId],
+        config: impl Fn(NodeId) -> NodeConfig,
+        mut make: F,
+    ) -> Result<LocalCluster, RuntimeError>
+    where
+        F: FnMut(NodeId) -> P,
+        P: Process + Send + 'static,
+    {
+        let mut nodes = Vec::with_capacity(ids.len());
+        for &id in ids {
+            nodes.push(NodeHandle::spawn(config(id), make(id)).await?);
         }
         Self::connect(nodes).await
     }
@@ -59,22 +72,18 @@ impl LocalCluster {
     pub async fn start_on<P, F>(
         topology: &Topology,
         base: NodeConfig,
-        mut make: F,
+        make: F,
     ) -> Result<LocalCluster, RuntimeError>
     where
         F: FnMut(NodeId) -> P,
         P: Process + Send + 'static,
     {
         let ids = topology.nodes();
-        let mut nodes = Vec::with_capacity(ids.len());
-        for &id in &ids {
-            let cfg = NodeConfig {
-                channels: Some(topology.channels_of(id)),
-                ..node_config(&base, id, &ids)
-            };
-            nodes.push(NodeHandle::spawn(cfg, make(id)).await?);
-        }
-        Self::connect(nodes).await
+        let config = |id| NodeConfig {
+            channels: Some(topology.channels_of(id)),
+            ..node_config(&base, id, &ids)
+        };
+        Self::spawn(&ids, config, make).await
     }
 
     /// Restores every node of `snapshot` (see [`NodeHandle::restore`]) on ephemeral ports.
