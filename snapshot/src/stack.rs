@@ -917,9 +917,11 @@ where
     }
 
     fn on_delivered(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
-        // A node that a round adds talks recovery before it is a member.
-        let joining = self.recovery.joining() == Some(from);
-        if !self.is_member(from) && !joining {
+        // A node that a round adds talks recovery before it is a member. Once it is
+        // one (a pending change may still name it), it is a member like any other.
+        let member = self.is_member(from);
+        let joining = !member && self.recovery.joining() == Some(from);
+        if !member && !joining && self.recovery.accepts_traffic() {
             self.stats.non_member_dropped += 1;
             return;
         }
@@ -932,25 +934,27 @@ where
                 return;
             }
         };
-        if joining && !matches!(envelope, Envelope::Recovery(_)) {
+        // A member that restored first already runs its new life, and so may the node
+        // the round adds (no member here until this node restores): what they sent
+        // waits for this node's restore, which also settles who is a member.
+        if let Envelope::App { header, .. } = &envelope
+            && !self.recovery.accepts_traffic()
+            && self.recovery.is_early(header.life)
+        {
+            if self.early.1 + bytes.len() > EARLY_LIMIT {
+                self.stats.early_dropped += 1;
+            } else {
+                self.stats.early_held += 1;
+                self.early.1 += bytes.len();
+                self.early.0.push((from, bytes.to_vec()));
+            }
+            return;
+        }
+        if (!member && !joining) || (joining && !matches!(envelope, Envelope::Recovery(_))) {
             self.stats.non_member_dropped += 1;
             return;
         }
         match &envelope {
-            // A member that restored first already runs its new life; what it sent
-            // waits for this node's restore.
-            Envelope::App { header, .. }
-                if !self.recovery.accepts_traffic() && self.recovery.is_early(header.life) =>
-            {
-                if self.early.1 + bytes.len() > EARLY_LIMIT {
-                    self.stats.early_dropped += 1;
-                } else {
-                    self.stats.early_held += 1;
-                    self.early.1 += bytes.len();
-                    self.early.0.push((from, bytes.to_vec()));
-                }
-                return;
-            }
             // While halted for a rollback nothing reaches the process or the engine, and
             // after one nothing sent before it does.
             Envelope::App { header, .. }
