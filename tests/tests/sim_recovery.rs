@@ -60,6 +60,17 @@ fn crashes_roll_the_cluster_back_and_the_money_stays_exact() {
     );
 }
 
+/// Recovery on; crashes keep their disks (see `Options::disk_damage`): a survivor that
+/// lost its disk holds no snapshot with the removed part. Lost disks are the first
+/// test's.
+fn membership_options() -> Options {
+    Options {
+        recovery: true,
+        disk_damage: false,
+        ..Options::default()
+    }
+}
+
 /// The membership scenario of `seed`: the random scenario plus a removal and an
 /// addition (see [`members_leave_and_join_and_the_money_stays_exact`]).
 fn membership_scenario(seed: u64) -> Scenario {
@@ -108,13 +119,7 @@ fn membership_scenario(seed: u64) -> Scenario {
 /// member's part went to its heir, the new one brought nothing.
 #[test]
 fn members_leave_and_join_and_the_money_stays_exact() {
-    // Crashes keep their disks here (see `Options::disk_damage`); lost disks are the
-    // first test's.
-    let opts = Options {
-        recovery: true,
-        disk_damage: false,
-        ..Options::default()
-    };
+    let opts = membership_options();
     let mut failed = Vec::new();
     let (mut changes, mut skipped, mut completed, mut seeds) = (0, 0, 0, 0);
     for seed in seeds_from_env(1, 60) {
@@ -149,11 +154,7 @@ fn members_leave_and_join_and_the_money_stays_exact() {
 /// `Stack::on_delivered`.
 #[test]
 fn a_joiner_named_by_a_pending_change_is_a_member_once_added() {
-    let opts = Options {
-        recovery: true,
-        disk_damage: false,
-        ..Options::default()
-    };
+    let opts = membership_options();
     let sc = membership_scenario(323);
     let out = run_with(&sc, Algorithm::Mattern, opts);
     assert!(out.passed(), "{:?}", out.violations);

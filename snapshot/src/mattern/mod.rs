@@ -172,6 +172,9 @@ impl Engine {
     /// Takes the local cut for `id` with `state` and `cut`, then reports the send counts
     /// to the initiator. The caller raises the clock afterwards.
     fn join(&mut self, now: Time, id: SnapshotId, state: Vec<u8>, cut: VClock) {
+        // The send counts at the cut: the participant keeps them for its report, the
+        // initiator gets them as this node's row.
+        let row: Vec<(NodeId, u64)> = self.sent.iter().map(|(n, c)| (*n, *c)).collect();
         let p = Participant {
             id,
             cut,
@@ -185,7 +188,7 @@ impl Engine {
             channel_bytes: 0,
             reported: false,
             counts: CutCounts {
-                sent: self.sent.iter().map(|(n, c)| (*n, *c)).collect(),
+                sent: row.clone(),
                 delivered: self
                     .inbound
                     .iter()
@@ -200,7 +203,6 @@ impl Engine {
             clock: p.cut.clone(),
         });
         self.active.insert(id, p);
-        let row: Vec<(NodeId, u64)> = self.sent.iter().map(|(n, c)| (*n, *c)).collect();
         let life = self.cfg.life;
         if id.initiator == self.me() {
             self.on_row(now, id, self.me(), life, row);
