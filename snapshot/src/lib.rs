@@ -18,7 +18,8 @@
 //! * **one node, sans-IO**: [`process`] (the application interface: [`process::Process`],
 //!   [`process::Context`], and [`process::Node`], one process plus one engine) and
 //!   [`stack`] ([`stack::Stack`]: the node plus the transport core, backlogs and every
-//!   policy between them, with one input and one output surface);
+//!   policy between them, with one input and one output surface) and [`lean`] (the
+//!   headers it ships: baselines per channel instead of whole clocks);
 //! * **IO** (feature `runtime`, on by default): [`runtime`], the tokio loop around one
 //!   stack per node, and an in-process cluster. Without the feature the crate builds
 //!   without tokio or socket2;
@@ -36,6 +37,7 @@ pub mod checkpoint;
 mod collect;
 pub mod engine;
 pub mod global;
+pub mod lean;
 pub mod life;
 pub mod mattern;
 pub mod metrics;

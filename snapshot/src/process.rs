@@ -35,7 +35,7 @@ use shutter_vclock::{NodeId, VClock};
 use crate::engine::SnapshotEngine;
 use crate::global::{InitiateError, SnapshotEvent};
 use crate::mattern;
-use crate::wire::{AppHeader, Envelope, LocalReport, RecordedMessage, SnapshotId};
+use crate::wire::{AppHeader, Envelope, LeanHead, LocalReport, RecordedMessage, SnapshotId};
 
 /// What a process may do while it handles an input: learn who it is and send.
 #[derive(Debug)]
@@ -334,6 +334,20 @@ impl<P: Process, E: SnapshotEngine> Node<P, E> {
             }
             // The stack's business, not the node's.
             Envelope::Recovery(_) => true,
+            // A lean header diffed against a baseline needs the channel's baselines,
+            // which only the stack keeps; a whole one is all here.
+            Envelope::Lean(app) => match app.head {
+                LeanHead::Whole { life, seq, ts } => {
+                    let header = AppHeader {
+                        ts,
+                        joined: app.joined,
+                        life,
+                        seq,
+                    };
+                    self.handle_app(now, from, &header, &app.payload)
+                }
+                LeanHead::Diff { .. } => false,
+            },
         }
     }
 

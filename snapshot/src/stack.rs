@@ -16,7 +16,10 @@
 //!   stamped for the ended session) and the engine tells it which sequence numbers it will
 //!   never get (`handle_link_reset`); this node's own transport restart resets every link;
 //! * per-peer FIFO backlogs keep the order in which the node produced messages, which the
-//!   Chandy-Lamport baseline needs over an ordered transport.
+//!   Chandy-Lamport baseline needs over an ordered transport;
+//! * application headers ship lean ([`crate::lean`]): against the channel's newest
+//!   baseline the transport acknowledged, decoded back before anything else looks at
+//!   the message; both ends forget a channel's baselines when its session ends.
 //!
 //! The tokio runtime ([`crate::runtime`]) and the simulator are thin loops around it: they
 //! feed datagrams, timeouts, ticks and commands in, and carry datagrams and events out.
@@ -33,10 +36,11 @@
 //! # The path of one application message
 //!
 //! `Context::send` (the process queues a payload) -> [`SnapshotEngine::on_app_send`]
-//! (stamp: clock, sequence number) -> [`Envelope::to_bytes`] -> [`Core::send`] (or the
-//! peer's backlog while its window is full) -> [`Core::poll_transmit`] (a sealed
-//! datagram) -> socket; on the receiver: [`Stack::handle_datagram`] -> [`Core`]
-//! (authenticate, reassemble, deduplicate) -> [`Envelope::from_bytes`] ->
+//! (stamp: clock, sequence number) -> the peer's backlog while its window is full ->
+//! [`crate::lean::Encoder`] and [`Envelope::to_bytes`] -> [`Core::send`] ->
+//! [`Core::poll_transmit`] (a sealed datagram) -> socket; on the receiver:
+//! [`Stack::handle_datagram`] -> [`Core`] (authenticate, reassemble, deduplicate) ->
+//! [`Envelope::from_bytes`] and [`crate::lean::Decoder`] ->
 //! [`SnapshotEngine::handle_app_receive`] (join announced snapshots, record) ->
 //! [`Process::on_message`].
 
@@ -50,10 +54,11 @@ use shutter_vclock::NodeId;
 
 use crate::engine::SnapshotEngine;
 use crate::global::{AbortWhy, InitiateError, SnapshotEvent};
+use crate::lean;
 use crate::metrics::SnapshotMetrics;
 use crate::process::{Node, Process, Undeliverable};
 use crate::recovery::{Action, Change, Epoch, Recovery, Removal};
-use crate::wire::{AppHeader, Envelope, LocalReport, SnapshotId};
+use crate::wire::{AppHeader, Envelope, LeanHead, LocalReport, SnapshotId};
 
 /// How long a node halted for a rollback waits for the next round before it takes
 /// over as coordinator.
@@ -139,6 +144,14 @@ pub struct StackStats {
     /// Application messages handed back to the process as undeliverable
     /// ([`Process::on_undeliverable`]).
     pub app_returned: u64,
+    /// Application messages shipped with a whole header (no acknowledged baseline of
+    /// the current life, or the diff was not shorter; see [`crate::lean`]).
+    pub headers_whole: u64,
+    /// Application messages shipped with a header diffed against a baseline.
+    pub headers_diff: u64,
+    /// Lean application messages that named a baseline this node does not hold, or
+    /// whose increments were out of range (dropped; an honest sender never causes one).
+    pub lean_undecodable: u64,
     /// Envelopes waiting for window space right now.
     pub backlog: u64,
     /// The most envelopes that ever waited for window space at once.
@@ -163,12 +176,13 @@ pub trait Observer<P> {
     /// The engine ruled the message just received stale: it is not delivered.
     fn app_discarded(&mut self, now: Time, from: NodeId, header: &AppHeader) {}
     /// An application message this node sent to `to` is handed back to the process as
-    /// undeliverable (before [`Process::on_undeliverable`] runs).
+    /// undeliverable (before [`Process::on_undeliverable`] runs); `stamp` is its own
+    /// clock entry, as in [`Observer::app_dropped`].
     fn app_returned(
         &mut self,
         now: Time,
         to: NodeId,
-        header: &AppHeader,
+        stamp: u64,
         payload: &[u8],
         why: Undeliverable,
     ) {
@@ -208,12 +222,23 @@ impl<P> Observer<P> for NoObserver {}
 /// One envelope waiting for window space.
 #[derive(Debug)]
 struct Queued {
-    bytes: Vec<u8>,
-    /// Control message: sent urgent.
-    urgent: bool,
+    body: Body,
     /// For application messages, the header's own clock entry (for the observer).
     stamp: Option<u64>,
 }
+
+/// What a queued envelope carries.
+#[derive(Debug)]
+enum Body {
+    /// A control or recovery envelope, encoded; sent urgent.
+    Encoded(Vec<u8>),
+    /// An application message: its lean header depends on the transport id it gets,
+    /// so it is encoded when handed over.
+    App(AppHeader, Vec<u8>),
+}
+
+/// Early application messages of a restored history, by sender, decoded.
+type Early<C> = Vec<(NodeId, Envelope<C>)>;
 
 /// One node's transport, snapshot engine and application; see the module docs.
 #[derive(Debug)]
@@ -248,7 +273,12 @@ where
     started: bool,
     /// Application datagrams of the restored history that arrived before this node
     /// restored (see `Recovery::is_early`), with their total size.
-    early: (Vec<(NodeId, Vec<u8>)>, usize),
+    early: (Early<E::Control>, usize),
+    /// Lean headers: baselines of the messages this node sends, and of those it gets.
+    lean_out: lean::Encoder,
+    lean_in: lean::Decoder,
+    /// Senders whose kept baselines may be prunable once the transport events are in.
+    prune_due: BTreeSet<NodeId>,
     observer: O,
 }
 
@@ -308,6 +338,9 @@ where
             rollback_due: None,
             started: false,
             early: (Vec::new(), 0),
+            lean_out: lean::Encoder::default(),
+            lean_in: lean::Decoder::default(),
+            prune_due: BTreeSet::new(),
             observer,
         })
     }
@@ -319,7 +352,11 @@ where
         if peer == self.me {
             return;
         }
-        self.peers.insert(peer);
+        if self.peers.insert(peer) {
+            // A fresh link: whatever the codecs held for an earlier one is void.
+            self.lean_out.forget_peer(peer);
+            self.lean_in.reset_peer(peer);
+        }
         self.core.add_peer(peer);
         self.settle(now);
     }
@@ -400,13 +437,15 @@ where
         for &p in &self.peers {
             self.core.add_peer(p);
         }
+        self.lean_out.reset_all();
+        self.lean_in.reset_all();
         let mut unsent = Vec::new();
         for (to, queue) in std::mem::take(&mut self.backlog) {
             for q in queue {
-                if let Some(stamp) = q.stamp {
+                if let (Some(stamp), Body::App(header, payload)) = (q.stamp, q.body) {
                     self.stats.backlog_dropped += 1;
                     self.observer.app_dropped(to, stamp);
-                    unsent.push((to, q.bytes));
+                    unsent.push((to, header.life, stamp, payload));
                 }
             }
         }
@@ -418,8 +457,8 @@ where
         }
         // What never left goes back to the process. What the old core had in flight is
         // not: the receivers are alive and may have delivered it.
-        for (to, bytes) in unsent {
-            self.give_back(now, to, &bytes, Undeliverable::NeverSent);
+        for (to, life, stamp, payload) in unsent {
+            self.give_back(now, to, life, stamp, &payload, Undeliverable::NeverSent);
         }
         self.settle(now);
         Ok(())
@@ -645,6 +684,8 @@ where
             for &n in before.iter().filter(|n| !nodes.contains(n)) {
                 self.peers.remove(&n);
                 self.core.remove_peer(n);
+                self.lean_out.forget_peer(n);
+                self.lean_in.reset_peer(n);
             }
             for &n in nodes.iter().filter(|n| !before.contains(n)) {
                 self.add_peer(now, n);
@@ -679,8 +720,8 @@ where
             // After the re-delivered channel messages, what the restored history sent
             // early.
             let (early, _) = std::mem::take(&mut self.early);
-            for (from, bytes) in early {
-                self.on_delivered(now, from, &bytes);
+            for (from, envelope) in early {
+                self.on_envelope(now, from, envelope, 0);
             }
         }
         self.settle(now);
@@ -783,6 +824,11 @@ where
                 work = true;
                 self.on_transport_event(now, event);
             }
+            // Every message the core received is decoded now: baselines nothing still
+            // to come can name go.
+            for peer in std::mem::take(&mut self.prune_due) {
+                self.lean_in.prune(peer, self.core.received_below(peer));
+            }
             // Every event of the input is handled: did the restarted peer's round come
             // with it?
             if let Some(seen) = self.rollback_due.take()
@@ -840,7 +886,9 @@ where
     fn on_transport_event(&mut self, now: Time, event: Event) {
         self.observer.transport_event(&event);
         match event {
-            Event::Delivered { from, bytes, .. } => self.on_delivered(now, from, &bytes),
+            Event::Delivered {
+                from, id, bytes, ..
+            } => self.on_delivered(now, from, id.0, &bytes),
             Event::Unreachable { peer } => {
                 self.node.handle_peer_unreachable(now, peer);
                 self.after_node_call(now);
@@ -852,19 +900,22 @@ where
                 self.after_node_call(now);
                 // Messages still queued were stamped for the ended session: they go
                 // back to the process.
+                // The session ended: so did the baselines on both directions of it.
+                self.lean_out.reset_peer(peer);
+                self.lean_in.reset_peer(peer);
                 let mut unsent = Vec::new();
                 if let Some(queue) = self.backlog.get_mut(&peer) {
                     let observer = &mut self.observer;
                     let stats = &mut self.stats;
-                    queue.retain_mut(|q| match q.stamp {
-                        Some(stamp) => {
+                    queue.retain_mut(|q| match (q.stamp, &mut q.body) {
+                        (Some(stamp), Body::App(header, payload)) => {
                             stats.backlog_dropped += 1;
                             stats.backlog -= 1;
                             observer.app_dropped(peer, stamp);
-                            unsent.push(std::mem::take(&mut q.bytes));
+                            unsent.push((header.life, stamp, std::mem::take(payload)));
                             false
                         }
-                        None => true,
+                        _ => true,
                     });
                     if queue.is_empty() {
                         self.backlog.remove(&peer);
@@ -874,8 +925,8 @@ where
                 // process may send anything new to it).
                 self.node.handle_link_reset(now, peer);
                 self.after_node_call(now);
-                for bytes in unsent {
-                    self.give_back(now, peer, &bytes, Undeliverable::NeverSent);
+                for (life, stamp, payload) in unsent {
+                    self.give_back(now, peer, life, stamp, &payload, Undeliverable::NeverSent);
                 }
                 // A running member starts a round; the coordinator of one restarts it (the
                 // peer lost whatever it knew of it, and may have lost its disk too).
@@ -889,11 +940,18 @@ where
             }
             // The engine's `handle_link_reset` (on `PeerRestarted`, just before) covered
             // the sequence numbers; the process gets the payload back.
-            Event::Abandoned { to, bytes, .. } => {
-                self.give_back(now, to, &bytes, Undeliverable::Unacknowledged);
+            Event::Abandoned { to, id, bytes } => {
+                if let Some(sent) = self.lean_out.abandoned(to, id.0)
+                    && let Ok(Envelope::Lean(app)) = Envelope::<E::Control>::from_bytes(&bytes)
+                {
+                    let why = Undeliverable::Unacknowledged;
+                    self.give_back(now, to, sent.life, sent.stamp, &app.payload, why);
+                }
             }
-            // Acks and window space need nothing more: the pump runs after every input.
-            Event::Acked { .. } | Event::Writable { .. } => {}
+            // An acknowledged kept message becomes the channel's baseline.
+            Event::Acked { to, id } => self.lean_out.acked(to, id.0),
+            // Window space needs nothing more: the pump runs after every input.
+            Event::Writable { .. } => {}
         }
     }
 
@@ -902,21 +960,79 @@ where
     /// halted for a rollback before this node restored (the restore replaces the
     /// state), nor for messages sent before the last rollback (it undid them); a
     /// message the restored process sent while the round finishes is given back.
-    fn give_back(&mut self, now: Time, to: NodeId, bytes: &[u8], why: Undeliverable) {
-        let Ok(Envelope::App { header, payload }) = Envelope::<E::Control>::from_bytes(bytes)
-        else {
-            return;
-        };
-        if !self.recovery.accepts_traffic() || !self.recovery.admits(header.life) {
+    fn give_back(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        life: u64,
+        stamp: u64,
+        payload: &[u8],
+        why: Undeliverable,
+    ) {
+        if !self.recovery.accepts_traffic() || !self.recovery.admits(life) {
             return;
         }
         self.stats.app_returned += 1;
-        self.observer.app_returned(now, to, &header, &payload, why);
-        self.node.handle_undeliverable(now, to, &payload, why);
+        self.observer.app_returned(now, to, stamp, payload, why);
+        self.node.handle_undeliverable(now, to, payload, why);
         self.after_node_call(now);
     }
 
-    fn on_delivered(&mut self, now: Time, from: NodeId, bytes: &[u8]) {
+    /// Message `id` of the session with `from`, as the transport delivered it.
+    fn on_delivered(&mut self, now: Time, from: NodeId, id: u64, bytes: &[u8]) {
+        // Whatever a node outside the membership sends is dropped as such (after its
+        // lean header is decoded, below).
+        let stranger = !self.is_member(from)
+            && self.recovery.joining() != Some(from)
+            && self.recovery.accepts_traffic();
+        let envelope = match Envelope::<E::Control>::from_bytes(bytes) {
+            Ok(envelope) => envelope,
+            Err(_) if stranger => {
+                self.stats.non_member_dropped += 1;
+                return;
+            }
+            Err(e) => {
+                self.stats.malformed_envelopes += 1;
+                self.observer.malformed(from, &e);
+                tracing::debug!(node = %self.me, %from, error = %e, "malformed envelope dropped");
+                return;
+            }
+        };
+        // Decoded first, whatever becomes of the message: the sender may name it as a
+        // baseline once the transport acknowledged it.
+        let envelope = match envelope {
+            Envelope::Lean(app) => {
+                self.prune_due.insert(from);
+                match self.lean_in.decode(from, id, app) {
+                    Ok((header, payload)) => Envelope::App { header, payload },
+                    Err(_) if stranger => {
+                        self.stats.non_member_dropped += 1;
+                        return;
+                    }
+                    Err(e) => {
+                        self.stats.lean_undecodable += 1;
+                        tracing::debug!(node = %self.me, %from, error = %e, "undecodable lean header dropped");
+                        return;
+                    }
+                }
+            }
+            other => other,
+        };
+        if stranger {
+            self.stats.non_member_dropped += 1;
+            return;
+        }
+        self.on_envelope(now, from, envelope, bytes.len());
+    }
+
+    /// A decoded envelope from `from` (`size` bytes on the wire).
+    fn on_envelope(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        envelope: Envelope<E::Control>,
+        size: usize,
+    ) {
         // A node that a round adds talks recovery before it is a member. Once it is
         // one (a pending change may still name it), it is a member like any other.
         let member = self.is_member(from);
@@ -925,15 +1041,6 @@ where
             self.stats.non_member_dropped += 1;
             return;
         }
-        let envelope = match Envelope::<E::Control>::from_bytes(bytes) {
-            Ok(envelope) => envelope,
-            Err(e) => {
-                self.stats.malformed_envelopes += 1;
-                self.observer.malformed(from, &e);
-                tracing::debug!(node = %self.me, %from, error = %e, "malformed envelope dropped");
-                return;
-            }
-        };
         // A member that restored first already runs its new life, and so may the node
         // the round adds (no member here until this node restores): what they sent
         // waits for this node's restore, which also settles who is a member.
@@ -941,12 +1048,12 @@ where
             && !self.recovery.accepts_traffic()
             && self.recovery.is_early(header.life)
         {
-            if self.early.1 + bytes.len() > EARLY_LIMIT {
+            if self.early.1 + size > EARLY_LIMIT {
                 self.stats.early_dropped += 1;
             } else {
                 self.stats.early_held += 1;
-                self.early.1 += bytes.len();
-                self.early.0.push((from, bytes.to_vec()));
+                self.early.1 += size;
+                self.early.0.push((from, envelope));
             }
             return;
         }
@@ -985,6 +1092,8 @@ where
                 self.recovery.on_msg(now, from, msg);
                 return;
             }
+            // Decoded in `on_delivered`.
+            Envelope::Lean(_) => return,
         }
         self.after_node_call(now);
     }
@@ -1019,18 +1128,19 @@ where
     /// Stamps nothing (the node did): encodes and hands one envelope to the transport,
     /// or queues it behind earlier ones to the same peer.
     fn enqueue(&mut self, now: Time, to: NodeId, envelope: Envelope<E::Control>) {
-        let (urgent, stamp) = match &envelope {
+        let queued = match envelope {
             Envelope::App { header, payload } => {
                 self.stats.app_sent += 1;
-                self.observer.app_sent(now, to, header, payload);
-                (false, Some(header.ts.get(self.me)))
+                self.observer.app_sent(now, to, &header, &payload);
+                Queued {
+                    stamp: Some(header.ts.get(self.me)),
+                    body: Body::App(header, payload),
+                }
             }
-            Envelope::Control(_) | Envelope::Recovery(_) => (true, None),
-        };
-        let queued = Queued {
-            bytes: envelope.to_bytes(),
-            urgent,
-            stamp,
+            other => Queued {
+                stamp: None,
+                body: Body::Encoded(other.to_bytes()),
+            },
         };
         let waiting = self.backlog.get(&to).is_some_and(|q| !q.is_empty());
         if !waiting && self.core.can_send(to) {
@@ -1071,10 +1181,27 @@ where
     }
 
     fn hand(&mut self, now: Time, to: NodeId, q: Queued) {
-        let sent = if q.urgent {
-            self.core.send_urgent(now, to, q.bytes)
-        } else {
-            self.core.send(now, to, q.bytes)
+        let sent = match q.body {
+            Body::Encoded(bytes) => self.core.send_urgent(now, to, bytes),
+            Body::App(header, payload) => {
+                let id = self.core.next_message_id(to).0;
+                let app = self.lean_out.encode(to, id, &header, payload);
+                let (keep, diffed) = (app.keep, matches!(app.head, LeanHead::Diff { .. }));
+                let sent = self
+                    .core
+                    .send(now, to, Envelope::<E::Control>::Lean(app).to_bytes());
+                if let Ok(got) = sent {
+                    debug_assert_eq!(got.0, id, "the core's next id");
+                    let stamp = q.stamp.unwrap_or(0);
+                    self.lean_out.sent(to, id, &header, keep, stamp);
+                    if diffed {
+                        self.stats.headers_diff += 1;
+                    } else {
+                        self.stats.headers_whole += 1;
+                    }
+                }
+                sent
+            }
         };
         match sent {
             Ok(id) => {

@@ -187,6 +187,60 @@ impl Control {
     }
 }
 
+/// An application message as [`crate::stack::Stack`] ships it: the header in lean form
+/// (see [`crate::lean`]), decoded back to an [`AppHeader`] before the engine sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeanApp {
+    /// The receiver keeps this message's header as a baseline that later messages on
+    /// the channel may name.
+    pub keep: bool,
+    /// Life, sequence number and clock, whole or against a baseline.
+    pub head: LeanHead,
+    /// As [`AppHeader::joined`].
+    pub joined: Vec<SnapshotId>,
+    /// Application bytes.
+    pub payload: Vec<u8>,
+}
+
+/// The per-message part of a lean header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeanHead {
+    /// Everything spelled out (no usable baseline yet).
+    Whole {
+        /// As [`AppHeader::life`].
+        life: u64,
+        /// As [`AppHeader::seq`].
+        seq: u64,
+        /// As [`AppHeader::ts`].
+        ts: VClock,
+    },
+    /// Against a baseline: a message the receiver kept, of the same sender life, which
+    /// supplies the life; sequence number and clock are increments over the baseline's.
+    Diff {
+        /// This message's transport id minus the baseline's (at least 1).
+        back: u64,
+        /// `seq - baseline seq`.
+        seq: u64,
+        /// `ts - baseline ts`, entry by entry.
+        ts: ClockDiff,
+    },
+}
+
+/// Entry-wise increments of a vector clock over a baseline, from entry 0; entries past
+/// the end did not change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClockDiff {
+    /// `(count, increment)`: `count` consecutive entries grew by `increment` (runs of
+    /// unchanged entries and of equal steps cost two varints).
+    Runs(Vec<(u64, u64)>),
+    /// One increment per entry.
+    Each(Vec<u64>),
+    /// `(gap, increment)` for each entry that grew: its index is the previous one's
+    /// plus `gap` (the first one's is `gap`), so a few changed entries cost two varints
+    /// each.
+    Sparse(Vec<(u64, u64)>),
+}
+
 /// One transport message: application traffic or engine control. Generic over the
 /// control type so the Chandy-Lamport baseline can share it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +256,8 @@ pub enum Envelope<C = Control> {
     Control(C),
     /// A message of the cluster-wide rollback protocol ([`crate::recovery`]).
     Recovery(crate::recovery::RecoveryMsg),
+    /// An application message with its header in lean form: what the stack ships.
+    Lean(LeanApp),
 }
 
 impl<C: Serialize + for<'de> Deserialize<'de>> Envelope<C> {

@@ -623,7 +623,7 @@ fn summarize(args: &DemoArgs, stats: &[NodeStats], out: &Outcomes, duration: Dur
         corrupt_dropped: sum(&|s| {
             s.transport.core.corrupt_dropped + s.transport.core.auth_failed_dropped
         }),
-        malformed_envelopes: sum(&|s| s.malformed_envelopes),
+        malformed_envelopes: sum(&|s| s.malformed_envelopes + s.lean_undecodable),
         latency_note: "snapshot: initiation to completion at the initiator, snapshots started \
                        on a fixed schedule; delivery: sender's stamp at first transmission to \
                        delivery (retransmission delay included), every transport message (transfers and \

@@ -409,6 +409,7 @@ mod tests {
             app_messages_returned: 2,
             stale_discarded: 0,
             malformed_envelopes: 0,
+            lean_undecodable: 0,
             non_member_dropped: 0,
             send_errors: 0,
             rolled_back_dropped: 0,

@@ -101,7 +101,7 @@ impl Dropped {
             replayed: c.replayed_dropped,
             wrong_protection: c.wrong_protection_dropped,
             corrupt: c.corrupt_dropped,
-            malformed: c.malformed_dropped + stats.malformed_envelopes,
+            malformed: c.malformed_dropped + stats.malformed_envelopes + stats.lean_undecodable,
             unknown_peer: c.unknown_peer_dropped
                 + c.sender_mismatch_dropped
                 + stats.non_member_dropped

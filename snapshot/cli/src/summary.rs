@@ -102,7 +102,8 @@ pub struct Summary {
     pub transport_duplicates_dropped: u64,
     /// Corrupted datagrams the transports caught (by the AEAD tag, or the CRC32C when plain).
     pub corrupt_dropped: u64,
-    /// Envelopes the runtimes could not decode.
+    /// Envelopes the runtimes could not decode (lean headers naming an unknown baseline
+    /// included).
     pub malformed_envelopes: u64,
     /// Money in the system at the start.
     pub expected_total: u64,

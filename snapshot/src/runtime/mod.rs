@@ -84,6 +84,9 @@ pub struct NodeStats {
     pub stale_discarded: u64,
     /// Transport messages that did not decode as an envelope (dropped).
     pub malformed_envelopes: u64,
+    /// Lean application headers that named a baseline this node does not hold, or were
+    /// out of range (dropped; see `StackStats::lean_undecodable`).
+    pub lean_undecodable: u64,
     /// Messages from nodes outside the membership (dropped).
     pub non_member_dropped: u64,
     /// Envelopes the transport refused or could not send (the endpoint closed, or the

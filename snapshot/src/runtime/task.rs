@@ -461,6 +461,7 @@ where
             app_messages_delivered: s.app_delivered,
             stale_discarded: s.stale_discarded,
             malformed_envelopes: s.malformed_envelopes,
+            lean_undecodable: s.lean_undecodable,
             non_member_dropped: s.non_member_dropped,
             send_errors: s.send_errors,
             rolled_back_dropped: s.rolled_back_dropped,

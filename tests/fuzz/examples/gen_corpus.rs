@@ -1,10 +1,12 @@
 //! Writes the seed corpora under `tests/fuzz/corpus/<target>/`: real encodings made by
 //! the real encoders (wire `Writer`, two `Core`s talking, `Envelope::to_bytes`,
 //! `persist::encode` of snapshots taken by a real 4-node loopback cluster, peers files,
-//! admin request lines, an interval log).
+//! admin request lines, an interval log, `lean::Encoder` streams).
 //!
 //! ```sh
 //! cargo +nightly run --manifest-path tests/fuzz/Cargo.toml --example gen_corpus -- tests/fuzz/corpus
+//! # only the lean header seeds (lean_decoder, lean envelopes):
+//! cargo +nightly run --manifest-path tests/fuzz/Cargo.toml --example gen_corpus -- tests/fuzz/corpus lean
 //! ```
 //!
 //! Deterministic except the cluster snapshots (timing). Files are named by content
@@ -27,8 +29,9 @@ use shutter_snapshot::checkpoint::{self, Checkpoint};
 use shutter_snapshot::recovery::{Change, Epoch, RecoveryMsg};
 use shutter_snapshot::report::{IntervalLog, new_histogram};
 use shutter_snapshot::runtime::{LocalCluster, NodeConfig, NodeEvent};
+use shutter_snapshot::lean;
 use shutter_snapshot::wire::{
-    AppHeader, Control, Envelope, LocalReport, RecordedMessage, SnapshotId,
+    AppHeader, Control, Envelope, LeanApp, LeanHead, LocalReport, RecordedMessage, SnapshotId,
 };
 use shutter_snapshot::{AbortReason, AbortWhy, GlobalSnapshot, Timings, persist};
 use shutter_transport::faults::{FaultPlan, LinkFaults, LinkOverride, LossModel, Partition};
@@ -653,6 +656,52 @@ fn hlogs(out: &mut Out) {
     out.put("hlog", &bytes);
 }
 
+/// Streams for `lean_decoder`: what a sender's `lean::Encoder` makes on one channel
+/// (acknowledged one message late), as `(op, id, LeanApp)` triples, plus prunes.
+fn lean_streams(out: &mut Out) {
+    let to = NodeId(0);
+    for (n, messages) in [(3usize, 6u64), (8, 12), (40, 5)] {
+        let mut enc = lean::Encoder::default();
+        let mut clock = vec![1u64 << 55; n];
+        let mut stream = Vec::new();
+        let mut envs = Vec::new();
+        for mid in 0..messages {
+            clock[1] += 2;
+            clock[(mid as usize * 7) % n] += 1;
+            let header = AppHeader {
+                ts: VClock::from_entries(clock.clone()),
+                joined: if mid == 3 { vec![id(2, 7)] } else { vec![] },
+                life: 1_800_000_000_000_000,
+                seq: mid + 1,
+            };
+            let app = enc.encode(to, mid, &header, encode_transfer(mid));
+            enc.sent(to, mid, &header, app.keep, header.ts.get(NodeId(1)));
+            if mid > 0 {
+                enc.acked(to, mid - 1);
+            }
+            envs.push(Envelope::<Control>::Lean(app.clone()).to_bytes());
+            stream.extend(postcard::to_allocvec(&(0u8, mid, app)).unwrap());
+            if mid % 4 == 3 {
+                let prune = LeanApp {
+                    keep: false,
+                    head: LeanHead::Whole {
+                        life: 0,
+                        seq: 0,
+                        ts: VClock::new(),
+                    },
+                    joined: vec![],
+                    payload: vec![],
+                };
+                stream.extend(postcard::to_allocvec(&(2u8, mid + 1, prune)).unwrap());
+            }
+        }
+        out.put("lean_decoder", &stream);
+        for e in envs {
+            out.put("envelope", &e);
+        }
+    }
+}
+
 fn main() {
     let root = std::env::args()
         .nth(1)
@@ -662,6 +711,15 @@ fn main() {
         root,
         counts: BTreeMap::new(),
     };
+    // `-- DIR lean` writes only the lean header seeds.
+    if std::env::args().nth(2).as_deref() == Some("lean") {
+        lean_streams(&mut out);
+        for (t, n) in &out.counts {
+            println!("{t}: {n} seeds");
+        }
+        return;
+    }
+    lean_streams(&mut out);
     datagrams(&mut out);
     core_scripts(&mut out);
     envelopes(&mut out);

@@ -95,6 +95,10 @@ pub struct Outcome {
     pub checkpoints_torn: u64,
     /// Largest send backlog of any node.
     pub max_backlog: usize,
+    /// Application messages shipped with a whole header (`shutter_snapshot::lean`).
+    pub headers_whole: u64,
+    /// Application messages shipped with a header diffed against a baseline.
+    pub headers_diffed: u64,
     /// Fault injector counters.
     pub faults: FaultStats,
     /// Simulation steps.

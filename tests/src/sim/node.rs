@@ -380,13 +380,13 @@ impl Observer<SimApp> for Recorder {
         &mut self,
         _now: Time,
         _to: NodeId,
-        header: &AppHeader,
+        stamp: u64,
         _payload: &[u8],
         _why: Undeliverable,
     ) {
         self.seen.push(Seen::Returned(MsgKey {
             from: self.me,
-            seq: header.ts.get(self.me),
+            seq: stamp,
         }));
     }
 
@@ -442,6 +442,8 @@ where
     pub max_backlog: u64,
     /// Envelopes the transport refused, over all lives (must stay 0).
     pub send_errors: u64,
+    /// Lean headers of earlier lives: `[whole, diffed, undecodable]`.
+    lean: [u64; 3],
     ordered: bool,
     nodes: Vec<NodeId>,
     seed: u64,
@@ -505,6 +507,7 @@ where
             next_tick: Time::ZERO,
             max_backlog: 0,
             send_errors: 0,
+            lean: [0; 3],
             ordered,
             nodes: nodes.to_vec(),
             seed,
@@ -636,6 +639,14 @@ where
         self.send_errors + self.stack.stats().send_errors
     }
 
+    /// Application headers over all lives: `[shipped whole, shipped diffed, received
+    /// undecodable]` (the last must stay 0).
+    pub fn lean_headers(&self) -> [u64; 3] {
+        let s = self.stack.stats();
+        let now = [s.headers_whole, s.headers_diff, s.lean_undecodable];
+        std::array::from_fn(|i| self.lean[i] + now[i])
+    }
+
     /// A real crash and restart at `now`: the bank, the engine (vector clock included),
     /// the transport and the backlog are replaced by new ones, as a process started
     /// again after `kill -9` would build them. Only the observer's counts carry over.
@@ -643,6 +654,7 @@ where
     pub fn crash_restart(&mut self, now: Time) {
         self.account();
         self.send_errors += self.stack.stats().send_errors;
+        self.lean = self.lean_headers();
         self.lives += 1;
         let counts = [
             self.app().sent(),

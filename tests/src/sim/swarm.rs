@@ -47,6 +47,10 @@ pub struct Coverage {
     pub app_messages: u64,
     /// Datagrams through the fault injector.
     pub datagrams: u64,
+    /// Application headers shipped diffed against a baseline, of all shipped.
+    pub headers_diffed: u64,
+    /// Application headers shipped (whole or diffed).
+    pub headers_shipped: u64,
     /// Crashes that happened.
     pub crashes: u64,
     /// Seeds per fault kind.
@@ -71,6 +75,8 @@ impl Coverage {
         self.recorded_messages += out.recorded_messages;
         self.app_messages += out.app_messages;
         self.datagrams += out.faults.datagrams;
+        self.headers_diffed += out.headers_diffed;
+        self.headers_shipped += out.headers_diffed + out.headers_whole;
         self.crashes += out.crashes;
         let kinds = sc.fault_kinds();
         if kinds.is_empty() {
@@ -95,7 +101,8 @@ impl fmt::Display for Coverage {
         write!(
             f,
             "seeds={} failed={} snapshots: initiated={} completed={} aborted={} \
-             failed-checks={} channel-msgs-checked={} app-msgs={} datagrams={} crashes={} | faults:",
+             failed-checks={} channel-msgs-checked={} app-msgs={} headers-diffed={}/{} datagrams={} \
+             crashes={} | faults:",
             self.seeds,
             self.failed.len(),
             self.initiated,
@@ -104,6 +111,8 @@ impl fmt::Display for Coverage {
             self.failed_checks,
             self.recorded_messages,
             self.app_messages,
+            self.headers_diffed,
+            self.headers_shipped,
             self.datagrams,
             self.crashes
         )?;

@@ -748,6 +748,13 @@ where
                     n.refused()
                 ));
             }
+            let [_, _, undecodable] = n.lean_headers();
+            if undecodable > 0 {
+                self.out.violations.push(format!(
+                    "{}: {undecodable} lean headers named a baseline it did not hold",
+                    n.id
+                ));
+            }
         }
         if self.out.violations.is_empty() {
             self.out.violations = check_end(&self.oracle, &ends);
@@ -779,6 +786,11 @@ where
             .map(|n| n.backlog_peak() as usize)
             .max()
             .unwrap_or(0);
+        for n in &self.nodes {
+            let [whole, diffed, _] = n.lean_headers();
+            self.out.headers_whole += whole;
+            self.out.headers_diffed += diffed;
+        }
         self.out.faults = self.faults.stats().clone();
         self.out.end = self.now;
         self.out

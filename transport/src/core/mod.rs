@@ -245,6 +245,15 @@ impl Core {
         self.peers.get(&peer).map(|p| p.incarnation)
     }
 
+    /// Every message from `peer` (its current incarnation) with an id below this was
+    /// delivered, in [`Event::Delivered`]s already queued or taken: what a receiver may
+    /// forget about them once it drained [`Core::poll_event`]. 0 for an unknown peer.
+    pub fn received_below(&self, peer: NodeId) -> u64 {
+        self.peers
+            .get(&peer)
+            .map_or(0, |p| p.recv.delivered_below(&self.config))
+    }
+
     /// Unacknowledged messages to `peer`.
     pub fn unacked(&self, peer: NodeId) -> usize {
         self.peers.get(&peer).map_or(0, |p| p.send.unacked())

@@ -64,6 +64,16 @@ impl RecvState {
         !self.partials.is_empty()
     }
 
+    /// Every message with a lower id was handed up (in ordered mode, delivered in order;
+    /// otherwise as it completed).
+    pub(crate) fn delivered_below(&self, cfg: &Config) -> u64 {
+        if cfg.ordered {
+            self.next_deliver
+        } else {
+            self.floor
+        }
+    }
+
     /// Handles one DATA frame; whole messages ready for delivery are pushed to `out`.
     pub(crate) fn on_data(
         &mut self,

@@ -1,0 +1,620 @@
+//! Lean application headers: what [`crate::stack::Stack`] ships instead of a whole
+//! [`AppHeader`] on every message.
+//!
+//! A whole header repeats per-peer constants (the sender's engine `life`, 8 bytes) and
+//! the whole vector clock (2-3 bytes an entry) on every message. Here a message may
+//! instead name a **baseline**: an earlier message on the same channel, of the same
+//! sender life, that the receiver kept. It then carries only its sequence number and
+//! clock as increments over the baseline's ([`ClockDiff`]: runs of equal increments, or
+//! one increment per entry, whichever is shorter), and inherits the life.
+//!
+//! Exactness without FIFO, duplicates or guesses:
+//!
+//! * The sender names only a baseline the receiver's transport has **acknowledged**
+//!   ([`Encoder::acked`]); the receiving stack decodes every delivered message before any
+//!   other decision, so an acknowledged kept message is always in the receiver's table.
+//!   Baselines are named by transport message id (`back` = own id minus the baseline's),
+//!   ids being unique per session (pair of incarnations).
+//! * The baseline a message names never goes backwards in id order (it is the newest
+//!   acknowledged one when the message is handed to the transport). So once a message
+//!   naming baseline `c` was decoded and every id below it was received, nothing still to
+//!   come names anything older than `c`: the receiver drops those ([`Decoder::prune`]
+//!   with the transport's [`shutter_transport::core::Core::received_below`]). The table
+//!   is bounded by the transport's receive window.
+//! * Sessions end on a restart of either side; both ends then forget the channel's
+//!   baselines ([`Encoder::reset_peer`], [`Decoder::reset_peer`]), and the next message
+//!   is whole again.
+//! * A sender keeps at most [`MAX_PENDING`] kept messages unacknowledged per channel, so
+//!   it holds few clocks; what it needs to give an abandoned message back to its process
+//!   (life and own clock entry) it keeps per message in flight.
+//!
+//! The choice is per message and adaptive: a whole header is sent whenever it is not
+//! longer, or no baseline of the current life is acknowledged yet.
+
+use std::collections::BTreeMap;
+
+use shutter_vclock::{MAX_NODES, NodeId, VClock};
+use thiserror::Error;
+
+use crate::wire::{AppHeader, ClockDiff, LeanApp, LeanHead};
+
+/// Kept messages a sender has in flight per channel at most: a new one is kept only
+/// while fewer are unacknowledged (two, so a fresh baseline is on its way while the last
+/// one's acknowledgement returns).
+pub const MAX_PENDING: usize = 2;
+
+/// What a baseline supplies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Base {
+    life: u64,
+    seq: u64,
+    ts: VClock,
+}
+
+/// Why a lean header could not be decoded (the message is dropped and counted: an
+/// honest sender never causes one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum LeanError {
+    /// The named baseline is not (or no longer) kept here.
+    #[error("unknown baseline {back} messages back")]
+    UnknownBase {
+        /// The `back` the message carried.
+        back: u64,
+    },
+    /// Increments overflow, or describe more than `MAX_NODES` entries.
+    #[error("clock increments out of range")]
+    BadDiff,
+}
+
+/// What a sender needs to give back a message it never got acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// The sender engine's life when it sent the message.
+    pub life: u64,
+    /// The sender's own clock entry in the message's header.
+    pub stamp: u64,
+}
+
+/// Sender side: the baselines per destination and the messages in flight.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    peers: BTreeMap<NodeId, Outgoing>,
+    in_flight: BTreeMap<(NodeId, u64), InFlight>,
+}
+
+#[derive(Debug, Default)]
+struct Outgoing {
+    /// The newest acknowledged kept message: id and header.
+    base: Option<(u64, Base)>,
+    /// Kept messages not acknowledged yet.
+    pending: Vec<(u64, Base)>,
+}
+
+impl Encoder {
+    /// The lean form of the message that gets transport id `id` to `to`. Pure: call
+    /// [`Encoder::sent`] once the transport took it.
+    pub fn encode(&self, to: NodeId, id: u64, header: &AppHeader, payload: Vec<u8>) -> LeanApp {
+        let out = self.peers.get(&to);
+        let keep = out.is_none_or(|o| o.pending.len() < MAX_PENDING);
+        let whole = LeanHead::Whole {
+            life: header.life,
+            seq: header.seq,
+            ts: header.ts.clone(),
+        };
+        let head = match out.and_then(|o| o.base.as_ref()) {
+            Some((base_id, base))
+                if base.life == header.life && *base_id < id && base.seq <= header.seq =>
+            {
+                match diff(&base.ts, &header.ts) {
+                    Some(ts) if diff_len(&ts) < clock_len(&header.ts) + varint_len(header.life) => {
+                        LeanHead::Diff {
+                            back: id - base_id,
+                            seq: header.seq - base.seq,
+                            ts,
+                        }
+                    }
+                    _ => whole,
+                }
+            }
+            _ => whole,
+        };
+        LeanApp {
+            keep,
+            head,
+            joined: header.joined.clone(),
+            payload,
+        }
+    }
+
+    /// The transport took the message `encode` made, with id `id`.
+    pub fn sent(&mut self, to: NodeId, id: u64, header: &AppHeader, keep: bool, stamp: u64) {
+        self.in_flight.insert(
+            (to, id),
+            InFlight {
+                life: header.life,
+                stamp,
+            },
+        );
+        if keep {
+            self.peers.entry(to).or_default().pending.push((
+                id,
+                Base {
+                    life: header.life,
+                    seq: header.seq,
+                    ts: header.ts.clone(),
+                },
+            ));
+        }
+    }
+
+    /// The transport acknowledged message `id` to `to`: a kept one becomes the baseline
+    /// if it is newer.
+    pub fn acked(&mut self, to: NodeId, id: u64) {
+        self.in_flight.remove(&(to, id));
+        let Some(out) = self.peers.get_mut(&to) else {
+            return;
+        };
+        if let Some(i) = out.pending.iter().position(|(p, _)| *p == id) {
+            let (id, base) = out.pending.swap_remove(i);
+            if out.base.as_ref().is_none_or(|(b, _)| *b < id) {
+                out.base = Some((id, base));
+            }
+        }
+    }
+
+    /// The transport abandoned message `id` to `to` (its receiver restarted): what to
+    /// give back, if it was an application message sent through here.
+    pub fn abandoned(&mut self, to: NodeId, id: u64) -> Option<InFlight> {
+        if let Some(out) = self.peers.get_mut(&to) {
+            out.pending.retain(|(p, _)| *p != id);
+        }
+        self.in_flight.remove(&(to, id))
+    }
+
+    /// The session with `to` ended (it restarted, or left): its baselines are gone. The
+    /// messages in flight stay until the transport abandons them.
+    pub fn reset_peer(&mut self, to: NodeId) {
+        self.peers.remove(&to);
+    }
+
+    /// This node's transport restarted: every session ended, and what was in flight will
+    /// be neither acknowledged nor abandoned.
+    pub fn reset_all(&mut self) {
+        self.peers.clear();
+        self.in_flight.clear();
+    }
+
+    /// Forgets what is in flight to `to` (its transport state was dropped).
+    pub fn forget_peer(&mut self, to: NodeId) {
+        self.peers.remove(&to);
+        self.in_flight.retain(|(p, _), _| *p != to);
+    }
+
+    /// Clocks held (baselines and pending kept messages) and messages in flight.
+    pub fn held(&self) -> (usize, usize) {
+        let clocks = self
+            .peers
+            .values()
+            .map(|o| o.pending.len() + usize::from(o.base.is_some()))
+            .sum();
+        (clocks, self.in_flight.len())
+    }
+}
+
+/// Receiver side: the kept messages per sender.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    peers: BTreeMap<NodeId, BTreeMap<u64, Kept>>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    base: Base,
+    /// The lowest id of a message decoded against this baseline.
+    named_by: Option<u64>,
+}
+
+impl Decoder {
+    /// Decodes message `id` from `from` into the header the engine sees, keeping it as a
+    /// baseline if it asks to be kept.
+    pub fn decode(
+        &mut self,
+        from: NodeId,
+        id: u64,
+        app: LeanApp,
+    ) -> Result<(AppHeader, Vec<u8>), LeanError> {
+        let table = self.peers.entry(from).or_default();
+        let (life, seq, ts) = match app.head {
+            LeanHead::Whole { life, seq, ts } => (life, seq, ts),
+            LeanHead::Diff { back, seq, ts } => {
+                let unknown = LeanError::UnknownBase { back };
+                let base_id = id.checked_sub(back).filter(|_| back > 0).ok_or(unknown)?;
+                let kept = table.get_mut(&base_id).ok_or(unknown)?;
+                let seq = kept.base.seq.checked_add(seq).ok_or(LeanError::BadDiff)?;
+                let ts = apply(&kept.base.ts, &ts).ok_or(LeanError::BadDiff)?;
+                kept.named_by = Some(kept.named_by.map_or(id, |n| n.min(id)));
+                (kept.base.life, seq, ts)
+            }
+        };
+        if app.keep {
+            // The transport delivers an id once per session; should it come twice, the
+            // first decoding stays the baseline.
+            table.entry(id).or_insert_with(|| Kept {
+                base: Base {
+                    life,
+                    seq,
+                    ts: ts.clone(),
+                },
+                named_by: None,
+            });
+        }
+        let header = AppHeader {
+            ts,
+            joined: app.joined,
+            life,
+            seq,
+        };
+        Ok((header, app.payload))
+    }
+
+    /// Every message from `from` with an id below `below` was received and decoded:
+    /// drops the baselines nothing still to come can name.
+    pub fn prune(&mut self, from: NodeId, below: u64) {
+        let Some(table) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let newest_named = table
+            .iter()
+            .rev()
+            .find(|(_, k)| k.named_by.is_some_and(|n| n < below))
+            .map(|(&id, _)| id);
+        if let Some(c) = newest_named {
+            *table = table.split_off(&c);
+        }
+    }
+
+    /// The session with `from` ended: its baselines are gone.
+    pub fn reset_peer(&mut self, from: NodeId) {
+        self.peers.remove(&from);
+    }
+
+    /// This node's transport restarted: every session ended.
+    pub fn reset_all(&mut self) {
+        self.peers.clear();
+    }
+
+    /// Baselines held, over all senders.
+    pub fn held(&self) -> usize {
+        self.peers.values().map(BTreeMap::len).sum()
+    }
+}
+
+/// `now - base` entry-wise, in the shorter of the two forms; `None` if an entry went
+/// down (a clock of another life, which the caller excludes, or not a successor).
+fn diff(base: &VClock, now: &VClock) -> Option<ClockDiff> {
+    let (b, n) = (base.entries(), now.entries());
+    if b.len() > n.len() {
+        return None;
+    }
+    let mut each = Vec::with_capacity(n.len());
+    for (i, &v) in n.iter().enumerate() {
+        each.push(v.checked_sub(b.get(i).copied().unwrap_or(0))?);
+    }
+    while each.last() == Some(&0) {
+        each.pop();
+    }
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &d in &each {
+        match runs.last_mut() {
+            Some((count, step)) if *step == d => *count += 1,
+            _ => runs.push((1, d)),
+        }
+    }
+    let mut sparse: Vec<(u64, u64)> = Vec::new();
+    let mut last = 0;
+    for (i, &d) in each.iter().enumerate().filter(|(_, d)| **d > 0) {
+        sparse.push(((i - last) as u64, d));
+        last = i;
+    }
+    let forms = [
+        ClockDiff::Runs(runs),
+        ClockDiff::Sparse(sparse),
+        ClockDiff::Each(each),
+    ];
+    forms.into_iter().min_by_key(diff_len)
+}
+
+/// `base + d` entry-wise; `None` on overflow or more than `MAX_NODES` entries.
+fn apply(base: &VClock, d: &ClockDiff) -> Option<VClock> {
+    /// Adds `step` to entries `at..at + count`, growing the clock as needed.
+    fn add(entries: &mut Vec<u64>, at: usize, count: u64, step: u64) -> Option<usize> {
+        let end = usize::try_from(count)
+            .ok()
+            .and_then(|c| at.checked_add(c))
+            .filter(|&e| e <= MAX_NODES)?;
+        if step != 0 {
+            if entries.len() < end {
+                entries.resize(end, 0);
+            }
+            for e in &mut entries[at..end] {
+                *e = e.checked_add(step)?;
+            }
+        }
+        Some(end)
+    }
+    let mut entries = base.entries().to_vec();
+    let mut at = 0usize;
+    match d {
+        ClockDiff::Runs(runs) => {
+            for &(count, step) in runs {
+                at = add(&mut entries, at, count, step)?;
+            }
+        }
+        ClockDiff::Each(each) => {
+            for &step in each {
+                at = add(&mut entries, at, 1, step)?;
+            }
+        }
+        ClockDiff::Sparse(pairs) => {
+            // `at` is one past the previous changed entry; the first gap counts from 0.
+            for (k, &(gap, step)) in pairs.iter().enumerate() {
+                let index = if k == 0 {
+                    usize::try_from(gap).ok()?
+                } else {
+                    (at - 1).checked_add(usize::try_from(gap).ok().filter(|&g| g > 0)?)?
+                };
+                at = add(&mut entries, index, 1, step)?;
+            }
+        }
+    }
+    Some(VClock::from_entries(entries))
+}
+
+/// Bytes of a postcard varint.
+fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Encoded bytes of a diff (tag, length, elements).
+fn diff_len(d: &ClockDiff) -> usize {
+    match d {
+        ClockDiff::Runs(r) | ClockDiff::Sparse(r) => {
+            1 + varint_len(r.len() as u64)
+                + r.iter()
+                    .map(|&(c, s)| varint_len(c) + varint_len(s))
+                    .sum::<usize>()
+        }
+        ClockDiff::Each(e) => {
+            1 + varint_len(e.len() as u64) + e.iter().map(|&d| varint_len(d)).sum::<usize>()
+        }
+    }
+}
+
+/// Encoded bytes of a whole clock (see `VClock`'s wire form).
+fn clock_len(ts: &VClock) -> usize {
+    let e = ts.entries();
+    let base = e.iter().copied().filter(|&v| v > 0).min().unwrap_or(1) - 1;
+    let offsets: usize = e
+        .iter()
+        .map(|&v| varint_len(if v == 0 { 0 } else { v - base }))
+        .sum();
+    match e.len() {
+        0 => 1,
+        n => varint_len(n as u64 + 1) + varint_len(base) + offsets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(life: u64, seq: u64, ts: &[u64]) -> AppHeader {
+        AppHeader {
+            ts: VClock::from_entries(ts.to_vec()),
+            joined: vec![],
+            life,
+            seq,
+        }
+    }
+
+    #[test]
+    fn varint_lengths_match_postcard() {
+        for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX >> 1, u64::MAX] {
+            assert_eq!(
+                varint_len(v),
+                postcard::to_allocvec(&v).unwrap().len(),
+                "{v}"
+            );
+        }
+        let d = ClockDiff::Runs(vec![(3, 200), (1, 0)]);
+        assert_eq!(diff_len(&d), postcard::to_allocvec(&d).unwrap().len());
+        let d = ClockDiff::Each(vec![1, 300, 0]);
+        assert_eq!(diff_len(&d), postcard::to_allocvec(&d).unwrap().len());
+        let d = ClockDiff::Sparse(vec![(0, 300), (7, 1)]);
+        assert_eq!(diff_len(&d), postcard::to_allocvec(&d).unwrap().len());
+        for c in [vec![], vec![0, 5], vec![1 << 55, (1 << 55) + 300, 0, 7]] {
+            let c = VClock::from_entries(c);
+            assert_eq!(clock_len(&c), postcard::to_allocvec(&c).unwrap().len());
+        }
+    }
+
+    #[test]
+    fn whole_until_a_kept_message_is_acknowledged() {
+        let me = NodeId(0);
+        let to = NodeId(1);
+        let mut enc = Encoder::default();
+        let mut dec = Decoder::default();
+        let big = 1u64 << 55;
+        let h0 = header(big, 1, &[big + 10, big + 20, big + 30]);
+        let a0 = enc.encode(to, 0, &h0, b"a".to_vec());
+        assert!(a0.keep);
+        assert!(matches!(a0.head, LeanHead::Whole { .. }));
+        enc.sent(to, 0, &h0, a0.keep, h0.ts.get(me));
+        assert_eq!(dec.decode(me, 0, a0).unwrap(), (h0.clone(), b"a".to_vec()));
+        // Not acknowledged yet: still whole.
+        let h1 = header(big, 2, &[big + 11, big + 21, big + 31]);
+        let a1 = enc.encode(to, 1, &h1, vec![]);
+        assert!(matches!(a1.head, LeanHead::Whole { .. }));
+        enc.sent(to, 1, &h1, a1.keep, 0);
+        enc.acked(to, 0);
+        let h2 = header(big, 3, &[big + 12, big + 22, big + 32]);
+        let a2 = enc.encode(to, 2, &h2, vec![]);
+        assert_eq!(
+            a2.head,
+            LeanHead::Diff {
+                back: 2,
+                seq: 2,
+                ts: ClockDiff::Runs(vec![(3, 2)])
+            }
+        );
+        // Arrives before message 1: decodes all the same.
+        assert_eq!(dec.decode(me, 2, a2).unwrap().0, h2);
+        assert_eq!(dec.decode(me, 1, a1).unwrap().0, h1);
+    }
+
+    #[test]
+    fn another_life_is_never_diffed_against() {
+        let to = NodeId(1);
+        let mut enc = Encoder::default();
+        let h0 = header(5, 1, &[100, 200]);
+        let a0 = enc.encode(to, 0, &h0, vec![]);
+        enc.sent(to, 0, &h0, a0.keep, 100);
+        enc.acked(to, 0);
+        let later_life = header(6, 1, &[300, 400]);
+        assert!(matches!(
+            enc.encode(to, 1, &later_life, vec![]).head,
+            LeanHead::Whole { .. }
+        ));
+        // A clock that went down is never diffed either.
+        assert!(
+            diff(
+                &VClock::from_entries(vec![3, 4]),
+                &VClock::from_entries(vec![3, 2])
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn unknown_baseline_is_an_error_not_a_guess() {
+        let mut dec = Decoder::default();
+        let app = LeanApp {
+            keep: false,
+            head: LeanHead::Diff {
+                back: 1,
+                seq: 0,
+                ts: ClockDiff::Each(vec![1]),
+            },
+            joined: vec![],
+            payload: vec![],
+        };
+        assert_eq!(
+            dec.decode(NodeId(1), 5, app.clone()),
+            Err(LeanError::UnknownBase { back: 1 })
+        );
+        let mut zero = app.clone();
+        zero.head = LeanHead::Diff {
+            back: 0,
+            seq: 0,
+            ts: ClockDiff::Each(vec![]),
+        };
+        assert!(dec.decode(NodeId(1), 5, zero).is_err());
+        let mut far = app;
+        far.head = LeanHead::Diff {
+            back: 9,
+            seq: 0,
+            ts: ClockDiff::Each(vec![]),
+        };
+        assert!(dec.decode(NodeId(1), 5, far).is_err());
+    }
+
+    #[test]
+    fn every_form_round_trips() {
+        let base = VClock::from_entries(vec![5, 0, 9, 9, 9, 9, 1]);
+        for now in [
+            vec![5, 0, 9, 9, 9, 9, 1],
+            vec![6, 0, 9, 9, 9, 9, 1],
+            vec![5, 0, 9, 9, 9, 9, 1, 0, 0, 4],
+            vec![9, 4, 13, 13, 13, 13, 5, 4],
+            vec![5, 7, 9, 9, 9, 9, 300],
+            vec![7, 3, 10, 12, 15, 20, 2000],
+        ] {
+            let now = VClock::from_entries(now);
+            let d = diff(&base, &now).expect("grew");
+            let e: Vec<u64> = (0..now.len())
+                .map(|i| now.entries()[i] - base.entries().get(i).copied().unwrap_or(0))
+                .collect();
+            let mut sparse = Vec::new();
+            let mut last = 0;
+            for (i, &x) in e.iter().enumerate().filter(|(_, x)| **x > 0) {
+                sparse.push(((i - last) as u64, x));
+                last = i;
+            }
+            let forms = [
+                d,
+                ClockDiff::Each(e.clone()),
+                ClockDiff::Sparse(sparse),
+                ClockDiff::Runs(e.iter().map(|&x| (1, x)).collect()),
+            ];
+            for f in forms {
+                assert_eq!(apply(&base, &f).as_ref(), Some(&now), "{f:?}");
+            }
+        }
+        // A sparse gap of 0 after the first entry would name the same entry twice.
+        assert!(apply(&base, &ClockDiff::Sparse(vec![(1, 1), (0, 1)])).is_none());
+    }
+
+    #[test]
+    fn huge_runs_are_refused_without_allocating() {
+        let base = VClock::from_entries(vec![1, 2]);
+        assert!(apply(&base, &ClockDiff::Runs(vec![(u64::MAX, 0), (1, 1)])).is_none());
+        assert!(apply(&base, &ClockDiff::Runs(vec![(MAX_NODES as u64, 0), (1, 1)])).is_none());
+        assert!(apply(&base, &ClockDiff::Runs(vec![(1, u64::MAX)])).is_none());
+        assert!(apply(&base, &ClockDiff::Sparse(vec![(u64::MAX, 1)])).is_none());
+        assert!(apply(&base, &ClockDiff::Sparse(vec![(0, 1), (u64::MAX, 1)])).is_none());
+        assert_eq!(
+            apply(&base, &ClockDiff::Runs(vec![(2, 0), (1, 4)])),
+            Some(VClock::from_entries(vec![1, 2, 4]))
+        );
+    }
+
+    #[test]
+    fn prune_keeps_what_an_undelivered_message_may_name() {
+        let me = NodeId(0);
+        let mut dec = Decoder::default();
+        let whole = |ts: u64| LeanApp {
+            keep: true,
+            head: LeanHead::Whole {
+                life: 1,
+                seq: ts,
+                ts: VClock::from_entries(vec![ts]),
+            },
+            joined: vec![],
+            payload: vec![],
+        };
+        let naming = |back: u64| LeanApp {
+            keep: false,
+            head: LeanHead::Diff {
+                back,
+                seq: 1,
+                ts: ClockDiff::Each(vec![1]),
+            },
+            joined: vec![],
+            payload: vec![],
+        };
+        dec.decode(me, 0, whole(1)).unwrap();
+        dec.decode(me, 1, whole(2)).unwrap();
+        // Message 3 names baseline 1; message 2 (naming baseline 0) is not here yet.
+        dec.decode(me, 3, naming(2)).unwrap();
+        dec.prune(me, 2);
+        assert_eq!(dec.held(), 2, "message 2 may still name baseline 0");
+        dec.decode(me, 2, naming(2)).unwrap();
+        dec.prune(me, 4);
+        assert_eq!(
+            dec.held(),
+            1,
+            "every id below 4 is in: baseline 0 is unreachable"
+        );
+        assert!(dec.decode(me, 4, naming(3)).is_ok());
+    }
+}
