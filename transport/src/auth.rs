@@ -299,22 +299,24 @@ impl Sealer {
     }
 
     fn cipher(&mut self, dir: DirectionKey) -> Option<&LessSafeKey> {
-        if !self.ciphers.contains_key(&dir) {
-            let (id, sender, receiver, incarnation) = dir;
+        let (id, sender, receiver, incarnation) = dir;
+        let (_, prk) = self.prks.iter().find(|(k, _)| *k == id)?;
+        // One hash of `dir` per datagram (an entry, not a lookup then a get); the full
+        // cache is emptied before a new direction goes in, as before.
+        if self.ciphers.len() >= MAX_CIPHERS && !self.ciphers.contains_key(&dir) {
+            self.ciphers.clear();
+        }
+        let cipher = self.ciphers.entry(dir).or_insert_with(|| {
             let mut info = [0u8; 4 + 4 + 4 + 8];
             info[..4].copy_from_slice(b"dgrm");
             info[4..8].copy_from_slice(&sender.0.to_le_bytes());
             info[8..12].copy_from_slice(&receiver.0.to_le_bytes());
             info[12..].copy_from_slice(&incarnation.to_le_bytes());
-            let (_, prk) = self.prks.iter().find(|(k, _)| *k == id)?;
             let key = expand(prk, &info);
-            if self.ciphers.len() >= MAX_CIPHERS {
-                self.ciphers.clear();
-            }
             let key = UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte AES-256 key");
-            self.ciphers.insert(dir, Box::new(LessSafeKey::new(key)));
-        }
-        self.ciphers.get(&dir).map(|c| &**c)
+            Box::new(LessSafeKey::new(key))
+        });
+        Some(&**cipher)
     }
 
     /// Encrypts `buf[header_len..]` in place with `buf[..header_len]` as associated data
