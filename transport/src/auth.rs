@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::hkdf::{HKDF_SHA256, Salt};
+use ring::hkdf::{HKDF_SHA256, Prk, Salt};
 use ring::rand::{SecureRandom, SystemRandom};
 use shutter_vclock::NodeId;
 use thiserror::Error;
@@ -195,14 +195,24 @@ impl KeyRing {
     /// A 32-byte key for another purpose (`label` names it, e.g. the admin channel),
     /// derived with HKDF-SHA256 from key `id`; `None` if the ring has no such key.
     pub fn derive(&self, id: u8, label: &[u8]) -> Option<[u8; KEY_LEN]> {
-        let secret = self.secret(id)?;
-        let prk = Salt::new(HKDF_SHA256, b"shutter v1").extract(secret);
-        let mut out = [0u8; KEY_LEN];
-        prk.expand(&[label], HKDF_SHA256)
-            .and_then(|okm| okm.fill(&mut out))
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        Some(out)
+        Some(expand(&self.prk(id)?, label))
     }
+
+    /// The HKDF-SHA256 pseudorandom key of key `id`: the extract step of
+    /// [`KeyRing::derive`], the same for every label.
+    fn prk(&self, id: u8) -> Option<Prk> {
+        let secret = self.secret(id)?;
+        Some(Salt::new(HKDF_SHA256, b"shutter v1").extract(secret))
+    }
+}
+
+/// The expand step of [`KeyRing::derive`].
+fn expand(prk: &Prk, label: &[u8]) -> [u8; KEY_LEN] {
+    let mut out = [0u8; KEY_LEN];
+    prk.expand(&[label], HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    out
 }
 
 /// Fills `out` from the operating system's random source.
@@ -243,10 +253,18 @@ fn abbreviate(s: &str) -> String {
 type DirectionKey = (u8, NodeId, NodeId, u64);
 
 /// Seals and opens datagrams, caching the derived per-direction ciphers (deriving one
-/// costs an HKDF; a cluster of N nodes uses about 2N of them per life).
+/// costs an HKDF expand and an AES key schedule; a cluster of N nodes uses about 2N of
+/// them per life).
+///
+/// The HKDF extract step depends only on the key, so it runs once per key, in
+/// [`Sealer::new`]; ciphers are boxed because a `LessSafeKey` is hundreds of bytes, which
+/// the map moved on every growth (at 256 nodes, deriving the ~500 ciphers of each node
+/// was 10% of the simulator's run, a third of it in rehashing).
 pub(crate) struct Sealer {
     ring: KeyRing,
-    ciphers: HashMap<DirectionKey, LessSafeKey>,
+    /// The pseudorandom key of each key id of the ring.
+    prks: Vec<(u8, Prk)>,
+    ciphers: HashMap<DirectionKey, Box<LessSafeKey>>,
 }
 
 impl fmt::Debug for Sealer {
@@ -264,8 +282,13 @@ const MAX_CIPHERS: usize = 4096;
 
 impl Sealer {
     pub(crate) fn new(ring: KeyRing) -> Sealer {
+        let prks = ring
+            .ids()
+            .map(|id| (id, ring.prk(id).expect("an id of the ring")))
+            .collect();
         Sealer {
             ring,
+            prks,
             ciphers: HashMap::new(),
         }
     }
@@ -276,21 +299,24 @@ impl Sealer {
     }
 
     fn cipher(&mut self, dir: DirectionKey) -> Option<&LessSafeKey> {
-        if !self.ciphers.contains_key(&dir) {
-            let (id, sender, receiver, incarnation) = dir;
+        let (id, sender, receiver, incarnation) = dir;
+        let (_, prk) = self.prks.iter().find(|(k, _)| *k == id)?;
+        // One hash of `dir` per datagram (an entry, not a lookup then a get); the full
+        // cache is emptied before a new direction goes in, as before.
+        if self.ciphers.len() >= MAX_CIPHERS && !self.ciphers.contains_key(&dir) {
+            self.ciphers.clear();
+        }
+        let cipher = self.ciphers.entry(dir).or_insert_with(|| {
             let mut info = [0u8; 4 + 4 + 4 + 8];
             info[..4].copy_from_slice(b"dgrm");
             info[4..8].copy_from_slice(&sender.0.to_le_bytes());
             info[8..12].copy_from_slice(&receiver.0.to_le_bytes());
             info[12..].copy_from_slice(&incarnation.to_le_bytes());
-            let key = self.ring.derive(id, &info)?;
-            if self.ciphers.len() >= MAX_CIPHERS {
-                self.ciphers.clear();
-            }
+            let key = expand(prk, &info);
             let key = UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte AES-256 key");
-            self.ciphers.insert(dir, LessSafeKey::new(key));
-        }
-        self.ciphers.get(&dir)
+            Box::new(LessSafeKey::new(key))
+        });
+        Some(&**cipher)
     }
 
     /// Encrypts `buf[header_len..]` in place with `buf[..header_len]` as associated data

@@ -39,7 +39,7 @@ mod schedule;
 mod send;
 mod stats;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,7 @@ pub use config::{Config, ConfigError, MAX_DATAGRAM, MIN_DATAGRAM};
 pub use stats::{RttStats, Stats};
 
 use config::ACK_BUDGET;
-use peer::{Peer, Timer};
+use peer::{Peers, Timer};
 use recv::DataOutcome;
 use schedule::Schedule;
 
@@ -151,7 +151,7 @@ pub enum Event {
 pub struct Core {
     config: Config,
     max_fragment: usize,
-    peers: BTreeMap<NodeId, Peer>,
+    peers: Peers,
     events: VecDeque<Event>,
     stats: Stats,
     /// Round-robin start for `poll_transmit`, so no peer starves the others.
@@ -174,8 +174,8 @@ impl Core {
         };
         Ok(Core {
             max_fragment: config.max_fragment(),
+            peers: Peers::new(&config),
             config,
-            peers: BTreeMap::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
             next_peer: 0,
@@ -209,9 +209,7 @@ impl Core {
     /// existing peer does nothing.
     pub fn add_peer(&mut self, peer: NodeId) {
         if peer != self.config.local {
-            self.peers
-                .entry(peer)
-                .or_insert_with(|| Peer::new(&self.config));
+            self.peers.insert(peer);
         }
     }
 
@@ -220,9 +218,11 @@ impl Core {
     /// on. Returns how many messages were unacknowledged.
     pub fn remove_peer(&mut self, peer: NodeId) -> usize {
         self.schedule.remove(peer);
-        self.peers
-            .remove(&peer)
-            .map_or(0, |mut p| p.send.reset().len())
+        match self.peers.remove(&peer) {
+            Some(Some(mut p)) => p.send.reset().len(),
+            // Never changed: nothing was sent to it.
+            _ => 0,
+        }
     }
 
     /// Whether `peer` is a member.
@@ -303,12 +303,14 @@ impl Core {
     /// only once those messages arrive). Clean links and idle peers are left alone.
     pub fn expedite(&mut self, now: Time) {
         let window = self.config.urgent_echo_window;
-        for p in self.peers.values_mut() {
+        // Then every peer is touched. Nothing was ever sent to a fresh peer, so expediting
+        // and touching leave it as it is, deadline-free (see `Peers`).
+        let touched = self.peers.for_each_built(&self.config, |p| {
             p.send.expedite(now, window);
-        }
-        let all: Vec<NodeId> = self.peers.keys().copied().collect();
-        for peer in all {
-            self.touch(now, peer);
+            p.refresh_expect(now);
+        });
+        for (id, next) in touched {
+            self.schedule.touch(id, next);
         }
         self.check_schedule();
     }
@@ -645,11 +647,12 @@ impl Core {
     /// After anything that may have changed `peer`'s state: start or stop its waiting
     /// clock, re-index its earliest deadline and let `poll_transmit` look at it.
     fn touch(&mut self, now: Time, peer: NodeId) {
-        let Some(p) = self.peers.get_mut(&peer) else {
+        if !self.peers.contains_key(&peer) {
             return;
-        };
-        p.refresh_expect(now);
-        let next = p.next_deadline(&self.config);
+        }
+        let next = self
+            .peers
+            .next_deadline_after_touch(now, &peer, &self.config);
         self.schedule.touch(peer, next);
     }
 
@@ -658,7 +661,7 @@ impl Core {
         #[cfg(debug_assertions)]
         if self.peers.len() <= 16 {
             let mut armed = 0;
-            for (&id, p) in &self.peers {
+            for (id, p) in self.peers.iter() {
                 let next = p.next_deadline(&self.config);
                 assert_eq!(self.schedule.armed(id), next, "stale timer index for {id}");
                 armed += usize::from(next.is_some());
@@ -670,7 +673,9 @@ impl Core {
     fn build_packet(&mut self, now: Time, to: NodeId) -> Option<Vec<u8>> {
         let cfg = &self.config;
         let stats = &mut self.stats;
-        let p = self.peers.get_mut(&to)?;
+        // A fresh peer has nothing to send (no ACK, ping or data is due), and looking
+        // changes nothing (see `Peers`).
+        let p = self.peers.get_built_mut(&to)?;
         p.send.begin_packet();
         if p.ack.ranges.is_empty() {
             p.ack.deadline = None;

@@ -107,8 +107,8 @@ impl Schedule {
         self.armed.get(&peer).copied()
     }
 
-    /// Entries in the timer set (for the debug check).
-    #[cfg(debug_assertions)]
+    /// Entries in the timer set (for the debug check and the tests).
+    #[cfg(any(debug_assertions, test))]
     pub(crate) fn len(&self) -> usize {
         debug_assert_eq!(self.timers.len(), self.armed.len());
         self.timers.len()

@@ -79,7 +79,9 @@ pub struct FaultStats {
 pub struct Faults {
     plan: FaultPlan,
     epoch: Time,
-    links: BTreeMap<(NodeId, NodeId), LinkState>,
+    /// Boxed: a link state holds its own ChaCha generator (hundreds of bytes), which
+    /// the map would otherwise move on every node split as links come into use.
+    links: BTreeMap<(NodeId, NodeId), Box<LinkState>>,
     stats: FaultStats,
 }
 
@@ -127,7 +129,7 @@ impl Faults {
         let seed = self.plan.seed;
         self.links
             .entry((from, to))
-            .or_insert_with(|| LinkState::new(seed, from, to))
+            .or_insert_with(|| Box::new(LinkState::new(seed, from, to)))
             .apply(faults, cut, now, datagram, out, &mut self.stats);
     }
 
