@@ -380,6 +380,53 @@ fn urgent_messages_are_copied_only_on_links_that_lose_packets() {
     assert_eq!(copies(&a), 1);
 }
 
+/// A host that stalls past the sender's retransmission timeout makes the timer declare
+/// a packet lost that was not: its late ACK proves it, and the link counts as clean
+/// again, so urgent messages are not copied on it.
+#[test]
+fn a_spurious_timeout_does_not_make_a_clean_link_lossy() {
+    let (mut a, mut b, mut t) = handshaken_pair(Some(Duration::from_secs(10)));
+    a.send(t, NodeId(1), b"slow ack".to_vec()).unwrap();
+    let sent: Vec<_> = std::iter::from_fn(|| a.poll_transmit(t)).collect();
+    for d in &sent {
+        b.handle_datagram(t, NodeId(0), &d.bytes);
+    }
+    // The receiver's delayed ACK is due; its host then stalls before the ACK gets out.
+    t += Duration::from_millis(3);
+    b.handle_timeout(t);
+    let late_acks: Vec<_> = std::iter::from_fn(|| b.poll_transmit(t)).collect();
+    assert!(!late_acks.is_empty(), "the receiver acknowledges");
+    t += Duration::from_millis(500);
+    a.handle_timeout(t);
+    assert!(a.stats().rto_expirations >= 1, "the timer fired");
+    // The retransmission is lost with the stall; the late ACK arrives.
+    while a.poll_transmit(t).is_some() {}
+    for d in &late_acks {
+        a.handle_datagram(t, NodeId(1), &d.bytes);
+    }
+    assert!(
+        a.stats().spurious_losses >= 1,
+        "the late ACK proves the loss spurious"
+    );
+    assert_eq!(a.unacked(NodeId(1)), 0);
+    a.send_urgent(t, NodeId(1), b"cut".to_vec()).unwrap();
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert_eq!(a.unacked(NodeId(1)), 0);
+    assert_eq!(a.stats().urgent_copies, 0, "a clean link: no copy");
+    // A real loss still counts (the copy test above), and so does one after this.
+    a.send(t, NodeId(1), b"lost".to_vec()).unwrap();
+    while a.poll_transmit(t).is_some() {}
+    t += Duration::from_millis(500);
+    exchange(&mut a, &mut b, &mut t, 5);
+    a.send_urgent(t, NodeId(1), b"lossy".to_vec()).unwrap();
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert_eq!(
+        a.stats().urgent_copies,
+        1,
+        "after a real loss the copy goes"
+    );
+}
+
 #[test]
 fn urgent_copies_scale_with_the_measured_loss() {
     let (mut a, mut b, mut t) = handshaken_pair(None);

@@ -83,14 +83,16 @@ pub(crate) struct SendState {
     echo_stages: VecDeque<Vec<(u64, u32)>>,
     /// Urgent fragments whose second copy may go in the packet being built.
     echo_ready: VecDeque<(u64, u32)>,
-    /// When a packet to this peer was last declared lost (urgent messages are copied
-    /// only on links that lose packets, see `Config::urgent_echo_window`).
+    /// When a packet to this peer was last declared lost, of those not proven spurious
+    /// since (urgent messages are copied only on links that lose packets, see
+    /// `Config::urgent_echo_window`).
     last_loss: Option<Time>,
     /// Moving average of the share of packets declared lost (1/32 per packet).
     loss_rate: f64,
     sent: BTreeMap<u64, SentPacket>,
-    /// Recently declared lost; an ACK for one of them reveals reordering.
-    lost: BTreeMap<u64, SentPacket>,
+    /// Recently declared lost, with when; an ACK for one of them reveals reordering (or
+    /// a late ACK: a host that stalled past the retransmission timeout).
+    lost: BTreeMap<u64, (Time, SentPacket)>,
     largest_acked: Option<u64>,
     /// Reordering seen so far, in packets (raises the packet threshold) and as the
     /// longest RTT of a spuriously lost packet (raises the time threshold).
@@ -280,12 +282,14 @@ impl SendState {
         if ack.largest() == Some(largest) {
             out.rtt_sent_at = self.sent.get(&largest).map(|p| p.time_sent);
         }
+        let mut any_spurious = false;
         for &(lo, hi) in &ranges {
             let late: Vec<u64> = self.lost.range(lo..=hi).map(|(&pn, _)| pn).collect();
             let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
             let mut packets = Vec::new();
             for pn in late {
-                let p = self.lost.remove(&pn).expect("present");
+                let (_, p) = self.lost.remove(&pn).expect("present");
+                any_spurious = true;
                 self.spurious += 1;
                 self.reorder_packets = self.reorder_packets.max(largest.saturating_sub(pn) + 1);
                 self.reorder_time = self.reorder_time.max(now.saturating_since(p.time_sent));
@@ -310,6 +314,11 @@ impl SendState {
                     }
                 }
             }
+        }
+        if any_spurious {
+            // Those losses were not: the link is as lossy as the losses still standing
+            // say (a stalled host's late ACKs do not switch urgent copies on).
+            self.last_loss = self.lost.values().map(|(at, _)| *at).max();
         }
         out.completed.sort_unstable();
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
@@ -337,7 +346,7 @@ impl SendState {
             }
         }
         for pn in &lost {
-            self.requeue(*pn);
+            self.requeue(now, *pn);
             self.observe(true);
         }
         if !lost.is_empty() {
@@ -411,7 +420,7 @@ impl SendState {
         }
         let pns: Vec<u64> = self.sent.keys().copied().collect();
         for pn in &pns {
-            self.requeue(*pn);
+            self.requeue(now, *pn);
             self.observe(true);
         }
         self.loss_time = None;
@@ -419,7 +428,7 @@ impl SendState {
         pns.len()
     }
 
-    fn requeue(&mut self, pn: u64) {
+    fn requeue(&mut self, now: Time, pn: u64) {
         if let Some(p) = self.sent.remove(&pn) {
             for &(id, index) in &p.fragments {
                 if let Some(m) = self.messages.get_mut(&id)
@@ -430,7 +439,7 @@ impl SendState {
                     self.retx.push_back((id, index));
                 }
             }
-            self.lost.insert(pn, p);
+            self.lost.insert(pn, (now, p));
             while self.lost.len() > MAX_LOST_RECORDS {
                 self.lost.pop_first();
             }
