@@ -292,17 +292,7 @@ fn axis(svg: &mut Svg, l: &Layout) {
     }
     baseline.push(l.x1);
     for piece in baseline.chunks(2) {
-        svg.leaf(
-            "line",
-            &[
-                ("x1", piece[0].into()),
-                ("y1", l.bottom.into()),
-                ("x2", piece[1].into()),
-                ("y2", l.bottom.into()),
-                ("stroke", FAINT.into()),
-                ("stroke-width", 1.0.into()),
-            ],
-        );
+        svg.line((piece[0], l.bottom), (piece[1], l.bottom), FAINT, 1.0, &[]);
     }
     for (a, b) in l.time.pieces() {
         let mut t = (a as u64).div_ceil(step) * step;
@@ -349,28 +339,8 @@ fn tick(svg: &mut Svg, l: &Layout, taken: &mut Vec<(f64, f64)>, t: u64, decimals
         return;
     }
     taken.push((x, half));
-    svg.leaf(
-        "line",
-        &[
-            ("x1", x.into()),
-            ("y1", (TOP - 4.0).into()),
-            ("x2", x.into()),
-            ("y2", l.bottom.into()),
-            ("stroke", GRID.into()),
-            ("stroke-width", 1.0.into()),
-        ],
-    );
-    svg.leaf(
-        "line",
-        &[
-            ("x1", x.into()),
-            ("y1", l.bottom.into()),
-            ("x2", x.into()),
-            ("y2", (l.bottom + 5.0).into()),
-            ("stroke", FAINT.into()),
-            ("stroke-width", 1.0.into()),
-        ],
-    );
+    svg.line((x, TOP - 4.0), (x, l.bottom), GRID, 1.0, &[]);
+    svg.line((x, l.bottom), (x, l.bottom + 5.0), FAINT, 1.0, &[]);
     svg.text(
         &[
             ("class", "tick".into()),
@@ -474,28 +444,13 @@ fn node_lines(svg: &mut Svg, scene: &Scene, l: &Layout, initiator: NodeId) {
         let y = l.y(i);
         let from = l.x_of(d.crashed).max(l.x0);
         let to = d.restarted.map_or(l.x1, |t| l.x_of(t).min(l.x1));
-        svg.leaf(
-            "line",
-            &[
-                ("x1", from.into()),
-                ("y1", y.into()),
-                ("x2", to.into()),
-                ("y2", y.into()),
-                ("stroke", "#ffffff".into()),
-                ("stroke-width", 4.0.into()),
-            ],
-        );
-        svg.leaf(
-            "line",
-            &[
-                ("x1", from.into()),
-                ("y1", y.into()),
-                ("x2", to.into()),
-                ("y2", y.into()),
-                ("stroke", NODE_LINE.into()),
-                ("stroke-width", 1.2.into()),
-                ("stroke-dasharray", "2 3".into()),
-            ],
+        svg.line((from, y), (to, y), "#ffffff", 4.0, &[]);
+        svg.line(
+            (from, y),
+            (to, y),
+            NODE_LINE,
+            1.2,
+            &[("stroke-dasharray", "2 3".into())],
         );
         if d.crashed >= scene.start {
             cross(svg, l.x_of(d.crashed), y, "crash");
@@ -510,17 +465,7 @@ fn cross(svg: &mut Svg, x: f64, y: f64, class: &str) {
     let r = 5.5;
     svg.open("g", &[("class", class.into())]);
     for (dx, dy) in [(r, r), (r, -r)] {
-        svg.leaf(
-            "line",
-            &[
-                ("x1", (x - dx).into()),
-                ("y1", (y - dy).into()),
-                ("x2", (x + dx).into()),
-                ("y2", (y + dy).into()),
-                ("stroke", CRASH.into()),
-                ("stroke-width", 2.4.into()),
-            ],
-        );
+        svg.line((x - dx, y - dy), (x + dx, y + dy), CRASH, 2.4, &[]);
     }
     svg.close("g");
 }
@@ -687,17 +632,7 @@ fn cut(svg: &mut Svg, scene: &Scene, l: &Layout, id: SnapshotId) {
             continue;
         }
         let x = l.x_of(t);
-        svg.leaf(
-            "line",
-            &[
-                ("x1", x.into()),
-                ("y1", (y - 9.0).into()),
-                ("x2", x.into()),
-                ("y2", (y + 9.0).into()),
-                ("stroke", INK.into()),
-                ("stroke-width", 1.5.into()),
-            ],
-        );
+        svg.line((x, y - 9.0), (x, y + 9.0), INK, 1.5, &[]);
         svg.text(
             &[
                 ("x", (x + dx).into()),
@@ -780,17 +715,12 @@ fn legend(svg: &mut Svg, items: &[(&str, &str, f64, f64)]) {
             "lost" => sample(svg, LOST, 1.2, Some("5 3")),
             _ => {
                 cross(svg, x + 5.0, y, "legend-crash");
-                svg.leaf(
-                    "line",
-                    &[
-                        ("x1", (x + 10.0).into()),
-                        ("y1", y.into()),
-                        ("x2", (x + 22.0).into()),
-                        ("y2", y.into()),
-                        ("stroke", NODE_LINE.into()),
-                        ("stroke-width", 1.2.into()),
-                        ("stroke-dasharray", "2 3".into()),
-                    ],
+                svg.line(
+                    (x + 10.0, y),
+                    (x + 22.0, y),
+                    NODE_LINE,
+                    1.2,
+                    &[("stroke-dasharray", "2 3".into())],
                 );
                 bar(svg, x + 25.0, y, "legend-restart");
             }

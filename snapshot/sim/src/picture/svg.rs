@@ -9,6 +9,7 @@ pub(super) struct Svg {
 }
 
 /// An attribute value: text (escaped when written) or a coordinate.
+#[derive(Clone, Copy)]
 pub(super) enum Value<'a> {
     Text(&'a str),
     Num(f64),
@@ -53,6 +54,27 @@ impl Svg {
         self.attrs(attrs);
         self.no_outline(matches!(name, "rect" | "polygon" | "circle"), attrs);
         self.out.push_str("/>\n");
+    }
+
+    /// `<line>` from `a` to `b` with its stroke colour and width, then `extra` attributes.
+    pub(super) fn line(
+        &mut self,
+        a: (f64, f64),
+        b: (f64, f64),
+        stroke: &str,
+        width: f64,
+        extra: &[(&str, Value<'_>)],
+    ) {
+        let mut attrs = vec![
+            ("x1", a.0.into()),
+            ("y1", a.1.into()),
+            ("x2", b.0.into()),
+            ("y2", b.1.into()),
+            ("stroke", stroke.into()),
+            ("stroke-width", width.into()),
+        ];
+        attrs.extend_from_slice(extra);
+        self.leaf("line", &attrs);
     }
 
     /// Opens `<name attrs>`; every `open` needs its `close`.
