@@ -978,13 +978,21 @@ where
         self.after_node_call(now);
     }
 
+    /// Whether `from` is neither a member nor the node a round adds, while traffic
+    /// flows: what it sends is dropped. A node that a round adds talks recovery before
+    /// it is a member; once it is one (a pending change may still name it), it is a
+    /// member like any other.
+    fn is_stranger(&self, from: NodeId) -> bool {
+        !self.is_member(from)
+            && self.recovery.joining() != Some(from)
+            && self.recovery.accepts_traffic()
+    }
+
     /// Message `id` of the session with `from`, as the transport delivered it.
     fn on_delivered(&mut self, now: Time, from: NodeId, id: u64, bytes: &[u8]) {
         // Whatever a node outside the membership sends is dropped as such (after its
         // lean header is decoded, below).
-        let stranger = !self.is_member(from)
-            && self.recovery.joining() != Some(from)
-            && self.recovery.accepts_traffic();
+        let stranger = self.is_stranger(from);
         let envelope = match Envelope::<E::Control>::from_bytes(bytes) {
             Ok(envelope) => envelope,
             Err(_) if stranger => {
@@ -1033,14 +1041,12 @@ where
         envelope: Envelope<E::Control>,
         size: usize,
     ) {
-        // A node that a round adds talks recovery before it is a member. Once it is
-        // one (a pending change may still name it), it is a member like any other.
-        let member = self.is_member(from);
-        let joining = !member && self.recovery.joining() == Some(from);
-        if !member && !joining && self.recovery.accepts_traffic() {
+        if self.is_stranger(from) {
             self.stats.non_member_dropped += 1;
             return;
         }
+        let member = self.is_member(from);
+        let joining = !member && self.recovery.joining() == Some(from);
         // A member that restored first already runs its new life, and so may the node
         // the round adds (no member here until this node restores): what they sent
         // waits for this node's restore, which also settles who is a member.
