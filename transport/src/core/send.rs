@@ -282,14 +282,15 @@ impl SendState {
         if ack.largest() == Some(largest) {
             out.rtt_sent_at = self.sent.get(&largest).map(|p| p.time_sent);
         }
-        let mut any_spurious = false;
+        // Newest declaration among the losses this ACK proves spurious.
+        let mut withdrawn: Option<Time> = None;
         for &(lo, hi) in &ranges {
             let late: Vec<u64> = self.lost.range(lo..=hi).map(|(&pn, _)| pn).collect();
             let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
             let mut packets = Vec::new();
             for pn in late {
-                let (_, p) = self.lost.remove(&pn).expect("present");
-                any_spurious = true;
+                let (declared, p) = self.lost.remove(&pn).expect("present");
+                withdrawn = withdrawn.max(Some(declared));
                 self.spurious += 1;
                 self.reorder_packets = self.reorder_packets.max(largest.saturating_sub(pn) + 1);
                 self.reorder_time = self.reorder_time.max(now.saturating_since(p.time_sent));
@@ -315,9 +316,10 @@ impl SendState {
                 }
             }
         }
-        if any_spurious {
-            // Those losses were not: the link is as lossy as the losses still standing
-            // say (a stalled host's late ACKs do not switch urgent copies on).
+        if withdrawn.is_some() && withdrawn >= self.last_loss {
+            // Those losses were not, and one of them was the newest: the link is as
+            // lossy as the losses still standing say (a stalled host's late ACKs do not
+            // switch urgent copies on). Older withdrawals change nothing: no scan.
             self.last_loss = self.lost.values().map(|(at, _)| *at).max();
         }
         out.completed.sort_unstable();
