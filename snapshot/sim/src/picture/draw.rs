@@ -523,21 +523,14 @@ fn message(svg: &mut Svg, scene: &Scene, l: &Layout, m: &Message) {
             ("data-ts", (&stamp).into()),
         ],
     );
-    let mut line: Vec<(&str, Value<'_>)> = vec![
-        ("x1", a.0.into()),
-        ("y1", a.1.into()),
-        ("x2", b.0.into()),
-        ("y2", b.1.into()),
-        ("stroke", colour.into()),
-        ("stroke-width", width.into()),
-    ];
+    let mut extra: Vec<(&str, Value<'_>)> = Vec::new();
     if !lands {
-        line.push(("stroke-dasharray", "5 3".into()));
+        extra.push(("stroke-dasharray", "5 3".into()));
     }
     if !m.recorded {
-        line.push(("stroke-opacity", 0.8.into()));
+        extra.push(("stroke-opacity", 0.8.into()));
     }
-    svg.leaf("line", &line);
+    svg.line(a, b, colour, width, &extra);
     if head {
         arrowhead(svg, a, b, colour, if m.recorded { 1.5 } else { 1.0 });
     }
