@@ -19,9 +19,9 @@ use nix::errno::Errno;
 use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg, setsockopt, sockopt,
 };
-use shutter_transport::Config;
 use shutter_transport::auth::{Auth, KeyRing};
 use shutter_transport::driver::{DEFAULT_SOCKET_BUFFER, Endpoint, EndpointConfig};
+use shutter_transport::{Config, Event};
 use shutter_vclock::NodeId;
 
 use crate::cpu::process_cpu;
@@ -90,14 +90,25 @@ fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// shutter: `tasks` tasks share `messages` sends through one `Endpoint` to another.
-/// `auth` is the same on both ends: plain, or sealed with one key ring.
-async fn endpoint_once(
+/// How the application drives an `Endpoint`.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// Sender tasks sharing the messages.
     tasks: usize,
+    /// Messages per `send_batch` call and events per `next_events` read; 1 means one
+    /// `send` and one `recv` per message.
+    batch: usize,
+}
+
+/// shutter: `shape.tasks` tasks share `messages` sends through one `Endpoint` to
+/// another. `auth` is the same on both ends: plain, or sealed with one key ring.
+async fn endpoint_once(
+    shape: Shape,
     auth: &Auth,
     messages: u64,
     limit: Duration,
 ) -> Result<Measure> {
+    let Shape { tasks, batch } = shape;
     let core = |id| Config {
         local: NodeId(id),
         auth: auth.clone(),
@@ -120,24 +131,49 @@ async fn endpoint_once(
         senders.push(tokio::spawn(async move {
             let mut sent = 0u64;
             while sent < per_task && t0.elapsed() < limit {
-                if tx.send(NodeId(1), vec![0x5a; SIZE]).await.is_err() {
+                let n = (batch as u64).min(per_task - sent);
+                let ok = if batch == 1 {
+                    tx.send(NodeId(1), vec![0x5a; SIZE]).await.is_ok()
+                } else {
+                    let messages = (0..n).map(|_| vec![0x5a; SIZE]).collect();
+                    tx.send_batch(NodeId(1), messages).await.is_ok()
+                };
+                if !ok {
                     break;
                 }
-                sent += 1;
+                sent += n;
             }
             sent
         }));
     }
     // The sender's acknowledgement events are read and dropped so they do not pile up.
-    let drain = tokio::spawn(async move { while a.next_event().await.is_some() {} });
+    let drain = tokio::spawn(async move {
+        let mut events = Vec::with_capacity(batch);
+        while a.next_events(&mut events, batch).await > 0 {
+            events.clear();
+        }
+    });
     let mut received = 0u64;
+    let mut events = Vec::with_capacity(batch);
     while received < total {
         let Some(left) = limit.checked_sub(t0.elapsed()) else {
             break;
         };
-        match tokio::time::timeout(left, b.recv()).await {
-            Ok(Some(_)) => received += 1,
-            Ok(None) | Err(_) => break,
+        if batch == 1 {
+            match tokio::time::timeout(left, b.recv()).await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) | Err(_) => break,
+            }
+            continue;
+        }
+        match tokio::time::timeout(left, b.next_events(&mut events, batch)).await {
+            Ok(n) if n > 0 => {
+                received += events
+                    .drain(..)
+                    .filter(|e| matches!(e, Event::Delivered { .. }))
+                    .count() as u64;
+            }
+            Ok(_) | Err(_) => break,
         }
     }
     let elapsed = t0.elapsed();
@@ -255,13 +291,29 @@ fn send_batches(
     Ok(sent)
 }
 
-/// The variants, in interleaving order.
-const VARIANTS: [&str; 5] = [
+/// The variants, in interleaving order: the raw baseline, then shutter's plain shapes,
+/// then the same shapes sealed (so variant `i` and `i + SHAPES.len()` pair up).
+const VARIANTS: [&str; 7] = [
     "raw UDP sendmmsg/recvmmsg x64",
     "shutter Endpoint, 1 sender task, plain",
     "shutter Endpoint, 64 sender tasks, plain",
+    "shutter Endpoint, 1 task, send_batch/next_events x64, plain",
     "shutter Endpoint, 1 sender task, sealed",
     "shutter Endpoint, 64 sender tasks, sealed",
+    "shutter Endpoint, 1 task, send_batch/next_events x64, sealed",
+];
+
+/// shutter's shapes, in `VARIANTS` order.
+const SHAPES: [Shape; 3] = [
+    Shape { tasks: 1, batch: 1 },
+    Shape {
+        tasks: 64,
+        batch: 1,
+    },
+    Shape {
+        tasks: 1,
+        batch: BATCH,
+    },
 ];
 
 /// Runs `rounds` interleaved rounds and tabulates medians.
@@ -272,10 +324,11 @@ pub async fn run(opts: &Opts) -> Result<Section> {
     for _ in 0..opts.rounds.max(1) {
         let (m, l) = (opts.messages, opts.limit);
         all[0].push(tokio::task::spawn_blocking(move || raw_once(m, l)).await??);
-        all[1].push(endpoint_once(1, &Auth::Insecure, m, l).await?);
-        all[2].push(endpoint_once(64, &Auth::Insecure, m, l).await?);
-        all[3].push(endpoint_once(1, &sealed, m, l).await?);
-        all[4].push(endpoint_once(64, &sealed, m, l).await?);
+        for (k, auth) in [&Auth::Insecure, &sealed].into_iter().enumerate() {
+            for (i, &shape) in SHAPES.iter().enumerate() {
+                all[1 + k * SHAPES.len() + i].push(endpoint_once(shape, auth, m, l).await?);
+            }
+        }
     }
     let mut s = Section::new(
         "rate",
@@ -334,9 +387,9 @@ pub async fn run(opts: &Opts) -> Result<Section> {
     ));
     // Encryption's cost: sealed over plain with the same sender tasks, round by round
     // (each round runs both back to back, so drift between rounds cancels).
-    let sealed_over_plain: Vec<f64> = [(1, 3), (2, 4)]
-        .iter()
-        .flat_map(|&(p, k)| {
+    let sealed_over_plain: Vec<f64> = (1..=SHAPES.len())
+        .map(|p| (p, p + SHAPES.len()))
+        .flat_map(|(p, k)| {
             rates[k]
                 .iter()
                 .zip(&rates[p])

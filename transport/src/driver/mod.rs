@@ -18,8 +18,14 @@
 //! covers both directions.
 //!
 //! Events are queued without bound until the application reads them with
-//! [`Endpoint::next_event`] or [`Endpoint::recv`]; an application that never reads them
-//! grows that queue (acknowledgements arrive for every message sent).
+//! [`Endpoint::next_event`], [`Endpoint::next_events`] or [`Endpoint::recv`]; an
+//! application that never reads them grows that queue (acknowledgements arrive for every
+//! message sent).
+//!
+//! Every [`Endpoint::send`] is one request to the task and one reply. An application
+//! with many messages at hand sends them with [`Endpoint::send_batch`] (one request and
+//! one reply per batch) and reads with [`Endpoint::next_events`] (one wake-up per batch):
+//! that is what reaches raw UDP's rate (`shutter-bench rate`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), shutter_transport::driver::DriverError> {
@@ -192,6 +198,30 @@ impl EndpointSender {
         self.send_with(peer, message, true).await
     }
 
+    /// Queues every message of `messages` for reliable delivery to `peer`, in order, with
+    /// one request to the endpoint's task for the whole batch (where [`EndpointSender::send`]
+    /// costs one per message), and waits until the core has accepted the last one. Returns
+    /// their ids in order.
+    ///
+    /// The batch is refused whole, before any of it is sent, if the peer is unknown or any
+    /// message exceeds `max_message`. Dropping the future withdraws what the core has not
+    /// accepted yet.
+    pub async fn send_batch(
+        &self,
+        peer: NodeId,
+        messages: Vec<Vec<u8>>,
+    ) -> Result<Vec<MessageId>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::SendBatch {
+                peer,
+                messages,
+                reply,
+            })
+            .map_err(|_| DriverError::Closed)?;
+        rx.await.map_err(|_| DriverError::Closed)?
+    }
+
     /// See [`crate::core::Core::expedite`]; takes effect in the endpoint's task.
     pub fn expedite(&self) {
         // A closed endpoint has nothing in flight to hurry.
@@ -287,6 +317,15 @@ impl Endpoint {
         self.sender.send_urgent(peer, message).await
     }
 
+    /// See [`EndpointSender::send_batch`].
+    pub async fn send_batch(
+        &self,
+        peer: NodeId,
+        messages: Vec<Vec<u8>>,
+    ) -> Result<Vec<MessageId>, DriverError> {
+        self.sender.send_batch(peer, messages).await
+    }
+
     /// The next event of any kind; `None` once the endpoint is closed and drained.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
@@ -311,6 +350,14 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    /// Waits for at least one event, then appends to `into` every event already queued,
+    /// up to `limit`, and returns how many it appended; 0 once the endpoint is closed and
+    /// drained. One wake-up then serves a whole batch, where [`Endpoint::next_event`]
+    /// costs one per event.
+    pub async fn next_events(&mut self, into: &mut Vec<Event>, limit: usize) -> usize {
+        self.events.recv_many(into, limit).await
     }
 
     /// A snapshot of the core, fault and driver statistics.

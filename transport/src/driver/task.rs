@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::clock::Clock;
 use super::io::{RECV_BATCH, RECV_BUFFER, UdpIo};
 use super::{DriverError, EndpointStats};
-use crate::{Core, Event, MessageId, Time};
+use crate::{Core, Event, MessageId, SendError, Time};
 
 /// Requests from [`super::Endpoint`] handles.
 #[derive(Debug)]
@@ -21,6 +21,13 @@ pub(crate) enum Request {
         /// `Core::send_urgent` instead of `Core::send`.
         urgent: bool,
         reply: oneshot::Sender<Result<MessageId, DriverError>>,
+    },
+    /// Send every message of a batch, in order, as their peer's window gives room;
+    /// one reply for the whole batch.
+    SendBatch {
+        peer: NodeId,
+        messages: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Result<Vec<MessageId>, DriverError>>,
     },
     /// Register a peer at an address.
     AddPeer {
@@ -38,12 +45,22 @@ pub(crate) enum Request {
     Close,
 }
 
-/// A message waiting for window space: bytes, urgent, and where to answer.
-type PendingSend = (
-    Vec<u8>,
-    bool,
-    oneshot::Sender<Result<MessageId, DriverError>>,
-);
+/// Sends waiting for window space.
+enum PendingSend {
+    /// One message: bytes, urgent, and where to answer.
+    One(
+        Vec<u8>,
+        bool,
+        oneshot::Sender<Result<MessageId, DriverError>>,
+    ),
+    /// The rest of a batch (already checked: every message fits and the peer exists),
+    /// the ids of its messages admitted so far, and where to answer once all are.
+    Batch {
+        rest: std::vec::IntoIter<Vec<u8>>,
+        ids: Vec<MessageId>,
+        reply: oneshot::Sender<Result<Vec<MessageId>, DriverError>>,
+    },
+}
 
 /// State of the endpoint task.
 pub(crate) struct Driver {
@@ -129,7 +146,36 @@ impl Driver {
                 self.pending
                     .entry(peer)
                     .or_default()
-                    .push_back((message, urgent, reply));
+                    .push_back(PendingSend::One(message, urgent, reply));
+            }
+            Request::SendBatch {
+                peer,
+                messages,
+                reply,
+            } => {
+                // Refused whole or taken whole: once admission starts nothing can fail,
+                // so the caller never has to learn which part of a batch went out.
+                let refused = if !self.io.has_peer(peer) {
+                    Some(SendError::UnknownPeer)
+                } else {
+                    let max = self.core.config().max_message;
+                    messages
+                        .iter()
+                        .any(|m| m.len() > max)
+                        .then_some(SendError::TooLarge)
+                };
+                if let Some(e) = refused {
+                    let _ = reply.send(Err(DriverError::Send(e)));
+                } else {
+                    self.pending
+                        .entry(peer)
+                        .or_default()
+                        .push_back(PendingSend::Batch {
+                            ids: Vec::with_capacity(messages.len()),
+                            rest: messages.into_iter(),
+                            reply,
+                        });
+                }
             }
             Request::AddPeer { peer, addr, reply } => {
                 let result = self.io.add_peer(peer, addr);
@@ -166,27 +212,55 @@ impl Driver {
     /// Hands waiting messages to the core while their peer's window has room.
     fn admit_pending(&mut self, now: Time) {
         for (&peer, queue) in &mut self.pending {
-            while let Some((message, urgent, reply)) = queue.pop_front() {
-                if reply.is_closed() {
-                    continue; // the caller gave up waiting
-                }
-                if !self.core.can_send(peer) && self.io.has_peer(peer) {
-                    queue.push_front((message, urgent, reply));
-                    break;
-                }
-                let sent = if urgent {
-                    self.core.send_urgent(now, peer, message)
-                } else {
-                    self.core.send(now, peer, message)
-                };
-                match sent {
-                    Ok(id) => {
-                        let _ = reply.send(Ok(id));
+            while let Some(front) = queue.front_mut() {
+                let known = self.io.has_peer(peer);
+                match front {
+                    PendingSend::One(_, _, reply) if reply.is_closed() => {
+                        queue.pop_front(); // the caller gave up waiting
                     }
-                    Err(e) => {
+                    PendingSend::One(..) if !self.core.can_send(peer) && known => break,
+                    PendingSend::One(..) => {
+                        let Some(PendingSend::One(message, urgent, reply)) = queue.pop_front()
+                        else {
+                            unreachable!("the front was just matched as One")
+                        };
+                        let sent = if urgent {
+                            self.core.send_urgent(now, peer, message)
+                        } else {
+                            self.core.send(now, peer, message)
+                        };
                         // `WindowFull` cannot happen after `can_send`; anything else
                         // (too large, unknown peer) is the caller's to handle.
-                        let _ = reply.send(Err(DriverError::Send(e)));
+                        let _ = reply.send(sent.map_err(DriverError::Send));
+                    }
+                    PendingSend::Batch { rest, ids, reply } => {
+                        if reply.is_closed() {
+                            // Dropped before it was all taken: the rest is withdrawn.
+                            queue.pop_front();
+                            continue;
+                        }
+                        let mut failed = None;
+                        while self.core.can_send(peer) {
+                            let Some(message) = rest.next() else { break };
+                            match self.core.send(now, peer, message) {
+                                Ok(id) => ids.push(id),
+                                Err(e) => {
+                                    failed = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        if failed.is_none() && rest.len() > 0 {
+                            break; // the window is full; more room comes with acks
+                        }
+                        let Some(PendingSend::Batch { ids, reply, .. }) = queue.pop_front() else {
+                            unreachable!("the front was just matched as Batch")
+                        };
+                        // Checked on arrival, so `failed` means the peer went away.
+                        let _ = reply.send(match failed {
+                            None => Ok(ids),
+                            Some(e) => Err(DriverError::Send(e)),
+                        });
                     }
                 }
             }
