@@ -76,3 +76,40 @@ fn a_lost_message_on_a_lan_arrives_within_a_millisecond_at_p99() {
     // 1039 us for this seed.
     assert!(q(0.99) < 800, "p99 {} us", q(0.99));
 }
+
+/// First contact costs one round trip: the PING that learns the peer's incarnation is
+/// acknowledged at once, not after `max_ack_delay` (which used to delay every first
+/// message by 2 ms and became the link's first RTT sample, so the RTO started near 9 ms).
+#[test]
+fn first_contact_costs_one_round_trip() {
+    let one_way = 35;
+    let faults = Faults {
+        base: one_way,
+        jitter: 0,
+        ..Faults::default()
+    };
+    let mut net = Net::new(2, Config::default(), faults, 1);
+    net.send(0, 1, vec![1; 64]);
+    let delivered = |net: &Net, n: usize| {
+        net.nodes[n]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Delivered { .. }))
+    };
+    while !delivered(&net, 1) && net.next_event_at().is_some() && net.now.0 < 1_000_000 {
+        net.step();
+    }
+    // PING out, its ACK back, the data out.
+    assert!(delivered(&net, 1), "never delivered");
+    assert_eq!(
+        net.now.0,
+        3 * one_way,
+        "first message delivered at {} us",
+        net.now.0
+    );
+    while net.next_event_at().is_some() && net.now.0 < 10_000 {
+        net.step();
+    }
+    let rtt = net.nodes[0].core.stats().rtt[&shutter_vclock::NodeId(1)];
+    assert_eq!(rtt.srtt.as_micros(), 2 * one_way as u128, "{rtt:?}");
+}

@@ -40,8 +40,8 @@ fn sim_tiny() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_tiny() {
     let s = rate::run(&rate::Opts::tiny()).await.expect("rate runs");
-    // Raw UDP, then shutter plain and sealed with 1 and 64 sender tasks.
-    well_formed(&s, 5);
+    // Raw UDP, then shutter plain and sealed with 1 and 64 sender tasks and batches.
+    well_formed(&s, 7);
     // Reliable delivery: every shutter message arrived, plain and sealed.
     for row in &s.rows[1..] {
         assert_eq!(row[6], 100, "{}", s.render());

@@ -101,13 +101,18 @@ impl AckTracker {
     }
 
     /// Records a received packet and schedules its acknowledgement: immediately when it
-    /// arrived out of order or is the second unacknowledged ack-eliciting packet,
-    /// otherwise within `max_ack_delay`.
+    /// arrived out of order, is the second unacknowledged ack-eliciting packet or carries
+    /// a PING (`ping`), otherwise within `max_ack_delay`.
+    ///
+    /// A PING asks for an answer: first contact (the sender waits for it before sending
+    /// data), a keepalive or a probe. Delaying its ACK delayed every first contact by
+    /// `max_ack_delay` and made that delay the link's first RTT sample.
     pub(crate) fn on_packet(
         &mut self,
         now: Time,
         pn: u64,
         eliciting: bool,
+        ping: bool,
         max_ack_delay: Duration,
     ) {
         let in_order = self
@@ -121,7 +126,7 @@ impl AckTracker {
             return;
         }
         self.eliciting_since_ack += 1;
-        let at = if !in_order || self.eliciting_since_ack >= 2 {
+        let at = if !in_order || ping || self.eliciting_since_ack >= 2 {
             now
         } else {
             now + max_ack_delay
@@ -184,14 +189,17 @@ mod tests {
     fn delayed_then_immediate() {
         let d = Duration::from_millis(2);
         let mut a = AckTracker::default();
-        a.on_packet(Time(0), 0, true, d);
+        a.on_packet(Time(0), 0, true, false, d);
         assert_eq!(a.deadline, Some(Time(2000)));
-        a.on_packet(Time(10), 1, true, d);
+        a.on_packet(Time(10), 1, true, false, d);
         assert_eq!(a.deadline, Some(Time(10)));
         a.on_ack_sent(0, 1);
-        a.on_packet(Time(20), 5, true, d);
+        a.on_packet(Time(20), 5, true, false, d);
         assert_eq!(a.deadline, Some(Time(20)), "out of order acks at once");
+        a.on_ack_sent(1, 5);
+        a.on_packet(Time(30), 6, true, true, d);
+        assert_eq!(a.deadline, Some(Time(30)), "a PING is answered at once");
         a.on_peer_acked(0, 0);
-        assert_eq!(a.ranges.descending(), vec![(5, 5)]);
+        assert_eq!(a.ranges.descending(), vec![(5, 6)]);
     }
 }

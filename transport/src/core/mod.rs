@@ -504,10 +504,12 @@ impl Core {
         let p = self.peers.get_mut(&from).expect("member");
         if accept {
             let eliciting = frames.iter().any(|f| !matches!(f, Frame::Ack(_)));
+            let ping = frames.iter().any(|f| matches!(f, Frame::Ping));
             p.ack.on_packet(
                 now,
                 header.packet_number,
                 eliciting,
+                ping,
                 self.config.max_ack_delay,
             );
         } else {

@@ -87,12 +87,17 @@ pub(crate) struct SendState {
     /// since (urgent messages are copied only on links that lose packets, see
     /// `Config::urgent_echo_window`).
     last_loss: Option<Time>,
-    /// Moving average of the share of packets declared lost (1/32 per packet).
+    /// Moving average of the share of packets declared lost (1/32 per packet); a loss
+    /// later proven spurious is taken out again (see `unobserve_loss`).
     loss_rate: f64,
+    /// Packets observed by `loss_rate` so far (the age of an observation is the count
+    /// since).
+    observations: u64,
     sent: BTreeMap<u64, SentPacket>,
-    /// Recently declared lost, with when; an ACK for one of them reveals reordering (or
-    /// a late ACK: a host that stalled past the retransmission timeout).
-    lost: BTreeMap<u64, (Time, SentPacket)>,
+    /// Recently declared lost, with when and which observation of `loss_rate` counted
+    /// it; an ACK for one of them reveals reordering (or a late ACK: a host that stalled
+    /// past the retransmission timeout).
+    lost: BTreeMap<u64, (Time, u64, SentPacket)>,
     largest_acked: Option<u64>,
     /// Reordering seen so far, in packets (raises the packet threshold) and as the
     /// longest RTT of a spuriously lost packet (raises the time threshold).
@@ -289,8 +294,9 @@ impl SendState {
             let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
             let mut packets = Vec::new();
             for pn in late {
-                let (declared, p) = self.lost.remove(&pn).expect("present");
+                let (declared, observation, p) = self.lost.remove(&pn).expect("present");
                 withdrawn = withdrawn.max(Some(declared));
+                self.unobserve_loss(observation);
                 self.spurious += 1;
                 self.reorder_packets = self.reorder_packets.max(largest.saturating_sub(pn) + 1);
                 self.reorder_time = self.reorder_time.max(now.saturating_since(p.time_sent));
@@ -320,7 +326,7 @@ impl SendState {
             // Those losses were not, and one of them was the newest: the link is as
             // lossy as the losses still standing say (a stalled host's late ACKs do not
             // switch urgent copies on). Older withdrawals change nothing: no scan.
-            self.last_loss = self.lost.values().map(|(at, _)| *at).max();
+            self.last_loss = self.lost.values().map(|(at, _, _)| *at).max();
         }
         out.completed.sort_unstable();
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
@@ -349,7 +355,6 @@ impl SendState {
         }
         for pn in &lost {
             self.requeue(now, *pn);
-            self.observe(true);
         }
         if !lost.is_empty() {
             self.last_loss = Some(now);
@@ -403,6 +408,18 @@ impl SendState {
     fn observe(&mut self, lost: bool) {
         let x = if lost { 1.0 } else { 0.0 };
         self.loss_rate += (x - self.loss_rate) / 32.0;
+        self.observations += 1;
+    }
+
+    /// A loss counted as observation `observation` proved spurious: the average is linear
+    /// in its inputs, so turning that 1 into a 0 subtracts exactly its weight now,
+    /// 1/32 decayed by 31/32 per later observation. Without this a host that stalls past
+    /// the retransmission timeout made the link look lossy, and urgent messages got
+    /// more copies on a link that had lost nothing.
+    fn unobserve_loss(&mut self, observation: u64) {
+        let age = self.observations.saturating_sub(observation + 1);
+        let weight = (31.0f64 / 32.0).powi(age.min(4096) as i32) / 32.0;
+        self.loss_rate = (self.loss_rate - weight).max(0.0);
     }
 
     /// Current packet threshold: 3, or more after spurious losses.
@@ -423,7 +440,6 @@ impl SendState {
         let pns: Vec<u64> = self.sent.keys().copied().collect();
         for pn in &pns {
             self.requeue(now, *pn);
-            self.observe(true);
         }
         self.loss_time = None;
         self.pto_count = (self.pto_count + 1).min(16);
@@ -441,7 +457,9 @@ impl SendState {
                     self.retx.push_back((id, index));
                 }
             }
-            self.lost.insert(pn, (now, p));
+            let observation = self.observations;
+            self.observe(true);
+            self.lost.insert(pn, (now, observation, p));
             while self.lost.len() > MAX_LOST_RECORDS {
                 self.lost.pop_first();
             }
@@ -463,6 +481,7 @@ impl SendState {
             spurious: self.spurious,
             last_loss: self.last_loss,
             loss_rate: self.loss_rate,
+            observations: self.observations,
             ..SendState::default()
         };
         abandoned
@@ -498,7 +517,7 @@ fn copies_for(loss_rate: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::copies_for;
+    use super::{SendState, copies_for};
 
     #[test]
     fn copies_grow_with_the_loss_rate() {
@@ -508,5 +527,27 @@ mod tests {
         assert_eq!(copies_for(0.3), 3);
         assert_eq!(copies_for(0.5), 4);
         assert_eq!(copies_for(1.0), 4);
+    }
+
+    /// A loss withdrawn later leaves the average exactly where a delivery would have.
+    #[test]
+    fn a_withdrawn_loss_leaves_the_average_as_a_delivery_would() {
+        let fates = [false, true, false, false, true, false, false];
+        let (mut with, mut without) = (SendState::default(), SendState::default());
+        let mut spurious_at = None;
+        for (i, &lost) in fates.iter().enumerate() {
+            // The second loss (index 4) will prove spurious.
+            if i == 4 {
+                spurious_at = Some(with.observations);
+                with.observe(true);
+                without.observe(false);
+            } else {
+                with.observe(lost);
+                without.observe(lost);
+            }
+        }
+        assert!(with.loss_rate > without.loss_rate);
+        with.unobserve_loss(spurious_at.expect("set"));
+        assert!((with.loss_rate - without.loss_rate).abs() < 1e-12);
     }
 }
