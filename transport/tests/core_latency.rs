@@ -79,7 +79,8 @@ fn a_lost_message_on_a_lan_arrives_within_a_millisecond_at_p99() {
 
 /// First contact costs one round trip: the PING that learns the peer's incarnation is
 /// acknowledged at once, not after `max_ack_delay` (which used to delay every first
-/// message by 2 ms and became the link's first RTT sample, so the RTO started near 9 ms).
+/// message by 2 ms and became the link's first RTT sample, so the RTO started near 9 ms),
+/// and both ends come out of it with an RTT sample.
 #[test]
 fn first_contact_costs_one_round_trip() {
     let one_way = 35;
@@ -112,4 +113,17 @@ fn first_contact_costs_one_round_trip() {
     }
     let rtt = net.nodes[0].core.stats().rtt[&shutter_vclock::NodeId(1)];
     assert_eq!(rtt.srtt.as_micros(), 2 * one_way as u128, "{rtt:?}");
+    // The contacted side answered the PING with one of its own, so it knows the RTT
+    // before it ever sends: its first message is timed by the link, not by the guess.
+    let back = net.nodes[1]
+        .core
+        .stats()
+        .rtt
+        .get(&shutter_vclock::NodeId(0))
+        .copied();
+    assert_eq!(
+        back.map(|r| r.srtt.as_micros()),
+        Some(2 * one_way as u128),
+        "{back:?}"
+    );
 }

@@ -512,6 +512,12 @@ impl Core {
                 ping,
                 self.config.max_ack_delay,
             );
+            // A PING from a peer we have no RTT sample for (its first contact with us)
+            // gets a PING back with the ACK: its immediate ACK gives this direction a
+            // sample too, so our first messages to it are not timed by `initial_rtt`.
+            if ping && !p.rtt.has_sample() && p.send.packets_in_flight() == 0 {
+                p.announce = true;
+            }
         } else {
             self.stats.refused_packets += 1;
         }

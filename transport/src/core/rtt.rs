@@ -73,6 +73,11 @@ impl RttEstimator {
         }
     }
 
+    /// Whether any RTT sample was taken (otherwise `srtt` is the configured guess).
+    pub(crate) fn has_sample(&self) -> bool {
+        self.has_sample
+    }
+
     /// RTO before backoff: SRTT + max(G, 4 RTTVAR) + max_ack_delay, at least `min_rto`.
     pub(crate) fn rto(&self, max_ack_delay: Duration, min_rto: Duration) -> Duration {
         (self.srtt + (self.rttvar * 4).max(GRANULARITY) + max_ack_delay).max(min_rto)
