@@ -125,8 +125,16 @@ impl Cell {
     }
 }
 
-async fn bank_cluster(n: usize, algorithm: Algorithm, loss: f64) -> Result<LocalCluster> {
-    let base = config(algorithm, loss, Duration::from_millis(5), 14);
+/// Fault seed of the warm runs; cold start `rep` uses `SEED + rep`.
+const SEED: u64 = 14;
+
+async fn bank_cluster(
+    n: usize,
+    algorithm: Algorithm,
+    loss: f64,
+    seed: u64,
+) -> Result<LocalCluster> {
+    let base = config(algorithm, loss, Duration::from_millis(5), seed);
     let bank = |id| {
         Bank::new(
             id,
@@ -149,7 +157,7 @@ async fn warm(
     snapshots: usize,
     cell: &mut Cell,
 ) -> Result<()> {
-    let mut cluster = bank_cluster(n, algorithm, loss).await?;
+    let mut cluster = bank_cluster(n, algorithm, loss, SEED).await?;
     let invariant = BankInvariant {
         total: n as u64 * INITIAL,
     };
@@ -164,14 +172,18 @@ async fn warm(
     Ok(())
 }
 
+/// One cold start. Each repetition `rep` draws its losses from its own seed: with one
+/// seed for all, every cold start of a cell met the same losses on first contact and
+/// its samples were one sample repeated.
 async fn cold(
     n: usize,
     algorithm: Algorithm,
     loss: f64,
     opts: &Opts,
+    rep: u64,
     cell: &mut Cell,
 ) -> Result<()> {
-    let mut cluster = bank_cluster(n, algorithm, loss).await?;
+    let mut cluster = bank_cluster(n, algorithm, loss, SEED + rep).await?;
     let invariant = BankInvariant {
         total: n as u64 * INITIAL,
     };
@@ -225,7 +237,7 @@ pub async fn run(opts: &Opts) -> Result<Section> {
                             let half = warm_total / 2 + usize::from(rep == 0) * (warm_total % 2);
                             warm(n, *algorithm, loss, opts, half, &mut cells[a]).await?;
                         } else {
-                            cold(n, *algorithm, loss, opts, &mut cells[a]).await?;
+                            cold(n, *algorithm, loss, opts, rep as u64, &mut cells[a]).await?;
                         }
                     }
                 }
