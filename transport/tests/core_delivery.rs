@@ -492,3 +492,68 @@ fn expedite_resends_what_is_in_flight_only_on_lossy_links() {
             .any(|e| matches!(e, Event::Delivered { bytes, .. } if bytes == b"pre-cut"))
     );
 }
+
+/// A link too young to have a loss record of its own goes by the node's other links:
+/// while they lose, its urgent messages are copied; once it has shown itself clean over
+/// enough packets, they are not.
+#[test]
+fn a_young_link_borrows_the_nodes_loss_record() {
+    let make = |me: u32| {
+        let mut c = Core::new(Config {
+            local: NodeId(me),
+            incarnation: 1,
+            ..Config::default()
+        })
+        .unwrap();
+        for peer in (0..3).filter(|&p| p != me) {
+            c.add_peer(NodeId(peer));
+        }
+        c
+    };
+    let (mut a, mut b, mut c) = (make(0), make(1), make(2));
+    let mut t = Time(1_000);
+    // a -> b: first contact, then one datagram lost, declared lost by the timer.
+    a.send(t, NodeId(1), b"hello".to_vec()).unwrap();
+    exchange(&mut a, &mut b, &mut t, 10);
+    a.send(t, NodeId(1), b"lost".to_vec()).unwrap();
+    while a.poll_transmit(t).is_some() {}
+    t += Duration::from_millis(500);
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert!(a.stats().packets_lost >= 1);
+    // a -> c has never lost anything, but has no record either: the copy goes.
+    let relay = |a: &mut Core, c: &mut Core, t: &mut Time, steps: u32| {
+        for _ in 0..steps {
+            a.handle_timeout(*t);
+            c.handle_timeout(*t);
+            while let Some(x) = a.poll_transmit(*t) {
+                if x.to == NodeId(2) {
+                    c.handle_datagram(*t, NodeId(0), &x.bytes);
+                }
+            }
+            while let Some(x) = c.poll_transmit(*t) {
+                a.handle_datagram(*t, NodeId(2), &x.bytes);
+            }
+            *t += Duration::from_millis(3);
+        }
+    };
+    let before = a.stats().urgent_copies;
+    a.send_urgent(t, NodeId(2), b"cut".to_vec()).unwrap();
+    relay(&mut a, &mut c, &mut t, 5);
+    assert_eq!(a.unacked(NodeId(2)), 0);
+    assert_eq!(a.stats().urgent_copies, before + 1, "a young link copies");
+    // Forty clean packets later a -> c has its own record, and it says clean.
+    for i in 0..40u8 {
+        a.send(t, NodeId(2), vec![i]).unwrap();
+        relay(&mut a, &mut c, &mut t, 1);
+    }
+    relay(&mut a, &mut c, &mut t, 3);
+    let before = a.stats().urgent_copies;
+    a.send_urgent(t, NodeId(2), b"cut again".to_vec()).unwrap();
+    relay(&mut a, &mut c, &mut t, 5);
+    assert_eq!(a.unacked(NodeId(2)), 0);
+    assert_eq!(
+        a.stats().urgent_copies,
+        before,
+        "a clean link with a record: no copy"
+    );
+}

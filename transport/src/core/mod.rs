@@ -57,6 +57,7 @@ use config::ACK_BUDGET;
 use peer::{Peers, Timer};
 use recv::DataOutcome;
 use schedule::Schedule;
+use send::LossPrior;
 
 /// Identifier of a message, per destination peer (and peer incarnation), from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -162,6 +163,8 @@ pub struct Core {
     sealer: Option<Sealer>,
     /// Plaintext of the datagram being processed (reused).
     scratch: Vec<u8>,
+    /// Loss on any link, for links too young to judge (see `LossPrior`).
+    loss_prior: LossPrior,
 }
 
 impl Core {
@@ -182,6 +185,7 @@ impl Core {
             schedule: Schedule::default(),
             sealer,
             scratch: Vec::new(),
+            loss_prior: LossPrior::default(),
         })
     }
 
@@ -297,16 +301,18 @@ impl Core {
     }
 
     /// To every peer on a lossy link (one that lost a packet within
-    /// [`Config::urgent_echo_window`]), sends one more copy of everything in flight in
+    /// [`Config::urgent_echo_window`], or a young link, with too few packets to judge,
+    /// while another link of this node lost one), sends one more copy of everything in flight in
     /// the next packet, without waiting for loss detection: for the moment the
     /// application starts waiting for what it sent (a snapshot's local cut: channels close
     /// only once those messages arrive). Clean links and idle peers are left alone.
     pub fn expedite(&mut self, now: Time) {
         let window = self.config.urgent_echo_window;
+        let prior = self.loss_prior;
         // Then every peer is touched. Nothing was ever sent to a fresh peer, so expediting
         // and touching leave it as it is, deadline-free (see `Peers`).
         let touched = self.peers.for_each_built(&self.config, |p| {
-            p.send.expedite(now, window);
+            p.send.expedite(now, window, &prior);
             p.refresh_expect(now);
         });
         for (id, next) in touched {
@@ -531,7 +537,21 @@ impl Core {
         }
         let spurious_before = p.send.spurious;
         let out = p.send.on_ack(ack, now);
-        self.stats.spurious_losses += p.send.spurious - spurious_before;
+        let withdrawn = p.send.spurious - spurious_before;
+        self.stats.spurious_losses += withdrawn;
+        if withdrawn > 0 && self.loss_prior.last_loss.is_some() {
+            // Those losses were not: the node's record is what its links' standing
+            // losses say (rare: only late ACKs pay this scan over the peers).
+            self.loss_prior = LossPrior::default();
+            for q in self.peers.built() {
+                if let Some(at) = q.send.last_loss()
+                    && self.loss_prior.last_loss.is_none_or(|l| at > l)
+                {
+                    self.loss_prior.note(at, q.send.loss_rate());
+                }
+            }
+        }
+        let p = self.peers.get_mut(&from).expect("member");
         if let Some(sent_at) = out.rtt_sent_at {
             let delay = Duration::from_micros(ack.ack_delay_micros);
             p.rtt.update(
@@ -547,9 +567,13 @@ impl Core {
             };
             self.stats.rtt.insert(from, rtt);
         }
-        self.stats.packets_lost +=
-            p.send
-                .detect_lost(now, p.send.loss_delay(p.rtt.loss_delay())) as u64;
+        let lost = p
+            .send
+            .detect_lost(now, p.send.loss_delay(p.rtt.loss_delay()));
+        if lost > 0 {
+            self.loss_prior.note(now, p.send.loss_rate());
+        }
+        self.stats.packets_lost += lost as u64;
         for id in out.completed {
             self.stats.messages_acked += 1;
             self.events.push_back(Event::Acked {
@@ -603,16 +627,20 @@ impl Core {
             };
             let t = p.deadlines(&self.config);
             let due = |timer: Timer| t[timer as usize].is_some_and(|d| d <= now);
+            let mut lost = 0;
             if due(Timer::Loss) {
-                self.stats.packets_lost += p
+                lost += p
                     .send
-                    .detect_lost(now, p.send.loss_delay(p.rtt.loss_delay()))
-                    as u64;
+                    .detect_lost(now, p.send.loss_delay(p.rtt.loss_delay()));
             }
             if due(Timer::Rto) {
                 self.stats.rto_expirations += 1;
-                self.stats.packets_lost += p.send.on_rto(now) as u64;
+                lost += p.send.on_rto(now);
             }
+            if lost > 0 {
+                self.loss_prior.note(now, p.send.loss_rate());
+            }
+            self.stats.packets_lost += lost as u64;
             if due(Timer::Idle) {
                 p.unreachable = true;
                 self.stats.unreachable_events += 1;
@@ -739,7 +767,8 @@ impl Core {
                 if frame.encoded_len() + reserve > w.remaining() || !w.push_data(&frame) {
                     break;
                 }
-                p.send.commit(f, now, cfg.urgent_echo_window);
+                p.send
+                    .commit(f, now, cfg.urgent_echo_window, &self.loss_prior);
                 fragments.push((f.id, f.index));
                 stats.fragments_sent += 1;
                 stats.retransmits += u64::from(f.retransmit);

@@ -266,6 +266,11 @@ impl Peers {
             .collect()
     }
 
+    /// The peers whose state was built (a fresh one has sent and lost nothing).
+    pub(crate) fn built(&self) -> impl Iterator<Item = &Peer> {
+        self.slots.iter().filter_map(|s| s.as_deref())
+    }
+
     /// Every peer with its id, ascending (fresh ones as `Peer::new` builds them).
     #[cfg(any(debug_assertions, test))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (NodeId, &Peer)> {

@@ -68,6 +68,31 @@ pub(crate) struct AckOutcome {
     pub(crate) any_new: bool,
 }
 
+/// Packets a link must have had judged before its own loss record is trusted alone
+/// (the span of its loss average).
+const YOUNG: u64 = 32;
+
+/// Loss on this node's other links, for a young link that has too few packets of its own
+/// to say whether it loses. Warm 8-node snapshots at 10% loss ran their control messages
+/// over links that had not lost anything *yet* (a few packets each after a 300 ms
+/// warm-up), so they went without copies and a lost one waited for the retransmission
+/// timeout, although every other link of the node was losing.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LossPrior {
+    /// When a packet to any peer was last declared lost.
+    pub(crate) last_loss: Option<Time>,
+    /// That link's loss average at the time.
+    pub(crate) rate: f64,
+}
+
+impl LossPrior {
+    /// A link with loss average `rate` just declared a packet lost.
+    pub(crate) fn note(&mut self, now: Time, rate: f64) {
+        self.last_loss = Some(now);
+        self.rate = rate;
+    }
+}
+
 /// Outgoing state towards one peer.
 #[derive(Debug, Default)]
 pub(crate) struct SendState {
@@ -228,12 +253,13 @@ impl SendState {
 
     /// Marks a fragment from [`Self::next_fragment`] as put into a packet. An urgent
     /// first transmission gets a second copy if `echo_window` says the link is lossy
-    /// (`None`: always).
+    /// (`None`: always; a young link goes by `prior`).
     pub(crate) fn commit(
         &mut self,
         f: NextFragment,
         now: Time,
         echo_window: Option<std::time::Duration>,
+        prior: &LossPrior,
     ) {
         if f.retransmit {
             self.retx.pop_front();
@@ -244,8 +270,8 @@ impl SendState {
             self.echo_ready.pop_front();
         } else if let Some(m) = self.messages.get_mut(&f.id) {
             m.next_new += 1;
-            if m.urgent && self.lossy(now, echo_window) {
-                for stage in 0..copies_for(self.loss_rate) {
+            if m.urgent && self.lossy(now, echo_window, prior) {
+                for stage in 0..copies_for(self.copy_rate(prior)) {
                     self.stage_copy(stage, (f.id, f.index));
                 }
             }
@@ -364,15 +390,48 @@ impl SendState {
 
     /// Whether the link counts as lossy: a packet was declared lost within `window`
     /// (`None`: always).
-    fn lossy(&self, now: Time, window: Option<std::time::Duration>) -> bool {
-        window.is_none_or(|w| self.last_loss.is_some_and(|t| now.saturating_since(t) <= w))
+    fn lossy(&self, now: Time, window: Option<std::time::Duration>, prior: &LossPrior) -> bool {
+        let recent = |t: Option<Time>, w| t.is_some_and(|t| now.saturating_since(t) <= w);
+        window.is_none_or(|w| {
+            recent(self.last_loss, w) || (self.is_young() && recent(prior.last_loss, w))
+        })
+    }
+
+    /// Too few packets of its own to judge the link by (the loss average's span).
+    fn is_young(&self) -> bool {
+        self.observations < YOUNG
+    }
+
+    /// The loss rate urgent copies are scaled by: the link's own, or on a young link the
+    /// higher of its own and the node's other links'.
+    fn copy_rate(&self, prior: &LossPrior) -> f64 {
+        if self.is_young() {
+            self.loss_rate.max(prior.rate)
+        } else {
+            self.loss_rate
+        }
+    }
+
+    /// The moving average of the share of packets declared lost.
+    pub(crate) fn loss_rate(&self) -> f64 {
+        self.loss_rate
+    }
+
+    /// When a packet was last declared lost, of the losses still standing.
+    pub(crate) fn last_loss(&self) -> Option<Time> {
+        self.last_loss
     }
 
     /// On a lossy link (see [`Self::lossy`]), queues one more copy of every
     /// unacknowledged fragment in flight, for the next packet (see `Core::expedite`).
     /// Returns how many.
-    pub(crate) fn expedite(&mut self, now: Time, window: Option<std::time::Duration>) -> usize {
-        if !self.lossy(now, window) {
+    pub(crate) fn expedite(
+        &mut self,
+        now: Time,
+        window: Option<std::time::Duration>,
+        prior: &LossPrior,
+    ) -> usize {
+        if !self.lossy(now, window, prior) {
             return 0;
         }
         let mut frags: Vec<(u64, u32)> = Vec::new();
