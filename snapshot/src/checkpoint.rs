@@ -73,7 +73,10 @@ impl Checkpoint {
         removal: Option<Removal>,
     ) -> Vec<(NodeId, LocalReport)> {
         let mut inherited = self.inherited.clone();
+        // An heir that inherited the part already (an overtaken round it completed) keeps
+        // the one copy it has.
         if let Some(r) = removal.filter(|r| r.heir == me)
+            && !inherited.iter().any(|(n, _)| *n == r.node)
             && let Some((_, p)) = self.replicas.iter().find(|(n, _)| *n == r.node)
         {
             inherited.push((r.node, p.clone()));
@@ -82,15 +85,24 @@ impl Checkpoint {
     }
 }
 
-/// Per member, the snapshot ids of which `checkpoints` hold that member's part as a
-/// replica, in the checkpoints' order (what `Stack::set_replicas` takes).
+/// Per member, the snapshot ids of which `checkpoints` hold that member's part, as a
+/// replica or inherited, in the checkpoints' order (what `Stack::set_replicas` takes).
+///
+/// An inherited part counts: a removal round can be overtaken after most members applied
+/// it, and the round that takes the removal up again must find the part where the heir
+/// of the overtaken round keeps it (its re-based checkpoint lists it as inherited, the
+/// replica is gone). Without it the membership swarm (seed 15) found no snapshot to go
+/// back to, and the late member kept the removed node.
 pub fn replica_index<'a>(
     checkpoints: impl IntoIterator<Item = &'a Checkpoint>,
 ) -> BTreeMap<NodeId, Vec<SnapshotId>> {
     let mut index = BTreeMap::<NodeId, Vec<SnapshotId>>::new();
     for c in checkpoints {
-        for (n, _) in &c.replicas {
-            index.entry(*n).or_default().push(c.id());
+        for (n, _) in c.replicas.iter().chain(&c.inherited) {
+            let ids = index.entry(*n).or_default();
+            if ids.last() != Some(&c.id()) {
+                ids.push(c.id());
+            }
         }
     }
     index
@@ -403,4 +415,62 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, PersistError> {
         });
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use shutter_transport::Time;
+    use shutter_vclock::{NodeId, VClock};
+
+    use super::{Checkpoint, replica_index};
+    use crate::recovery::Removal;
+    use crate::wire::{LocalReport, SnapshotId};
+
+    fn part(node: u32) -> LocalReport {
+        LocalReport {
+            id: SnapshotId {
+                initiator: NodeId(5),
+                s: 20,
+            },
+            state: vec![node as u8],
+            cut: VClock::new(),
+            cut_at: Time(0),
+            channels: Vec::new(),
+            life: 1,
+            seen: Vec::new(),
+            counts: None,
+        }
+    }
+
+    /// The heir of a removal that a later round overtook: its re-based checkpoint lists
+    /// the removed part as inherited and no longer as a replica. It still holds that
+    /// part (the round taking the removal up again must find it), and naming it the heir
+    /// again inherits the part once.
+    #[test]
+    fn an_inherited_part_is_held_and_inherited_once() {
+        let rebased = Checkpoint {
+            node: NodeId(5),
+            members: vec![NodeId(2), NodeId(5)],
+            seq: 3,
+            part: part(5),
+            inherited: vec![(NodeId(16), part(16))],
+            replicas: vec![(NodeId(2), part(2))],
+        };
+        let index = replica_index([&rebased]);
+        assert_eq!(index.get(&NodeId(16)), Some(&vec![rebased.id()]));
+        assert_eq!(index.get(&NodeId(2)), Some(&vec![rebased.id()]));
+        let again = Removal {
+            node: NodeId(16),
+            heir: NodeId(5),
+        };
+        assert_eq!(rebased.inherited_for(NodeId(5), Some(again)).len(), 1);
+        // The first time, from the replica.
+        let original = Checkpoint {
+            inherited: Vec::new(),
+            replicas: vec![(NodeId(16), part(16))],
+            ..rebased.clone()
+        };
+        let first = original.inherited_for(NodeId(5), Some(again));
+        assert_eq!(first, vec![(NodeId(16), part(16))]);
+    }
 }

@@ -176,7 +176,15 @@ impl Collector {
             }
             for &(from, from_life, upto) in &c.lost {
                 if life(from) == Some(from_life) && upto > 0 {
-                    counts.entry((from, node)).or_default().lossy = true;
+                    let e = counts.entry((from, node)).or_default();
+                    e.lossy = true;
+                    // A receiver lists no delivered count for a sender it had delivered
+                    // nothing from at its cut: that is 0, not unknown (messages sent
+                    // after the cut and declared lost made such a channel known only
+                    // here, and a consistent snapshot was refused: swarm seed 421).
+                    if !c.delivered.iter().any(|(f, _, _)| *f == from) {
+                        e.delivered.get_or_insert(0);
+                    }
                 }
             }
         }
@@ -213,5 +221,68 @@ impl Collector {
             }
         }
         snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shutter_transport::Time;
+    use shutter_vclock::{NodeId, VClock};
+
+    use super::Collector;
+    use crate::global::ChannelCount;
+    use crate::wire::{CutCounts, LocalReport, SnapshotId};
+
+    fn report(node: u32, counts: CutCounts) -> (NodeId, LocalReport) {
+        let id = SnapshotId {
+            initiator: NodeId(0),
+            s: 1,
+        };
+        let report = LocalReport {
+            id,
+            state: Vec::new(),
+            cut: VClock::new(),
+            cut_at: Time(0),
+            channels: Vec::new(),
+            life: 7,
+            seen: Vec::new(),
+            counts: Some(counts),
+        };
+        (NodeId(node), report)
+    }
+
+    /// n1 sent n0 nothing before its cut, then sent after it and declared those lost; n0
+    /// had delivered nothing from n1 at its cut. The channel is known only from n0's
+    /// lost list, and its delivered count is 0, not unknown.
+    #[test]
+    fn a_channel_known_only_from_declared_losses_delivered_nothing() {
+        let mut col = Collector::new(Time(0), Time(1_000_000), true);
+        let (n0, r0) = report(
+            0,
+            CutCounts {
+                sent: vec![],
+                delivered: vec![],
+                lost: vec![(NodeId(1), 7, 3)],
+            },
+        );
+        let (n1, r1) = report(
+            1,
+            CutCounts {
+                sent: vec![(NodeId(0), 0)],
+                delivered: vec![],
+                lost: vec![],
+            },
+        );
+        col.reports.insert(n0, r0);
+        col.reports.insert(n1, r1);
+        let counts = col.channel_counts();
+        assert_eq!(
+            counts.get(&(NodeId(1), NodeId(0))),
+            Some(&ChannelCount {
+                sent: 0,
+                delivered: Some(0),
+                lossy: true,
+            })
+        );
     }
 }
