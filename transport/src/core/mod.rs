@@ -495,9 +495,7 @@ impl Core {
         }
         for w in wholes {
             let latency = now.saturating_since(w.sent_at).as_micros() as u64;
-            self.stats
-                .delivery_latency
-                .saturating_record(latency.max(1));
+            self.stats.record_delivery_latency(latency);
             self.stats.messages_delivered += 1;
             let ev = Event::Delivered {
                 from,
