@@ -98,19 +98,20 @@ pub fn check_snapshot(oracle: &Oracle, snap: &GlobalSnapshot, nodes: &[NodeId]) 
         }
         let amount = decode_transfer(&sent.payload).unwrap_or(0);
         let refunded = oracle.returned_by(key, mi.returned);
-        if !oracle.deliveries.contains_key(key) {
+        // One lookup per send (this loop runs over every message of the run, per
+        // snapshot).
+        let Some(recs) = oracle.deliveries.get(key) else {
             if !refunded {
                 lost_before_cut += amount;
             }
             continue;
-        }
+        };
         if refunded {
             refunded_twice += amount;
         }
-        let before_cut = oracle.deliveries.get(key).is_some_and(|rs| {
-            rs.iter()
-                .any(|r| r.at_node == sent.to && r.ord <= mj.delivered)
-        });
+        let before_cut = recs
+            .iter()
+            .any(|r| r.at_node == sent.to && r.ord <= mj.delivered);
         if !before_cut {
             expected.entry((key.from, sent.to)).or_default().push(*key);
         }
