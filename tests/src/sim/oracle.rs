@@ -104,20 +104,23 @@ pub struct Oracle {
 impl Oracle {
     /// Logs a send; returns its ordinal at the sender.
     pub fn send(&mut self, now: Time, from: NodeId, to: NodeId, ts: &VClock, payload: &[u8]) {
+        self.send_seq(now, from, to, ts.get(from), payload.to_vec());
+    }
+
+    /// [`Oracle::send`] of the message whose timestamp reads `seq` at `from` (all the
+    /// oracle takes of a timestamp), keeping `payload` without a copy.
+    pub fn send_seq(&mut self, now: Time, from: NodeId, to: NodeId, seq: u64, payload: Vec<u8>) {
         let ord = {
             let c = self.send_count.entry(from).or_default();
             *c += 1;
             *c
         };
-        let key = MsgKey {
-            from,
-            seq: ts.get(from),
-        };
+        let key = MsgKey { from, seq };
         let msg = SentMsg {
             to,
             ord,
             at: now,
-            payload: payload.to_vec(),
+            payload,
         };
         if self.sends.insert(key, msg).is_some() {
             self.violations.push(format!(
@@ -128,15 +131,17 @@ impl Oracle {
 
     /// Logs a delivery to `to`'s application of the message stamped `ts` from `from`.
     pub fn deliver(&mut self, now: Time, to: NodeId, from: NodeId, ts: &VClock, payload: &[u8]) {
+        self.deliver_seq(now, to, from, ts.get(from), payload);
+    }
+
+    /// [`Oracle::deliver`] of the message whose timestamp reads `seq` at `from`.
+    pub fn deliver_seq(&mut self, now: Time, to: NodeId, from: NodeId, seq: u64, payload: &[u8]) {
         let ord = {
             let c = self.delivery_count.entry(to).or_default();
             *c += 1;
             *c
         };
-        let key = MsgKey {
-            from,
-            seq: ts.get(from),
-        };
+        let key = MsgKey { from, seq };
         match self.sends.get(&key) {
             None => self
                 .violations

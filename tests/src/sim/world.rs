@@ -436,9 +436,9 @@ where
             Seen::Sent {
                 at,
                 to,
-                ts,
+                seq,
                 payload,
-            } => self.oracle.send(at, me, to, &ts, &payload),
+            } => self.oracle.send_seq(at, me, to, seq, payload),
             Seen::Handed { to, id, key } => {
                 self.oracle.in_transport.insert((me, to, id), key);
             }
@@ -448,9 +448,9 @@ where
             Seen::Received {
                 at,
                 from,
-                ts,
+                seq,
                 payload,
-            } => self.oracle.deliver(at, me, from, &ts, &payload),
+            } => self.oracle.deliver_seq(at, me, from, seq, &payload),
             Seen::Discarded { from, seq } => {
                 // Only a message handed to an ended session can be stale, and the
                 // transport never delivers those after the sender's Lost.

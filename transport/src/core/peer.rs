@@ -145,7 +145,7 @@ impl Peer {
 /// dozen of its 255 peers). So a peer's state is built on the first mutable access
 /// ([`Peers::get_mut`]); until then [`Peers::get`] shows `blank`, a peer as
 /// [`Peer::new`] builds it, which is what the built state would still be. Calls that
-/// visit every peer ([`Peers::next_deadline_after_touch`], [`Peers::expedite_all`])
+/// visit every peer ([`Peers::next_deadline_after_touch`], [`Peers::for_each_built`])
 /// leave unbuilt peers alone because for a fresh peer they change nothing.
 ///
 /// Ids and states are two parallel vectors sorted by id rather than a
@@ -245,9 +245,8 @@ impl Peers {
         }
     }
 
-    /// Runs `f` on every built peer (ascending ids) and returns every peer's id with
-    /// its earliest deadline afterwards (`None` for fresh ones, which `f` must leave
-    /// unchanged: see `Core::expedite`).
+    /// Runs `f` on every built peer (ascending ids) and returns their ids with their
+    /// earliest deadlines afterwards. Fresh peers are skipped (see `Core::expedite`).
     pub(crate) fn for_each_built(
         &mut self,
         cfg: &Config,
@@ -256,12 +255,10 @@ impl Peers {
         self.ids
             .iter()
             .zip(&mut self.slots)
-            .map(|(&id, slot)| {
-                let next = slot.as_deref_mut().and_then(|p| {
-                    f(p);
-                    p.next_deadline(cfg)
-                });
-                (id, next)
+            .filter_map(|(&id, slot)| {
+                let p = slot.as_deref_mut()?;
+                f(p);
+                Some((id, p.next_deadline(cfg)))
             })
             .collect()
     }
@@ -269,6 +266,16 @@ impl Peers {
     /// The peers whose state was built (a fresh one has sent and lost nothing).
     pub(crate) fn built(&self) -> impl Iterator<Item = &Peer> {
         self.slots.iter().filter_map(|s| s.as_deref())
+    }
+
+    /// Every built peer with its id, ascending (fresh ones are skipped: they read as
+    /// `Peer::new` builds them).
+    pub(crate) fn built_by_id(&self) -> impl Iterator<Item = (NodeId, &Peer)> {
+        self.ids
+            .iter()
+            .copied()
+            .zip(&self.slots)
+            .filter_map(|(id, s)| Some((id, s.as_deref()?)))
     }
 
     /// Every peer with its id, ascending (fresh ones as `Peer::new` builds them).
@@ -344,7 +351,9 @@ mod tests {
         t.insert(NodeId(2));
         let seen = t.for_each_built(&cfg, |p| p.incarnation += 1);
         let ids: Vec<u32> = seen.iter().map(|(id, _)| id.0).collect();
-        assert_eq!(ids, [1, 2, 9]);
+        assert_eq!(ids, [1, 9], "fresh peers are skipped");
+        let built: Vec<u32> = t.built_by_id().map(|(id, _)| id.0).collect();
+        assert_eq!(built, [1, 9]);
         let incs: Vec<u64> = t.iter().map(|(_, p)| p.incarnation).collect();
         assert_eq!(incs, [2, 0, 10], "fresh peers are left alone");
         assert!(t.get_built_mut(&NodeId(2)).is_none());
