@@ -555,7 +555,8 @@ impl Core {
             // Those losses were not: the node's record is what its links' standing
             // losses say (rare: only late ACKs pay this scan over the peers).
             self.loss_prior = LossPrior::default();
-            for q in self.peers.built() {
+            // Fresh peers are skipped: they sent nothing, so lost nothing.
+            for (_, q) in self.peers.built_by_id() {
                 if let Some(at) = q.send.last_loss()
                     && self.loss_prior.last_loss.is_none_or(|l| at > l)
                 {

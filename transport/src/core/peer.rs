@@ -263,11 +263,6 @@ impl Peers {
             .collect()
     }
 
-    /// The peers whose state was built (a fresh one has sent and lost nothing).
-    pub(crate) fn built(&self) -> impl Iterator<Item = &Peer> {
-        self.slots.iter().filter_map(|s| s.as_deref())
-    }
-
     /// Every built peer with its id, ascending (fresh ones are skipped: they read as
     /// `Peer::new` builds them).
     pub(crate) fn built_by_id(&self) -> impl Iterator<Item = (NodeId, &Peer)> {
