@@ -212,18 +212,17 @@ impl Driver {
     /// Hands waiting messages to the core while their peer's window has room.
     fn admit_pending(&mut self, now: Time) {
         for (&peer, queue) in &mut self.pending {
-            while let Some(front) = queue.front_mut() {
-                let known = self.io.has_peer(peer);
-                match front {
-                    PendingSend::One(_, _, reply) if reply.is_closed() => {
-                        queue.pop_front(); // the caller gave up waiting
+            while let Some(pending) = queue.pop_front() {
+                match pending {
+                    PendingSend::One(_, _, reply) if reply.is_closed() => {} // gave up waiting
+                    PendingSend::Batch { reply, .. } if reply.is_closed() => {} // withdrawn
+                    blocked @ PendingSend::One(..)
+                        if !self.core.can_send(peer) && self.io.has_peer(peer) =>
+                    {
+                        queue.push_front(blocked);
+                        break;
                     }
-                    PendingSend::One(..) if !self.core.can_send(peer) && known => break,
-                    PendingSend::One(..) => {
-                        let Some(PendingSend::One(message, urgent, reply)) = queue.pop_front()
-                        else {
-                            unreachable!("the front was just matched as One")
-                        };
+                    PendingSend::One(message, urgent, reply) => {
                         let sent = if urgent {
                             self.core.send_urgent(now, peer, message)
                         } else {
@@ -233,12 +232,11 @@ impl Driver {
                         // (too large, unknown peer) is the caller's to handle.
                         let _ = reply.send(sent.map_err(DriverError::Send));
                     }
-                    PendingSend::Batch { rest, ids, reply } => {
-                        if reply.is_closed() {
-                            // Dropped before it was all taken: the rest is withdrawn.
-                            queue.pop_front();
-                            continue;
-                        }
+                    PendingSend::Batch {
+                        mut rest,
+                        mut ids,
+                        reply,
+                    } => {
                         let mut failed = None;
                         while self.core.can_send(peer) {
                             let Some(message) = rest.next() else { break };
@@ -251,11 +249,10 @@ impl Driver {
                             }
                         }
                         if failed.is_none() && rest.len() > 0 {
-                            break; // the window is full; more room comes with acks
+                            // The window is full; more room comes with acks.
+                            queue.push_front(PendingSend::Batch { rest, ids, reply });
+                            break;
                         }
-                        let Some(PendingSend::Batch { ids, reply, .. }) = queue.pop_front() else {
-                            unreachable!("the front was just matched as Batch")
-                        };
                         // Checked on arrival, so `failed` means the peer went away.
                         let _ = reply.send(match failed {
                             None => Ok(ids),
