@@ -211,15 +211,12 @@ impl EndpointSender {
         peer: NodeId,
         messages: Vec<Vec<u8>>,
     ) -> Result<Vec<MessageId>, DriverError> {
-        let (reply, rx) = oneshot::channel();
-        self.requests
-            .send(Request::SendBatch {
-                peer,
-                messages,
-                reply,
-            })
-            .map_err(|_| DriverError::Closed)?;
-        rx.await.map_err(|_| DriverError::Closed)?
+        self.call(|reply| Request::SendBatch {
+            peer,
+            messages,
+            reply,
+        })
+        .await?
     }
 
     /// See [`crate::core::Core::expedite`]; takes effect in the endpoint's task.
@@ -234,16 +231,26 @@ impl EndpointSender {
         message: Vec<u8>,
         urgent: bool,
     ) -> Result<MessageId, DriverError> {
+        self.call(|reply| Request::Send {
+            peer,
+            message,
+            urgent,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends the request `make` builds around a reply channel and waits for the answer;
+    /// `Closed` if the endpoint's task has stopped (before or while answering).
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.requests
-            .send(Request::Send {
-                peer,
-                message,
-                urgent,
-                reply,
-            })
+            .send(make(reply))
             .map_err(|_| DriverError::Closed)?;
-        rx.await.map_err(|_| DriverError::Closed)?
+        rx.await.map_err(|_| DriverError::Closed)
     }
 }
 
@@ -290,12 +297,9 @@ impl Endpoint {
     /// Adds a peer after start-up (for example once its ephemeral port is known).
     /// Fails if the id or the address is already in use or the address is unusable.
     pub async fn add_peer(&self, peer: NodeId, addr: SocketAddr) -> Result<(), DriverError> {
-        let (reply, rx) = oneshot::channel();
         self.sender
-            .requests
-            .send(Request::AddPeer { peer, addr, reply })
-            .map_err(|_| DriverError::Closed)?;
-        rx.await.map_err(|_| DriverError::Closed)?
+            .call(|reply| Request::AddPeer { peer, addr, reply })
+            .await?
     }
 
     /// A cloneable sending handle.
@@ -362,12 +366,7 @@ impl Endpoint {
 
     /// A snapshot of the core, fault and driver statistics.
     pub async fn stats(&self) -> Result<EndpointStats, DriverError> {
-        let (reply, rx) = oneshot::channel();
-        self.sender
-            .requests
-            .send(Request::Stats { reply })
-            .map_err(|_| DriverError::Closed)?;
-        rx.await.map_err(|_| DriverError::Closed)
+        self.sender.call(|reply| Request::Stats { reply }).await
     }
 
     /// Stops the task (datagrams still delayed by faults are discarded, unacknowledged
