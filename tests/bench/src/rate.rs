@@ -291,19 +291,8 @@ fn send_batches(
     Ok(sent)
 }
 
-/// The variants, in interleaving order: the raw baseline, then shutter's plain shapes,
-/// then the same shapes sealed (so variant `i` and `i + SHAPES.len()` pair up).
-const VARIANTS: [&str; 7] = [
-    "raw UDP sendmmsg/recvmmsg x64",
-    "shutter Endpoint, 1 sender task, plain",
-    "shutter Endpoint, 64 sender tasks, plain",
-    "shutter Endpoint, 1 task, send_batch/next_events x64, plain",
-    "shutter Endpoint, 1 sender task, sealed",
-    "shutter Endpoint, 64 sender tasks, sealed",
-    "shutter Endpoint, 1 task, send_batch/next_events x64, sealed",
-];
-
-/// shutter's shapes, in `VARIANTS` order.
+/// shutter's shapes. The variants, in interleaving order, are the raw baseline, then
+/// these plain, then these sealed (so variant `i` and `i + SHAPES.len()` pair up).
 const SHAPES: [Shape; 3] = [
     Shape { tasks: 1, batch: 1 },
     Shape {
@@ -316,9 +305,28 @@ const SHAPES: [Shape; 3] = [
     },
 ];
 
+/// The table's names of the variants, in interleaving order.
+fn variant_names() -> Vec<String> {
+    let mut names = vec!["raw UDP sendmmsg/recvmmsg x64".to_owned()];
+    for protection in ["plain", "sealed"] {
+        for shape in SHAPES {
+            let driven = match shape {
+                Shape { tasks: 1, batch: 1 } => "1 sender task".to_owned(),
+                Shape { tasks, batch: 1 } => format!("{tasks} sender tasks"),
+                Shape { tasks, batch } => {
+                    format!("{tasks} task, send_batch/next_events x{batch}")
+                }
+            };
+            names.push(format!("shutter Endpoint, {driven}, {protection}"));
+        }
+    }
+    names
+}
+
 /// Runs `rounds` interleaved rounds and tabulates medians.
 pub async fn run(opts: &Opts) -> Result<Section> {
-    let mut all: Vec<Vec<Measure>> = vec![Vec::new(); VARIANTS.len()];
+    let variants = variant_names();
+    let mut all: Vec<Vec<Measure>> = vec![Vec::new(); variants.len()];
     // What `shutter node` runs with: every datagram sealed (AES-256-GCM).
     let sealed = Auth::Keys(KeyRing::random()?);
     for _ in 0..opts.rounds.max(1) {
@@ -353,7 +361,7 @@ pub async fn run(opts: &Opts) -> Result<Section> {
         .collect();
     let raw = median(&rates[0]);
     let mut best_ratio = f64::NAN;
-    for (i, name) in VARIANTS.iter().enumerate() {
+    for (i, name) in variants.iter().enumerate() {
         let r = &rates[i];
         let ratio = median(r) / raw;
         if i > 0 {
@@ -369,7 +377,7 @@ pub async fn run(opts: &Opts) -> Result<Section> {
             .map(|m| 100.0 * m.received as f64 / m.sent.max(1) as f64)
             .collect();
         s.row(vec![
-            text(*name),
+            text(name.clone()),
             num(median(r).round()),
             num(r.iter().copied().fold(f64::INFINITY, f64::min).round()),
             num(r.iter().copied().fold(0.0, f64::max).round()),
