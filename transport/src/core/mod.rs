@@ -313,8 +313,8 @@ impl Core {
 
     /// To every peer on a lossy link (one that lost a packet within
     /// [`Config::urgent_echo_window`], or a young link, with too few packets to judge,
-    /// while another link of this node lost one), sends one more copy of everything in flight in
-    /// the next packet, without waiting for loss detection: for the moment the
+    /// while another link of this node lost one), sends one more copy of everything in
+    /// flight in the next packet, without waiting for loss detection: for the moment the
     /// application starts waiting for what it sent (a snapshot's local cut: channels close
     /// only once those messages arrive). Clean links and idle peers are left alone.
     pub fn expedite(&mut self, now: Time) {
