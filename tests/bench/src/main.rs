@@ -26,6 +26,10 @@ struct Args {
     /// Test sizes: seconds in all, figures meaningless.
     #[arg(long, global = true)]
     tiny: bool,
+    /// netlat: only these drop rates, percent (comma-separated), for a quick A/B of one
+    /// row; the default is the 0,1,5,10,20.
+    #[arg(long, global = true, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(0..=100))]
+    drop: Option<Vec<u8>>,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,11 +121,14 @@ fn run(args: &Args) -> Result<()> {
         emit(simwall::run(&o), &mut out);
     }
     if want(Part::Netlat) {
-        let o = if tiny {
+        let mut o = if tiny {
             netlat::Opts::tiny()
         } else {
             netlat::Opts::full()
         };
+        if let Some(drop) = &args.drop {
+            o.losses.clone_from(drop);
+        }
         emit(netlat::run(&o)?, &mut out);
     }
     if let Some(path) = &args.json {
