@@ -648,7 +648,7 @@ impl Core {
             }
             if due(Timer::Rto) {
                 self.stats.rto_expirations += 1;
-                lost += p.send.on_rto(now);
+                lost += p.send.on_pto(now, self.config.max_packets_in_flight).1;
             }
             if lost > 0 {
                 self.loss_prior.note(now, p.send.loss_rate());
@@ -732,13 +732,16 @@ impl Core {
         let ack_due = p.ack.deadline.is_some_and(|d| d <= now);
         let keepalive_due = p.deadlines(cfg)[Timer::Keepalive as usize].is_some_and(|d| d <= now);
         // Data only goes to a known life of the peer (see `handle_datagram`): until its
-        // incarnation is known, a PING asks for it (one at a time; a lost one is declared
-        // lost by the RTO and the next call sends another).
+        // incarnation is known, a PING asks for it (one at a time; a lost one is
+        // forgotten by the probe timeout and the next call sends another).
         let known = p.incarnation != 0;
         let handshake = !known && p.send.has_pending() && p.send.packets_in_flight() == 0;
-        let ping = p.announce || keepalive_due || handshake;
-        let data =
-            known && p.send.packets_in_flight() < cfg.max_packets_in_flight && p.send.has_pending();
+        // A probe (see `SendState::on_pto`) carries a PING and may exceed the window.
+        let probe = p.send.probes_due > 0;
+        let ping = p.announce || keepalive_due || handshake || probe;
+        let data = known
+            && (probe || p.send.packets_in_flight() < cfg.max_packets_in_flight)
+            && p.send.has_pending();
         if !(ack_due || ping || data) {
             return None;
         }
@@ -786,6 +789,7 @@ impl Core {
                 stats.fragments_sent += 1;
                 stats.retransmits += u64::from(f.retransmit);
                 stats.urgent_copies += u64::from(f.echo);
+                stats.probe_copies += u64::from(f.probe);
             }
         }
         if !p.ack.ranges.is_empty() {
@@ -798,6 +802,9 @@ impl Core {
             }
         }
         eliciting |= !fragments.is_empty();
+        if eliciting && probe {
+            p.send.on_probe_sent();
+        }
         if eliciting {
             p.send.on_packet_sent(pn, now, fragments);
         } else {

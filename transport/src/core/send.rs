@@ -1,10 +1,11 @@
 //! Send-side state for one peer: outgoing messages, their fragments, the packets in
 //! flight and loss detection (RFC 9002: packet threshold 3, time threshold 9/8 RTT, and
-//! an RTO that declares everything in flight lost).
+//! a probe timeout that sends probes and declares nothing lost).
 //!
 //! Bounds: at most `max_in_flight` unacknowledged messages (each at most `max_message`
 //! bytes, so `max_in_flight * max_message` bytes of payload), ids spread over at most
-//! `dedup_window`, at most `max_packets_in_flight` tracked packets, and a retransmit queue
+//! `dedup_window`, at most `max_packets_in_flight` tracked packets plus [`PROBE_PACKETS`]
+//! probes (see [`SendState::on_pto`]), and a retransmit queue
 //! holding at most one entry per fragment of an unacknowledged message (the echo queues of
 //! urgent messages likewise).
 
@@ -20,6 +21,9 @@ use super::config::Config;
 pub(crate) const PACKET_THRESHOLD: u64 = 3;
 /// Packets declared lost that are remembered, to recognise spurious losses.
 pub(crate) const MAX_LOST_RECORDS: usize = 1024;
+/// Probe packets one probe timeout sends (RFC 9002 6.2.4 allows two), and how many of the
+/// oldest packets in flight they copy.
+pub(crate) const PROBE_PACKETS: u8 = 2;
 
 #[derive(Debug)]
 struct OutMessage {
@@ -55,6 +59,8 @@ pub(crate) struct NextFragment {
     pub(crate) retransmit: bool,
     /// The proactive second copy of an urgent fragment.
     pub(crate) echo: bool,
+    /// A copy sent by a probe timeout (see [`SendState::on_pto`]).
+    pub(crate) probe: bool,
 }
 
 /// What an ACK frame changed.
@@ -108,6 +114,11 @@ pub(crate) struct SendState {
     echo_stages: VecDeque<Vec<(u64, u32)>>,
     /// Urgent fragments whose second copy may go in the packet being built.
     echo_ready: VecDeque<(u64, u32)>,
+    /// Copies a probe timeout queued (see [`Self::on_pto`]).
+    probe_ready: VecDeque<(u64, u32)>,
+    /// Probe packets still to send; they may exceed `max_packets_in_flight` and each
+    /// carries a PING, so the peer acknowledges it at once.
+    pub(crate) probes_due: u8,
     /// When a packet to this peer was last declared lost, of those not proven spurious
     /// since (urgent messages are copied only on links that lose packets, see
     /// `Config::urgent_echo_window`).
@@ -130,7 +141,7 @@ pub(crate) struct SendState {
     pub(crate) reorder_time: std::time::Duration,
     /// Losses later proven spurious by a late ACK.
     pub(crate) spurious: u64,
-    /// Consecutive RTO expirations (exponential backoff), reset by any new ACK.
+    /// Consecutive probe timeouts (exponential backoff), reset by any new ACK.
     pub(crate) pto_count: u32,
     /// When the last ack-eliciting packet left.
     pub(crate) last_eliciting_sent: Option<Time>,
@@ -195,6 +206,16 @@ impl SendState {
                 index,
                 retransmit: true,
                 echo: false,
+                probe: false,
+            });
+        }
+        if let Some((id, index)) = first_unacked(&mut self.probe_ready, &self.messages) {
+            return Some(NextFragment {
+                id,
+                index,
+                retransmit: false,
+                echo: false,
+                probe: true,
             });
         }
         if let Some((id, index)) = first_unacked(&mut self.echo_ready, &self.messages) {
@@ -203,6 +224,7 @@ impl SendState {
                 index,
                 retransmit: false,
                 echo: true,
+                probe: false,
             });
         }
         while let Some(&id) = self.new_queue.front() {
@@ -214,6 +236,7 @@ impl SendState {
                     index: m.next_new,
                     retransmit: false,
                     echo: false,
+                    probe: false,
                 });
             }
             self.new_queue.pop_front();
@@ -266,6 +289,8 @@ impl SendState {
             if let Some(m) = self.messages.get_mut(&f.id) {
                 m.queued[f.index as usize] = false;
             }
+        } else if f.probe {
+            self.probe_ready.pop_front();
         } else if f.echo {
             self.echo_ready.pop_front();
         } else if let Some(m) = self.messages.get_mut(&f.id) {
@@ -434,25 +459,34 @@ impl SendState {
         if !self.lossy(now, window, prior) {
             return 0;
         }
-        let mut frags: Vec<(u64, u32)> = Vec::new();
-        for p in self.sent.values() {
-            for &(id, index) in &p.fragments {
-                if self
-                    .messages
-                    .get(&id)
-                    .is_some_and(|m| !m.acked[index as usize])
-                {
-                    frags.push((id, index));
-                }
-            }
-        }
-        frags.sort_unstable();
-        frags.dedup();
+        let frags = self.unacked_in(self.sent.len());
         let n = frags.len();
         for frag in frags {
             self.stage_copy(0, frag);
         }
         n
+    }
+
+    /// Whether fragment `index` of message `id` still waits for its acknowledgement.
+    fn is_unacked(&self, id: u64, index: u32) -> bool {
+        self.messages
+            .get(&id)
+            .is_some_and(|m| !m.acked[index as usize])
+    }
+
+    /// The unacknowledged fragments of the `packets` oldest packets in flight, sorted,
+    /// each once.
+    fn unacked_in(&self, packets: usize) -> Vec<(u64, u32)> {
+        let mut frags: Vec<(u64, u32)> = self
+            .sent
+            .values()
+            .take(packets)
+            .flat_map(|p| p.fragments.iter().copied())
+            .filter(|&(id, index)| self.is_unacked(id, index))
+            .collect();
+        frags.sort_unstable();
+        frags.dedup();
+        frags
     }
 
     /// Queues a copy of `frag` for the `stage + 1`-th packet from now.
@@ -491,18 +525,55 @@ impl SendState {
         base.max(self.reorder_time * 9 / 8)
     }
 
-    /// Retransmission timeout: everything in flight is lost; back off.
-    pub(crate) fn on_rto(&mut self, now: Time) -> usize {
-        if !self.sent.is_empty() {
-            self.last_loss = Some(now);
-        }
-        let pns: Vec<u64> = self.sent.keys().copied().collect();
-        for pn in &pns {
-            self.requeue(now, *pn);
-        }
-        self.loss_time = None;
+    /// Probe timeout (RFC 9002 6.2): nothing heard for a whole RTO while packets are in
+    /// flight. Nothing is declared lost here: the next [`PROBE_PACKETS`] packets carry a
+    /// PING and copies of the unacknowledged fragments of the oldest packets in flight,
+    /// and may exceed the packet window. If the tail was lost, the copies deliver it;
+    /// the ACK the PING draws then lets the thresholds of [`Self::detect_lost`] judge
+    /// the rest. A host that stalled past the timeout (late timers, a busy core) costs
+    /// two small packets instead of resending everything in flight and marking a clean
+    /// link lossy. Backs off. Returns how many copies were queued.
+    ///
+    /// Packets in flight whose data all arrived by other copies (or that carried none: a
+    /// keepalive or first-contact PING) need no probe: they are forgotten, as the
+    /// retransmission timeout used to, and the keepalive or handshake sends the next PING.
+    ///
+    /// Probes may exceed the window, but only by [`PROBE_PACKETS`]: a timeout that finds
+    /// earlier probes still beyond it (no ACK at all since) declares the oldest packets
+    /// lost until the window holds, so a long partition cannot grow the packets tracked.
+    /// Returns (copies queued, packets declared lost).
+    pub(crate) fn on_pto(&mut self, now: Time, max_packets: usize) -> (usize, usize) {
         self.pto_count = (self.pto_count + 1).min(16);
-        pns.len()
+        let mut lost = 0;
+        while self.sent.len() > max_packets {
+            let pn = *self.sent.keys().next().expect("non-empty");
+            self.requeue(now, pn);
+            self.last_loss = Some(now);
+            lost += 1;
+        }
+        if !self.sent.values().any(|p| {
+            p.fragments
+                .iter()
+                .any(|&(id, index)| self.is_unacked(id, index))
+        }) {
+            self.sent.clear();
+            self.loss_time = None;
+            return (0, lost);
+        }
+        let copies = self.unacked_in(usize::from(PROBE_PACKETS));
+        let n = copies.len();
+        self.probe_ready.extend(copies);
+        self.probes_due = PROBE_PACKETS;
+        (n, lost)
+    }
+
+    /// A probe packet was sent.
+    pub(crate) fn on_probe_sent(&mut self) {
+        self.probes_due = self.probes_due.saturating_sub(1);
+        if self.probes_due == 0 {
+            // Copies that did not fit stay unsent: the probes' ACK judges the rest.
+            self.probe_ready.clear();
+        }
     }
 
     fn requeue(&mut self, now: Time, pn: u64) {
@@ -578,7 +649,58 @@ fn copies_for(loss_rate: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{SendState, copies_for};
+    use super::{PROBE_PACKETS, SendState, copies_for};
+    use crate::time::Time;
+
+    /// Sends `n` one-fragment messages, one packet each; returns their ids.
+    fn send_packets(s: &mut SendState, n: u64) -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                let id = s.push(vec![7; 10], 100, false);
+                let f = s.next_fragment().expect("a fragment");
+                s.commit(f, Time(0), None, &Default::default());
+                let pn = s.next_pn;
+                s.next_pn += 1;
+                s.on_packet_sent(pn, Time(0), vec![(f.id, f.index)]);
+                id
+            })
+            .collect()
+    }
+
+    /// A probe timeout copies the oldest packets' data and declares nothing lost; only
+    /// one that finds earlier probes beyond the window declares the oldest lost.
+    #[test]
+    fn a_probe_timeout_copies_the_oldest_and_keeps_the_window() {
+        let mut s = SendState::default();
+        let ids = send_packets(&mut s, 4);
+        assert_eq!(s.on_pto(Time(10), 4), (usize::from(PROBE_PACKETS), 0));
+        assert_eq!(s.packets_in_flight(), 4, "nothing declared lost");
+        assert_eq!(s.last_loss(), None, "the link is not lossy for it");
+        let copies: Vec<_> = std::iter::from_fn(|| {
+            let f = s.next_fragment()?;
+            s.commit(f, Time(10), None, &Default::default());
+            Some((f.probe, f.id))
+        })
+        .collect();
+        assert_eq!(
+            copies,
+            vec![(true, ids[0]), (true, ids[1])],
+            "the two oldest"
+        );
+        // Two probe packets go beyond the window (a PING each, copies in the first).
+        for _ in 0..PROBE_PACKETS {
+            let pn = s.next_pn;
+            s.next_pn += 1;
+            s.on_packet_sent(pn, Time(10), Vec::new());
+            s.on_probe_sent();
+        }
+        assert_eq!(s.probes_due, 0);
+        assert_eq!(s.packets_in_flight(), 6);
+        // Still no ACK: the next timeout brings the window back first.
+        assert_eq!(s.on_pto(Time(30), 4), (2, 2));
+        assert_eq!(s.packets_in_flight(), 4);
+        assert_eq!(s.last_loss(), Some(Time(30)));
+    }
 
     #[test]
     fn copies_grow_with_the_loss_rate() {

@@ -44,12 +44,17 @@ pub struct Stats {
     pub retransmits: u64,
     /// Proactive second copies of urgent messages' fragments (see `Core::send_urgent`).
     pub urgent_copies: u64,
-    /// Packets declared lost (threshold or timeout).
+    /// DATA frames copied into probe packets by a probe timeout (see `rto_expirations`).
+    pub probe_copies: u64,
+    /// Packets declared lost: a later packet was acknowledged and this one is
+    /// `PACKET_THRESHOLD` packets or a time threshold behind it (a timeout only probes).
     pub packets_lost: u64,
     /// Packets declared lost that were acknowledged later (reordering, not loss); each
     /// one makes loss detection more tolerant of reordering towards that peer.
     pub spurious_losses: u64,
-    /// Retransmission timeouts that fired.
+    /// Probe timeouts that fired: a whole RTO passed with packets in flight and no ACK.
+    /// Each sends probes (a PING and copies of the oldest unacknowledged data) and
+    /// declares nothing lost, so a host that stalled does not resend a whole window.
     pub rto_expirations: u64,
     /// Fragments or messages received again and dropped.
     pub duplicates_dropped: u64,
@@ -114,6 +119,7 @@ impl Default for Stats {
             urgent_copies: 0,
             packets_lost: 0,
             spurious_losses: 0,
+            probe_copies: 0,
             rto_expirations: 0,
             duplicates_dropped: 0,
             duplicate_packets: 0,
