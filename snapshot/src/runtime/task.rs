@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shutter_transport::Time;
-use shutter_transport::driver::{Clock, EndpointStats, RECV_BUFFER, UdpIo};
+use shutter_transport::driver::{Alarm, Clock, EndpointStats, RECV_BUFFER, UdpIo};
 use shutter_vclock::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
@@ -83,6 +83,8 @@ pub(crate) struct NodeTask<P: Process, E: SnapshotEngine> {
     stack: Stack<P, E>,
     io: UdpIo,
     clock: Clock,
+    /// The stack's next deadline (precise: see `Alarm`).
+    alarm: Alarm,
     /// The other members.
     members: BTreeSet<NodeId>,
     /// Other members whose address is still unknown; the node starts when it empties.
@@ -130,6 +132,7 @@ where
             stack,
             io,
             clock,
+            alarm: Alarm::new(),
             members,
             missing,
             started: false,
@@ -156,7 +159,7 @@ where
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let timer = tokio::time::sleep_until(self.clock.instant(deadline.unwrap_or(Time::MAX)));
+            let at = self.clock.instant(deadline.unwrap_or(Time::MAX));
             tokio::select! {
                 // Requests first so stats and shutdown never starve behind traffic.
                 biased;
@@ -173,7 +176,9 @@ where
                     self.io.take_queued(&mut buf, |peer, bytes| stack.handle_datagram(now, peer, bytes));
                 }
                 // Delayed datagram copies are released by `drain`.
-                () = timer, if deadline.is_some() => self.stack.handle_timeout(self.clock.now()),
+                () = self.alarm.sleep_until(at), if deadline.is_some() => {
+                    self.stack.handle_timeout(self.clock.now());
+                }
                 _ = ticker.tick(), if self.started => self.stack.handle_tick(self.clock.now()),
             }
             self.drain().await;

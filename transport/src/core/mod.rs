@@ -576,7 +576,7 @@ impl Core {
                 srtt: p.rtt.srtt,
                 rttvar: p.rtt.rttvar,
                 min_rtt: p.rtt.min_rtt.unwrap_or(p.rtt.srtt),
-                rto: p.rtt.rto(self.config.max_ack_delay, self.config.min_rto),
+                rto: p.rtt.rto(&self.config),
             };
             self.stats.rtt.insert(from, rtt);
         }

@@ -98,7 +98,7 @@ impl Peer {
 
     /// Retransmission timeout including backoff, capped at `max_rto`.
     pub(crate) fn rto(&self, cfg: &Config) -> std::time::Duration {
-        let mut rto = self.rtt.rto(cfg.max_ack_delay, cfg.min_rto);
+        let mut rto = self.rtt.rto(cfg);
         for _ in 0..self.send.pto_count {
             if rto >= cfg.max_rto {
                 break;

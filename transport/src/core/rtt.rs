@@ -5,10 +5,6 @@
 
 use std::time::Duration;
 
-/// Timer granularity assumed for the RTO (RFC 9002's kGranularity): the hosts' timers
-/// (tokio's) tick in milliseconds.
-pub(crate) const GRANULARITY: Duration = Duration::from_millis(1);
-
 /// Floor of the loss-time threshold. Below RFC 9002's 1 ms because the threshold is
 /// mostly applied when an ACK arrives (a packet sent `loss_delay` before an acknowledged
 /// later one is lost), where no timer is involved: on a LAN (RTT 50-250 us) a 1 ms floor
@@ -78,9 +74,11 @@ impl RttEstimator {
         self.has_sample
     }
 
-    /// RTO before backoff: SRTT + max(G, 4 RTTVAR) + max_ack_delay, at least `min_rto`.
-    pub(crate) fn rto(&self, max_ack_delay: Duration, min_rto: Duration) -> Duration {
-        (self.srtt + (self.rttvar * 4).max(GRANULARITY) + max_ack_delay).max(min_rto)
+    /// RTO (the probe timeout) before backoff: SRTT + max(G, 4 RTTVAR) + max_ack_delay,
+    /// at least `min_rto`; G is `Config::timer_granularity`.
+    pub(crate) fn rto(&self, cfg: &super::config::Config) -> Duration {
+        (self.srtt + (self.rttvar * 4).max(cfg.timer_granularity) + cfg.max_ack_delay)
+            .max(cfg.min_rto)
     }
 
     /// Time threshold for declaring a packet lost: 9/8 max(SRTT, latest), at least
@@ -103,7 +101,12 @@ mod tests {
         r.update(ms(16), Duration::ZERO, ms(2));
         assert_eq!(r.srtt, ms(9));
         assert_eq!(r.rttvar, ms(5));
-        assert_eq!(r.rto(ms(2), ms(10)), ms(9 + 20 + 2));
-        assert_eq!(r.rto(ms(2), ms(100)), ms(100));
+        let cfg = |min_rto| crate::core::Config {
+            max_ack_delay: ms(2),
+            min_rto,
+            ..Default::default()
+        };
+        assert_eq!(r.rto(&cfg(ms(10))), ms(9 + 20 + 2));
+        assert_eq!(r.rto(&cfg(ms(100))), ms(100));
     }
 }

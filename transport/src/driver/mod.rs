@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alarm;
 mod clock;
 mod io;
 mod socket;
@@ -56,6 +57,7 @@ use tokio::task::JoinHandle;
 
 use crate::faults::{FaultConfigError, FaultPlan, FaultStats};
 use crate::{Config, ConfigError, Core, Event, MessageId, SendError, Stats, Time};
+pub use alarm::Alarm;
 pub use clock::Clock;
 pub use io::{RECV_BATCH, RECV_BUFFER, UdpIo};
 use task::{Driver, Request};

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use shutter_vclock::NodeId;
 use tokio::sync::{mpsc, oneshot};
 
+use super::alarm::Alarm;
 use super::clock::Clock;
 use super::io::{RECV_BATCH, RECV_BUFFER, UdpIo};
 use super::{DriverError, EndpointStats};
@@ -67,6 +68,8 @@ pub(crate) struct Driver {
     io: UdpIo,
     core: Core,
     clock: Clock,
+    /// The core's next deadline (precise: see `Alarm`).
+    alarm: Alarm,
     events: mpsc::UnboundedSender<Event>,
     /// Sends waiting for window space, per peer, in arrival order.
     pending: BTreeMap<NodeId, VecDeque<PendingSend>>,
@@ -83,6 +86,7 @@ impl Driver {
             io,
             core,
             clock,
+            alarm: Alarm::new(),
             events,
             pending: BTreeMap::new(),
         }
@@ -96,7 +100,7 @@ impl Driver {
         let mut buf = vec![0u8; RECV_BUFFER];
         'run: loop {
             let deadline = min_time(self.core.poll_timeout(), self.io.poll_timeout());
-            let sleep = tokio::time::sleep_until(self.clock.instant(deadline.unwrap_or(Time::MAX)));
+            let at = self.clock.instant(deadline.unwrap_or(Time::MAX));
             tokio::select! {
                 // Requests first: a full window is relieved by acks that arrive on the
                 // socket, but the stats/close requests must not starve behind traffic.
@@ -121,7 +125,7 @@ impl Driver {
                     let core = &mut self.core;
                     self.io.take_queued(&mut buf, |peer, bytes| core.handle_datagram(now, peer, bytes));
                 }
-                () = sleep, if deadline.is_some() => {
+                () = self.alarm.sleep_until(at), if deadline.is_some() => {
                     let now = self.clock.now();
                     if self.core.poll_timeout().is_some_and(|t| t <= now) {
                         self.core.handle_timeout(now);
