@@ -201,6 +201,10 @@ where
 /// What the receiver saw: `(message number, scheduled send ns, latency ns)`.
 type Arrivals = Vec<(u64, u64, u64)>;
 
+/// The shutter sender's own account of a run (none for TCP and KCP): packets it
+/// declared lost, losses later proven spurious, probe timeouts.
+type SenderCounts = Option<[u64; 3]>;
+
 async fn send_all(
     proto: Proto,
     to: SocketAddrV4,
@@ -208,7 +212,7 @@ async fn send_all(
     opts: Opts,
     ready: Receiver<()>,
     done: Arc<AtomicBool>,
-) -> Result<()> {
+) -> Result<SenderCounts> {
     let total = u64::from(opts.rate) * opts.duration.as_millis() as u64 / 1000;
     let gap = Duration::from_nanos(1_000_000_000 / u64::from(opts.rate.max(1)));
     enum Tx {
@@ -273,10 +277,13 @@ async fn send_all(
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    if let Tx::Shutter(ep) = tx {
-        let _ = ep.close().await;
-    }
-    Ok(())
+    Ok(match tx {
+        Tx::Shutter(ep) => ep.close().await.ok().map(|st| {
+            let c = &st.core;
+            [c.packets_lost, c.spurious_losses, c.rto_expirations]
+        }),
+        _ => None,
+    })
 }
 
 async fn receive_all(
@@ -393,8 +400,8 @@ fn drop_tcp(ns: &str, loss: u8) -> Result<()> {
 }
 
 /// One (loss, protocol): latency histogram (µs), messages delivered and still missing
-/// at the end.
-fn once(lab: &Lab, proto: Proto, opts: &Opts) -> Result<(Histogram<u64>, u64, u64)> {
+/// at the end, and the shutter sender's counts.
+fn once(lab: &Lab, proto: Proto, opts: &Opts) -> Result<(Histogram<u64>, u64, u64, SenderCounts)> {
     let (a, b) = (lab.addr(0), lab.addr(1));
     let tx_addr = SocketAddrV4::new(a, proto.port());
     let rx_addr = SocketAddrV4::new(b, proto.port());
@@ -411,12 +418,12 @@ fn once(lab: &Lab, proto: Proto, opts: &Opts) -> Result<(Histogram<u64>, u64, u6
     let (got, missing) = rx
         .join()
         .map_err(|_| anyhow!("receiver thread panicked"))??;
-    sent.with_context(|| format!("{} sender", proto.name()))?;
+    let counts = sent.with_context(|| format!("{} sender", proto.name()))?;
     let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for ns in got.iter().map(|a| a.2).chain(missing.iter().copied()) {
         h.saturating_record((ns / 1000).max(1));
     }
-    Ok((h, got.len() as u64, missing.len() as u64))
+    Ok((h, got.len() as u64, missing.len() as u64, counts))
 }
 
 /// Runs every loss rate, the three protocols interleaved, and judges the latency targets.
@@ -436,6 +443,9 @@ pub fn run(opts: &Opts) -> Result<Section> {
             "p99 ms",
             "p99.9 ms",
             "max ms",
+            "lost",
+            "spurious",
+            "probe timeouts",
         ],
     );
     if let Err(why) = Lab::probe() {
@@ -449,10 +459,10 @@ pub fn run(opts: &Opts) -> Result<Section> {
         drop_tcp(lab.netns(0), loss)?;
         drop_tcp(lab.netns(1), loss)?;
         for proto in Proto::ALL {
-            let (h, delivered, missing) = once(&lab, proto, opts)?;
+            let (h, delivered, missing, counts) = once(&lab, proto, opts)?;
             let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
             p99.insert((loss, proto.name()), ms(0.99));
-            s.row(vec![
+            let mut row = vec![
                 num(f64::from(loss)),
                 text(proto.name()),
                 num(delivered as f64),
@@ -461,7 +471,9 @@ pub fn run(opts: &Opts) -> Result<Section> {
                 num(ms(0.99)),
                 num(ms(0.999)),
                 num(h.max() as f64 / 1e3),
-            ]);
+            ];
+            row.extend((0..3).map(|i| counts.map_or(text("-"), |c| num(c[i] as f64))));
+            s.row(row);
         }
     }
     let get = |l: u8, p: Proto| p99.get(&(l, p.name())).copied();
@@ -497,5 +509,6 @@ pub fn run(opts: &Opts) -> Result<Section> {
         ));
     }
     s.notes.push("missing = not delivered when the receiver gave up; each counts in the percentiles with the time it had waited then (a lower bound)".into());
+    s.notes.push("lost / spurious / probe timeouts: the shutter sender's packets declared lost, those later proven spurious, and its probe timeouts (a probe timeout declares nothing lost)".into());
     Ok(s)
 }

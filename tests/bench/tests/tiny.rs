@@ -83,5 +83,10 @@ fn netlat_tiny() {
     // the time given.
     for row in &s.rows[..3] {
         assert_eq!(row[3], 0, "{}", s.render());
+        // The sender's own counts: numbers for shutter, none for TCP and KCP.
+        assert!(row[8].is_number(), "{}", s.render());
+    }
+    for row in &s.rows[3..] {
+        assert_eq!(row[8], "-", "{}", s.render());
     }
 }
