@@ -477,6 +477,12 @@ pub fn run(opts: &Opts) -> Result<Section> {
         }
     }
     let get = |l: u8, p: Proto| p99.get(&(l, p.name())).copied();
+    // p99 of `p` over that of `baseline` at drop `l`.
+    let ratio = |l: u8, p: Proto, baseline: Proto| {
+        get(l, p)
+            .zip(get(l, baseline))
+            .map(|(a, b)| a / b.max(1e-9))
+    };
     // The targets, judged for the defaults and for the tail-latency setting.
     for (who, p) in [
         ("shutter", Proto::Shutter),
@@ -491,18 +497,14 @@ pub fn run(opts: &Opts) -> Result<Section> {
         ));
         s.targets.push(Target::new(
             format!("{who} p99 / KCP turbo p99 at 5% drop <= 1/20"),
-            get(5, p)
-                .zip(get(5, Proto::Kcp))
-                .map(|(a, b)| a / b.max(1e-9)),
+            ratio(5, p, Proto::Kcp),
             Goal::AtMost,
             0.05,
             "x",
         ));
         s.targets.push(Target::new(
             format!("{who} p99 / TCP p99 at 0% drop <= 1"),
-            get(0, p)
-                .zip(get(0, Proto::Tcp))
-                .map(|(a, b)| a / b.max(1e-9)),
+            ratio(0, p, Proto::Tcp),
             Goal::AtMost,
             1.0,
             "x",

@@ -131,9 +131,10 @@ impl Config {
     /// tail instead of 3 ms. A lost last message of a burst is then found by the probe
     /// instead of waiting for the next burst. In virtual time (`core_latency`, 5% loss
     /// each way, 2000 msg/s sent in pairs every millisecond) p99 is 455 us against 1104
-    /// with the defaults; `shutter-bench netlat` at 5% drop, three alternated runs:
-    /// 0.56-0.94 ms against 1.36-1.50. The price is acknowledgements: a busy node sends
-    /// about twice as many, and 8 saturating nodes on loopback (`shutter-bench
+    /// with the defaults. `shutter-bench netlat` at 5% drop on a shared VM: under 1 ms in
+    /// 11 of 19 measurements, 1.0-1.7 ms in most of the rest, against 1.29-2.03 ms for
+    /// the defaults (see ARCHITECTURE.md). The price is acknowledgements: a busy node
+    /// sends about twice as many, and 8 saturating nodes on loopback (`shutter-bench
     /// throughput`) spent 23-25 us of CPU per message against 17-20.
     pub fn low_latency() -> Config {
         Config {

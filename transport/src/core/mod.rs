@@ -57,7 +57,7 @@ use config::ACK_BUDGET;
 use peer::{Peers, Timer};
 use recv::DataOutcome;
 use schedule::Schedule;
-use send::LossPrior;
+use send::{FragmentKind, LossPrior};
 
 /// Identifier of a message, per destination peer (and peer incarnation), from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -787,9 +787,12 @@ impl Core {
                     .commit(f, now, cfg.urgent_echo_window, &self.loss_prior);
                 fragments.push((f.id, f.index));
                 stats.fragments_sent += 1;
-                stats.retransmits += u64::from(f.retransmit);
-                stats.urgent_copies += u64::from(f.echo);
-                stats.probe_copies += u64::from(f.probe);
+                match f.kind {
+                    FragmentKind::First => {}
+                    FragmentKind::Retransmit => stats.retransmits += 1,
+                    FragmentKind::Probe => stats.probe_copies += 1,
+                    FragmentKind::Echo => stats.urgent_copies += 1,
+                }
             }
         }
         if !p.ack.ranges.is_empty() {
@@ -802,10 +805,10 @@ impl Core {
             }
         }
         eliciting |= !fragments.is_empty();
-        if eliciting && probe {
-            p.send.on_probe_sent();
-        }
         if eliciting {
+            if probe {
+                p.send.on_probe_sent();
+            }
             p.send.on_packet_sent(pn, now, fragments);
         } else {
             stats.ack_only_sent += 1;

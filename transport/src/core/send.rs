@@ -51,16 +51,25 @@ struct SentPacket {
     fragments: Vec<(u64, u32)>,
 }
 
+/// Why a fragment goes out: each kind comes from its own queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FragmentKind {
+    /// Never sent before.
+    First,
+    /// Sent again after its packet was declared lost.
+    Retransmit,
+    /// A copy sent by a probe timeout (see [`SendState::on_pto`]).
+    Probe,
+    /// The proactive second copy of an urgent fragment.
+    Echo,
+}
+
 /// A fragment chosen for the next packet.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NextFragment {
     pub(crate) id: u64,
     pub(crate) index: u32,
-    pub(crate) retransmit: bool,
-    /// The proactive second copy of an urgent fragment.
-    pub(crate) echo: bool,
-    /// A copy sent by a probe timeout (see [`SendState::on_pto`]).
-    pub(crate) probe: bool,
+    pub(crate) kind: FragmentKind,
 }
 
 /// What an ACK frame changed.
@@ -197,35 +206,18 @@ impl SendState {
         id
     }
 
-    /// The next fragment to transmit: lost ones first, then second copies of urgent
-    /// ones, then never-sent ones in id order.
+    /// The next fragment to transmit: lost ones first, then probe copies, then second
+    /// copies of urgent ones, then never-sent ones in id order.
     pub(crate) fn next_fragment(&mut self) -> Option<NextFragment> {
-        if let Some((id, index)) = first_unacked(&mut self.retx, &self.messages) {
-            return Some(NextFragment {
-                id,
-                index,
-                retransmit: true,
-                echo: false,
-                probe: false,
-            });
-        }
-        if let Some((id, index)) = first_unacked(&mut self.probe_ready, &self.messages) {
-            return Some(NextFragment {
-                id,
-                index,
-                retransmit: false,
-                echo: false,
-                probe: true,
-            });
-        }
-        if let Some((id, index)) = first_unacked(&mut self.echo_ready, &self.messages) {
-            return Some(NextFragment {
-                id,
-                index,
-                retransmit: false,
-                echo: true,
-                probe: false,
-            });
+        let queues = [
+            (&mut self.retx, FragmentKind::Retransmit),
+            (&mut self.probe_ready, FragmentKind::Probe),
+            (&mut self.echo_ready, FragmentKind::Echo),
+        ];
+        for (queue, kind) in queues {
+            if let Some((id, index)) = first_unacked(queue, &self.messages) {
+                return Some(NextFragment { id, index, kind });
+            }
         }
         while let Some(&id) = self.new_queue.front() {
             if let Some(m) = self.messages.get(&id)
@@ -234,9 +226,7 @@ impl SendState {
                 return Some(NextFragment {
                     id,
                     index: m.next_new,
-                    retransmit: false,
-                    echo: false,
-                    probe: false,
+                    kind: FragmentKind::First,
                 });
             }
             self.new_queue.pop_front();
@@ -284,20 +274,27 @@ impl SendState {
         echo_window: Option<std::time::Duration>,
         prior: &LossPrior,
     ) {
-        if f.retransmit {
-            self.retx.pop_front();
-            if let Some(m) = self.messages.get_mut(&f.id) {
-                m.queued[f.index as usize] = false;
+        match f.kind {
+            FragmentKind::Retransmit => {
+                self.retx.pop_front();
+                if let Some(m) = self.messages.get_mut(&f.id) {
+                    m.queued[f.index as usize] = false;
+                }
             }
-        } else if f.probe {
-            self.probe_ready.pop_front();
-        } else if f.echo {
-            self.echo_ready.pop_front();
-        } else if let Some(m) = self.messages.get_mut(&f.id) {
-            m.next_new += 1;
-            if m.urgent && self.lossy(now, echo_window, prior) {
-                for stage in 0..copies_for(self.copy_rate(prior)) {
-                    self.stage_copy(stage, (f.id, f.index));
+            FragmentKind::Probe => {
+                self.probe_ready.pop_front();
+            }
+            FragmentKind::Echo => {
+                self.echo_ready.pop_front();
+            }
+            FragmentKind::First => {
+                if let Some(m) = self.messages.get_mut(&f.id) {
+                    m.next_new += 1;
+                    if m.urgent && self.lossy(now, echo_window, prior) {
+                        for stage in 0..copies_for(self.copy_rate(prior)) {
+                            self.stage_copy(stage, (f.id, f.index));
+                        }
+                    }
                 }
             }
         }
@@ -532,7 +529,7 @@ impl SendState {
     /// the ACK the PING draws then lets the thresholds of [`Self::detect_lost`] judge
     /// the rest. A host that stalled past the timeout (late timers, a busy core) costs
     /// two small packets instead of resending everything in flight and marking a clean
-    /// link lossy. Backs off. Returns how many copies were queued.
+    /// link lossy. Backs off.
     ///
     /// Packets in flight whose data all arrived by other copies (or that carried none: a
     /// keepalive or first-contact PING) need no probe: they are forgotten, as the
@@ -649,7 +646,7 @@ fn copies_for(loss_rate: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{PROBE_PACKETS, SendState, copies_for};
+    use super::{FragmentKind, PROBE_PACKETS, SendState, copies_for};
     use crate::time::Time;
 
     /// Sends `n` one-fragment messages, one packet each; returns their ids.
@@ -679,12 +676,12 @@ mod tests {
         let copies: Vec<_> = std::iter::from_fn(|| {
             let f = s.next_fragment()?;
             s.commit(f, Time(10), None, &Default::default());
-            Some((f.probe, f.id))
+            Some((f.kind, f.id))
         })
         .collect();
         assert_eq!(
             copies,
-            vec![(true, ids[0]), (true, ids[1])],
+            vec![(FragmentKind::Probe, ids[0]), (FragmentKind::Probe, ids[1])],
             "the two oldest"
         );
         // Two probe packets go beyond the window (a PING each, copies in the first).
