@@ -5,8 +5,11 @@
 //! the whole vector clock (2-3 bytes an entry) on every message. Here a message may
 //! instead name a **baseline**: an earlier message on the same channel, of the same
 //! sender life, that the receiver kept. It then carries only its sequence number and
-//! clock as increments over the baseline's ([`ClockDiff`]: runs of equal increments, or
-//! one increment per entry, whichever is shorter), and inherits the life.
+//! clock as increments over the baseline's, and inherits the life. The increments take
+//! the shortest of four forms ([`ClockDiff`]): runs of equal increments (a ring), sparse
+//! `(gap, increment)` pairs (a few busy channels), bit-packed over their minimum with
+//! outliers listed apart (all-to-all: every entry grew by a similar amount), or one
+//! varint per entry.
 //!
 //! Exactness without FIFO, duplicates or guesses:
 //!
@@ -316,12 +319,84 @@ fn diff(base: &VClock, now: &VClock) -> Option<ClockDiff> {
         sparse.push(((i - last) as u64, d));
         last = i;
     }
+    let packed = pack(&each);
     let forms = [
         ClockDiff::Runs(runs),
         ClockDiff::Sparse(sparse),
+        packed,
         ClockDiff::Each(each),
     ];
     forms.into_iter().min_by_key(diff_len)
+}
+
+/// The frame-of-reference form of `each`: the smallest increment, every increment above
+/// it in a common number of bits, and the entries that need more bits as exceptions. The
+/// width is the one that makes the whole shortest (exceptions costed at one byte of gap
+/// plus their varint, which is exact for gaps under 128).
+fn pack(each: &[u64]) -> ClockDiff {
+    let min = each.iter().copied().min().unwrap_or(0);
+    let width = |v: u64| 64 - v.leading_zeros() as usize;
+    // Per width w: how many entries need exactly w bits, and their varints' bytes.
+    let mut needing = [(0usize, 0usize); 65];
+    for &d in each {
+        let v = d - min;
+        needing[width(v)].0 += 1;
+        needing[width(v)].1 += 1 + varint_len(v);
+    }
+    let mut best = (usize::MAX, 64);
+    let mut above = (0usize, 0usize);
+    for bits in (0..=64).rev() {
+        let cost = (each.len() * bits).div_ceil(8) + varint_len(above.0 as u64) + above.1;
+        if cost <= best.0 {
+            best = (cost, bits);
+        }
+        above.0 += needing[bits].0;
+        above.1 += needing[bits].1;
+    }
+    let bits = best.1;
+    let mut packed = vec![0u8; (each.len() * bits).div_ceil(8)];
+    let mut extra = Vec::new();
+    let mut last = 0;
+    for (i, &d) in each.iter().enumerate() {
+        let v = d - min;
+        if width(v) > bits {
+            extra.push(((i - last) as u64, v));
+            last = i;
+            continue;
+        }
+        for b in (0..bits).filter(|b| v >> b & 1 == 1) {
+            let at = i * bits + b;
+            packed[at / 8] |= 1 << (at % 8);
+        }
+    }
+    ClockDiff::Packed {
+        count: each.len() as u64,
+        min,
+        bits: bits as u8,
+        packed,
+        extra,
+    }
+}
+
+/// The increments of a [`ClockDiff::Packed`] before its `extra`; `None` if its fields
+/// disagree (bits over 64, more than `MAX_NODES` entries, or a byte count other than
+/// what they need).
+fn unpack(count: u64, min: u64, bits: u8, packed: &[u8]) -> Option<Vec<u64>> {
+    let count = usize::try_from(count).ok().filter(|&c| c <= MAX_NODES)?;
+    let bits = usize::from(bits);
+    if bits > 64 || packed.len() != (count * bits).div_ceil(8) {
+        return None;
+    }
+    let mut each = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut v = 0u64;
+        for b in 0..bits {
+            let at = i * bits + b;
+            v |= u64::from(packed[at / 8] >> (at % 8) & 1) << b;
+        }
+        each.push(min.checked_add(v)?);
+    }
+    Some(each)
 }
 
 /// `base + d` entry-wise; `None` on overflow or more than `MAX_NODES` entries.
@@ -342,6 +417,21 @@ fn apply(base: &VClock, d: &ClockDiff) -> Option<VClock> {
         }
         Some(end)
     }
+    /// Adds each `(gap, step)`: its index is the previous one's plus `gap` (more than
+    /// 0), the first one's is `gap`.
+    fn add_sparse(entries: &mut Vec<u64>, pairs: &[(u64, u64)]) -> Option<()> {
+        // `at` is one past the previous changed entry.
+        let mut at = 0usize;
+        for (k, &(gap, step)) in pairs.iter().enumerate() {
+            let index = if k == 0 {
+                usize::try_from(gap).ok()?
+            } else {
+                (at - 1).checked_add(usize::try_from(gap).ok().filter(|&g| g > 0)?)?
+            };
+            at = add(entries, index, 1, step)?;
+        }
+        Some(())
+    }
     let mut entries = base.entries().to_vec();
     let mut at = 0usize;
     match d {
@@ -355,17 +445,19 @@ fn apply(base: &VClock, d: &ClockDiff) -> Option<VClock> {
                 at = add(&mut entries, at, 1, step)?;
             }
         }
-        ClockDiff::Sparse(pairs) => {
-            // `at` is one past the previous changed entry; the first gap counts from 0.
-            for (k, &(gap, step)) in pairs.iter().enumerate() {
-                let index = if k == 0 {
-                    usize::try_from(gap).ok()?
-                } else {
-                    (at - 1).checked_add(usize::try_from(gap).ok().filter(|&g| g > 0)?)?
-                };
-                at = add(&mut entries, index, 1, step)?;
+        ClockDiff::Packed {
+            count,
+            min,
+            bits,
+            packed,
+            extra,
+        } => {
+            for step in unpack(*count, *min, *bits, packed)? {
+                at = add(&mut entries, at, 1, step)?;
             }
+            add_sparse(&mut entries, extra)?;
         }
+        ClockDiff::Sparse(pairs) => add_sparse(&mut entries, pairs)?,
     }
     Some(VClock::from_entries(entries))
 }
@@ -386,6 +478,24 @@ fn diff_len(d: &ClockDiff) -> usize {
         }
         ClockDiff::Each(e) => {
             1 + varint_len(e.len() as u64) + e.iter().map(|&d| varint_len(d)).sum::<usize>()
+        }
+        ClockDiff::Packed {
+            count,
+            min,
+            packed,
+            extra,
+            ..
+        } => {
+            1 + varint_len(*count)
+                + varint_len(*min)
+                + 1
+                + varint_len(packed.len() as u64)
+                + packed.len()
+                + varint_len(extra.len() as u64)
+                + extra
+                    .iter()
+                    .map(|&(g, s)| varint_len(g) + varint_len(s))
+                    .sum::<usize>()
         }
     }
 }
@@ -432,6 +542,10 @@ mod tests {
         assert_eq!(diff_len(&d), postcard::to_allocvec(&d).unwrap().len());
         let d = ClockDiff::Sparse(vec![(0, 300), (7, 1)]);
         assert_eq!(diff_len(&d), postcard::to_allocvec(&d).unwrap().len());
+        for each in [vec![], vec![0; 9], vec![130, 140, 1 << 40, 129, 200, 7]] {
+            let d = pack(&each);
+            assert_eq!(diff_len(&d), postcard::to_allocvec(&d).unwrap().len());
+        }
         for c in [vec![], vec![0, 5], vec![1 << 55, (1 << 55) + 300, 0, 7]] {
             let c = VClock::from_entries(c);
             assert_eq!(clock_len(&c), postcard::to_allocvec(&c).unwrap().len());
@@ -562,6 +676,82 @@ mod tests {
         }
         // A sparse gap of 0 after the first entry would name the same entry twice.
         assert!(apply(&base, &ClockDiff::Sparse(vec![(1, 1), (0, 1)])).is_none());
+    }
+
+    #[test]
+    fn packed_steps_take_the_width_of_the_bulk_and_list_outliers() {
+        // All-to-all: 64 entries grew by 100-163, one node was heard of for the first time.
+        let mut each: Vec<u64> = (0..64).map(|i| 100 + i).collect();
+        each[9] = 1 << 50;
+        let ClockDiff::Packed {
+            count,
+            min,
+            bits,
+            ref packed,
+            ref extra,
+        } = pack(&each)
+        else {
+            unreachable!()
+        };
+        assert_eq!((count, min, bits, packed.len()), (64, 100, 6, 48));
+        assert_eq!(extra, &vec![(9, (1 << 50) - 100)]);
+        let d = diff(&VClock::default(), &VClock::from_entries(each.clone())).unwrap();
+        assert!(matches!(d, ClockDiff::Packed { .. }), "{d:?}");
+        assert_eq!(diff_len(&d), 1 + 1 + 1 + 1 + 1 + 48 + 1 + 1 + 8);
+        assert_eq!(
+            apply(&VClock::default(), &d),
+            Some(VClock::from_entries(each))
+        );
+    }
+
+    #[test]
+    fn malformed_packed_steps_are_refused() {
+        let base = VClock::from_entries(vec![1, 2]);
+        let packed = |count, min, bits, packed: Vec<u8>, extra| ClockDiff::Packed {
+            count,
+            min,
+            bits,
+            packed,
+            extra,
+        };
+        assert_eq!(
+            apply(&base, &packed(3, 1, 2, vec![0b10_01_00], vec![])),
+            Some(VClock::from_entries(vec![2, 4, 3]))
+        );
+        // A byte short, a byte too many, a width over 64, too many entries.
+        assert!(apply(&base, &packed(3, 1, 3, vec![0], vec![])).is_none());
+        assert!(apply(&base, &packed(3, 1, 2, vec![0, 0], vec![])).is_none());
+        assert!(apply(&base, &packed(1, 1, 65, vec![0; 9], vec![])).is_none());
+        assert!(apply(&base, &packed(u64::MAX, 0, 0, vec![], vec![])).is_none());
+        assert!(apply(&base, &packed(MAX_NODES as u64 + 1, 0, 0, vec![], vec![])).is_none());
+        // Overflow in the frame, or in an exception on top of it.
+        assert!(apply(&base, &packed(1, u64::MAX, 1, vec![1], vec![])).is_none());
+        assert!(apply(&base, &packed(1, 1, 0, vec![], vec![(0, u64::MAX)])).is_none());
+        assert!(apply(&base, &packed(2, 0, 0, vec![], vec![(1, 1), (0, 1)])).is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever the increments, every form the encoder may pick decodes to the clock.
+        #[test]
+        fn packed_round_trips(
+            base in proptest::collection::vec(0u64..1 << 60, 0..80),
+            steps in proptest::collection::vec(
+                proptest::prop_oneof![0u64..4, 100u64..200, 0u64..1 << 60], 0..80),
+        ) {
+            let now: Vec<u64> = (0..base.len().max(steps.len()))
+                .map(|i| base.get(i).copied().unwrap_or(0) + steps.get(i).copied().unwrap_or(0))
+                .collect();
+            let (base, now) = (VClock::from_entries(base), VClock::from_entries(now));
+            let each: Vec<u64> = (0..now.len())
+                .map(|i| now.entries()[i] - base.entries().get(i).copied().unwrap_or(0))
+                .collect();
+            let p = pack(&each);
+            proptest::prop_assert_eq!(diff_len(&p), postcard::to_allocvec(&p).unwrap().len());
+            proptest::prop_assert_eq!(apply(&base, &p), Some(now.clone()));
+            let d = diff(&base, &now).expect("grew");
+            proptest::prop_assert!(diff_len(&d) <= diff_len(&p));
+            proptest::prop_assert_eq!(apply(&base, &d), Some(now));
+        }
     }
 
     #[test]

@@ -239,6 +239,24 @@ pub enum ClockDiff {
     /// plus `gap` (the first one's is `gap`), so a few changed entries cost two varints
     /// each.
     Sparse(Vec<(u64, u64)>),
+    /// Frame of reference with exceptions: each of `count` entries grew by `min` plus a
+    /// `bits`-bit number, packed little-endian in `packed` (entry 0 in the low bits of
+    /// byte 0), plus, for the few entries in `extra`, a further increment. Entries that
+    /// all grew by similar amounts (all-to-all traffic: about 2N each between two
+    /// messages on a channel) cost `bits` bits instead of a varint, and a few outliers
+    /// (a node heard of for the first time) do not widen every entry.
+    Packed {
+        /// Entries described.
+        count: u64,
+        /// Added to every entry.
+        min: u64,
+        /// Bits per entry in `packed` (0..=64).
+        bits: u8,
+        /// `count * bits` bits, rounded up to whole bytes.
+        packed: Vec<u8>,
+        /// `(gap, increment)` added on top, indexed as in [`ClockDiff::Sparse`].
+        extra: Vec<(u64, u64)>,
+    },
 }
 
 /// One transport message: application traffic or engine control. Generic over the

@@ -19,6 +19,22 @@ use shutter_snapshot::lean::Decoder;
 use shutter_snapshot::wire::{AppHeader, ClockDiff, LeanApp, LeanHead};
 use shutter_vclock::{MAX_NODES, NodeId, VClock};
 
+/// Applies `(gap, increment)` pairs: the first index is its gap, each later one the
+/// previous plus a gap above 0.
+fn sparse(pairs: &[(u64, u64)], add: &mut impl FnMut(u64, u64) -> Option<()>) -> Option<()> {
+    let mut prev: Option<u64> = None;
+    for &(gap, inc) in pairs {
+        let i = match prev {
+            None => gap,
+            Some(_) if gap == 0 => return None,
+            Some(p) => p.checked_add(gap)?,
+        };
+        add(i, inc)?;
+        prev = Some(i);
+    }
+    Some(())
+}
+
 /// `base + d`, computed without the module's code; `None` where it must refuse.
 fn expected(base: &AppHeader, seq: u64, d: &ClockDiff) -> Option<AppHeader> {
     let mut entries = base.ts.entries().to_vec();
@@ -52,17 +68,33 @@ fn expected(base: &AppHeader, seq: u64, d: &ClockDiff) -> Option<AppHeader> {
                 add(i as u64, inc)?;
             }
         }
-        ClockDiff::Sparse(pairs) => {
-            let mut prev: Option<u64> = None;
-            for &(gap, inc) in pairs {
-                let i = match prev {
-                    None => gap,
-                    Some(_) if gap == 0 => return None,
-                    Some(p) => p.checked_add(gap)?,
-                };
-                add(i, inc)?;
-                prev = Some(i);
+        ClockDiff::Sparse(pairs) => sparse(pairs, &mut add)?,
+        ClockDiff::Packed {
+            count,
+            min,
+            bits,
+            packed,
+            extra,
+        } => {
+            if *bits > 64 || *count > MAX_NODES as u64 {
+                return None;
             }
+            let width = u64::from(*bits);
+            if packed.len() as u64 != (count * width).div_ceil(8) {
+                return None;
+            }
+            for i in 0..*count {
+                // Entry i's bits, one at a time from the low end of the stream.
+                let mut v: u64 = 0;
+                for b in 0..width {
+                    let at = i * width + b;
+                    if packed[(at / 8) as usize] & (1 << (at % 8)) != 0 {
+                        v += 1 << b;
+                    }
+                }
+                add(i, min.checked_add(v)?)?;
+            }
+            sparse(extra, &mut add)?;
         }
     }
     Some(AppHeader {
