@@ -84,7 +84,7 @@ impl From<Msg> for ClControl {
     fn from(m: Msg) -> ClControl {
         match m {
             Msg::Report(r) => ClControl::Report(r),
-            Msg::Done(id) => ClControl::Done { id },
+            Msg::Done(id, _) => ClControl::Done { id },
             Msg::Abort(id, reason) => ClControl::Abort { id, reason },
         }
     }
@@ -339,7 +339,7 @@ impl SnapshotEngine for Engine {
             ClControl::Report(r) if id.initiator == me => self.on_report(now, from, *r),
             ClControl::Done { id } if from == id.initiator => {
                 self.active.remove(&id);
-                self.col.on_done(id, &mut self.out);
+                self.col.on_done(id, None, &mut self.out);
             }
             ClControl::Abort { id, reason } if id.initiator == me || from == id.initiator => {
                 self.abort(id, reason, Some(from));

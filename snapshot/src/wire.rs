@@ -111,7 +111,8 @@ pub struct LocalReport {
 pub type ExpectedCount = (NodeId, u64, u64);
 
 /// Mattern control messages. Those about a snapshot all travel between its initiator
-/// and one participant, so a snapshot of `N` nodes costs `5 (N - 1)` control messages;
+/// and one participant, so a snapshot of `N` nodes costs `3 (N - 1)` control messages
+/// when no pre-cut message was in flight at any cut, else `5 (N - 1)`;
 /// [`Control::Lost`] goes between any two nodes, once per restart.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Control {
@@ -133,6 +134,12 @@ pub enum Control {
         /// `(destination, messages sent to it before the cut)` in this life: the highest
         /// pre-cut sequence number on that channel.
         sent: Vec<(NodeId, u64)>,
+        /// The participant's report as it stands at its cut (no channel state yet). If
+        /// the rows show every incoming channel of the participant closed at its cut
+        /// (each pre-cut message delivered before it), this is its final report and it
+        /// gets no [`Control::Expect`]; when that holds for every node the snapshot
+        /// completes in two one-way delays instead of four.
+        early: Option<Box<LocalReport>>,
     },
     /// Initiator to participant once every row is in: how many pre-cut messages each
     /// sender sent to it (its column). The participant's channel from a sender is closed
@@ -150,6 +157,10 @@ pub enum Control {
     Done {
         /// The snapshot.
         id: SnapshotId,
+        /// The engine life of the receiver's part in it: a process that restarted
+        /// during the snapshot and joined it again commits nothing (the part used is
+        /// its predecessor's report at the cut).
+        life: u64,
     },
     /// Either direction: the snapshot is abandoned. A participant tells its initiator,
     /// the initiator tells everyone.
@@ -179,7 +190,7 @@ impl Control {
             Control::Begin { id, .. }
             | Control::Cut { id, .. }
             | Control::Expect { id, .. }
-            | Control::Done { id }
+            | Control::Done { id, .. }
             | Control::Abort { id, .. } => Some(*id),
             Control::Report(r) => Some(r.id),
             Control::Lost { .. } => None,
@@ -314,6 +325,7 @@ mod tests {
             id,
             life: 1,
             sent: vec![(NodeId(0), 3)],
+            early: None,
         });
         assert_eq!(Envelope::from_bytes(&c.to_bytes()).unwrap(), c);
         let lost: Envelope = Envelope::Control(Control::Lost { life: 1, upto: 9 });

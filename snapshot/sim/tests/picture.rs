@@ -521,7 +521,9 @@ fn one_labelled_line_per_node_in_id_order() {
 
 #[test]
 fn one_arrow_per_message_in_the_window_from_send_to_delivery() {
-    for (nodes, seed) in [(4, 3), (4, 11), (16, 3)] {
+    // Seeds whose first snapshot's window holds more than ten messages (4 nodes, seed 3
+    // held 10 once snapshots closed in two one-way delays).
+    for (nodes, seed) in [(4, 2), (4, 11), (16, 3)] {
         let report = ring(nodes, seed);
         let snap = &report.completed[0];
         let pic = Picture::new(&report.svg(snap.id).unwrap());

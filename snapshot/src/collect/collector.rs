@@ -19,6 +19,8 @@ pub(crate) struct Collector {
     pub(crate) rows: BTreeMap<NodeId, (u64, Vec<(NodeId, u64)>)>,
     /// True once the columns went out (all rows were in).
     pub(crate) expected_sent: bool,
+    /// Each node's report as it stood at its cut, sent with its row.
+    pub(crate) early: BTreeMap<NodeId, LocalReport>,
     pub(crate) reports: BTreeMap<NodeId, LocalReport>,
     pub(crate) control_messages: u64,
     /// Whether rows are collected before reports (Mattern) or not (Chandy-Lamport).
@@ -32,6 +34,7 @@ impl Collector {
             deadline,
             rows: BTreeMap::new(),
             expected_sent: false,
+            early: BTreeMap::new(),
             reports: BTreeMap::new(),
             control_messages: 0,
             uses_rows,
@@ -53,6 +56,47 @@ impl Collector {
                 (from, life, n)
             })
             .collect()
+    }
+
+    /// True if `to`'s early report is in and each of its incoming channels was closed
+    /// at its cut: for every sender `i`, the pre-cut messages in `i`'s row (of `i`'s
+    /// life at its cut) were all delivered at `to` before `to`'s cut. No pre-cut message
+    /// can then arrive after the cut, the channel states are empty, and the report at
+    /// the cut is the final one. (Before its cut a node delivers only pre-cut messages,
+    /// since a post-cut one makes it join first; so `delivered == sent` means numbers
+    /// `1..=sent` all arrived.) A message a restarted sender's next life sends later is
+    /// post-cut in truth (its cut was taken by the previous life) and rightly not
+    /// recorded.
+    fn closed_at_cut(&self, to: NodeId) -> bool {
+        let Some(counts) = self.early.get(&to).and_then(|r| r.counts.as_ref()) else {
+            return false;
+        };
+        self.rows
+            .iter()
+            .filter(|(from, _)| **from != to)
+            .all(|(&from, (life, row))| {
+                row.iter().filter(|(d, _)| *d == to).all(|&(_, sent)| {
+                    sent == 0
+                        || counts
+                            .delivered
+                            .iter()
+                            .any(|&(f, l, d)| f == from && l == *life && d == sent)
+                })
+            })
+    }
+
+    /// Files the early report of every node closed at its cut as its final report and
+    /// returns the nodes that are not (they need their column).
+    pub(crate) fn settle_closed(&mut self, nodes: &[NodeId]) -> Vec<NodeId> {
+        let (closed, open): (Vec<NodeId>, Vec<NodeId>) =
+            nodes.iter().partition(|&&n| self.closed_at_cut(n));
+        for n in closed {
+            if let Some(r) = self.early.remove(&n) {
+                self.reports.entry(n).or_insert(r);
+            }
+        }
+        self.early.clear();
+        open
     }
 
     /// Nodes whose part is missing: those that never joined, or, if all joined, those
@@ -249,6 +293,41 @@ mod tests {
             counts: Some(counts),
         };
         (NodeId(node), report)
+    }
+
+    /// A receiver is closed at its cut only by deliveries of the life that took the
+    /// sender's row, all of them; then its early report is filed as final.
+    #[test]
+    fn closed_at_the_cut_means_every_pre_cut_number_of_the_rows_life_delivered() {
+        let early = |delivered: Vec<(NodeId, u64, u64)>| {
+            report(
+                0,
+                CutCounts {
+                    sent: vec![],
+                    delivered,
+                    lost: vec![],
+                },
+            )
+            .1
+        };
+        for (delivered, closed) in [
+            (vec![(NodeId(1), 7, 2)], true),
+            (vec![(NodeId(1), 7, 1)], false),
+            (vec![(NodeId(1), 6, 2)], false),
+            (vec![], false),
+        ] {
+            let mut col = Collector::new(Time(0), Time(1_000_000), true);
+            col.rows.insert(NodeId(0), (7, vec![]));
+            col.rows.insert(NodeId(1), (7, vec![(NodeId(0), 2)]));
+            col.early.insert(NodeId(0), early(delivered.clone()));
+            assert_eq!(col.closed_at_cut(NodeId(0)), closed, "{delivered:?}");
+            // n1 received nothing pre-cut, but its early report is missing: open.
+            assert!(!col.closed_at_cut(NodeId(1)));
+            let open = col.settle_closed(&[NodeId(0), NodeId(1)]);
+            assert_eq!(open.contains(&NodeId(0)), !closed);
+            assert_eq!(col.reports.contains_key(&NodeId(0)), closed);
+            assert!(col.early.is_empty());
+        }
     }
 
     /// n1 sent n0 nothing before its cut, then sent after it and declared those lost; n0

@@ -29,8 +29,8 @@ use recent::Recent;
 pub(crate) enum Msg {
     /// Participant to initiator: state, cut and channel states.
     Report(Box<LocalReport>),
-    /// Initiator to all: completed, forget it.
-    Done(SnapshotId),
+    /// Initiator to all: completed, forget it; the life of the receiver's part.
+    Done(SnapshotId, u64),
     /// Abandon the snapshot (participant to initiator, initiator to all).
     Abort(SnapshotId, AbortReason),
 }
@@ -192,15 +192,51 @@ impl Collection {
         if col.reports.len() < self.nodes.len() {
             return false;
         }
-        let mut col = self.collecting.remove(&id).expect("checked above");
+        self.conclude(now, id, out);
+        true
+    }
+
+    /// Initiator: completes `id` if every report is in (after
+    /// [`Collector::settle_closed`] filed the early ones). Returns true if the snapshot
+    /// ended here.
+    pub(crate) fn conclude_if_complete<C: From<Msg>>(
+        &mut self,
+        now: Time,
+        id: SnapshotId,
+        out: &mut Outputs<C>,
+    ) -> bool {
+        let Some(col) = self.collecting.get(&id) else {
+            return false;
+        };
+        if col.reports.len() < self.nodes.len() {
+            return false;
+        }
+        self.conclude(now, id, out);
+        true
+    }
+
+    /// Participant: keeps `report` (sent early, with its row) until the outcome is known,
+    /// unless a later report replaces it.
+    pub(crate) fn keep(&mut self, report: LocalReport) {
+        self.kept.insert(report.id, report);
+    }
+
+    /// Initiator: every report of `id` is in; assemble, check and announce.
+    fn conclude<C: From<Msg>>(&mut self, now: Time, id: SnapshotId, out: &mut Outputs<C>) {
+        let Some(mut col) = self.collecting.remove(&id) else {
+            return;
+        };
         self.finished.insert(id);
         let others = self.others();
         col.control_messages += others.len() as u64;
         let mine = col.reports.get(&self.me).cloned();
+        let snap_lives: BTreeMap<NodeId, u64> =
+            col.reports.iter().map(|(n, r)| (*n, r.life)).collect();
         match col.finish(id, &self.nodes, now) {
             Ok(snap) => {
                 for to in others {
-                    out.transmits.push_back((to, Msg::Done(id).into()));
+                    let life = snap_lives.get(&to).copied().unwrap_or(0);
+                    out.transmits.push_back((to, Msg::Done(id, life).into()));
                 }
                 tracing::debug!(%id, control = snap.control_messages, "snapshot completed");
                 out.events
@@ -212,14 +248,18 @@ impl Collection {
             }
             Err(reason) => self.announce_abort(id, reason, None, out),
         }
-        true
     }
 
     /// Participant: the initiator announced `id` complete; this node's part of it is
-    /// committed.
-    pub(crate) fn on_done<C>(&mut self, id: SnapshotId, out: &mut Outputs<C>) {
+    /// committed, if it is the part the initiator used (`life`, where engines have
+    /// lives).
+    pub(crate) fn on_done<C>(&mut self, id: SnapshotId, life: Option<u64>, out: &mut Outputs<C>) {
         self.finished.insert(id);
-        if let Some(part) = self.kept.remove(&id) {
+        if let Some(part) = self
+            .kept
+            .remove(&id)
+            .filter(|p| life.is_none_or(|l| l == p.life))
+        {
             out.events
                 .push_back(SnapshotEvent::Committed(Box::new(part)));
         }

@@ -10,10 +10,20 @@
 //! sequence number, so the pre-cut messages on `i -> j` are exactly numbers
 //! `1..=c`, where `c` is what `i` had sent to `j` at its cut; `j` knows it has them all
 //! when every number up to `c` is resolved. The counts travel through the initiator: each
-//! node sends its row ([`Control::Cut`]), the initiator sends each node its column
-//! ([`Control::Expect`]), each node reports ([`Control::Report`]) and the initiator
-//! assembles and announces [`Control::Done`]. That is `5 (N - 1)` control messages per
-//! snapshot; exactly-once delivery makes the numbering sound, no FIFO is assumed anywhere.
+//! node sends its row ([`Control::Cut`]) with its report as it stands at the cut. Once
+//! every row is in, a node whose incoming channels were all closed at its cut (each
+//! pre-cut message delivered before it: `delivered == c` for every sender) is done,
+//! since no channel state can follow; only the others get their column
+//! ([`Control::Expect`]) and report again ([`Control::Report`]) once their channels
+//! close. The initiator then assembles and announces [`Control::Done`]. That is between
+//! `3 (N - 1)` control messages (nothing in flight at any cut: two one-way delays) and
+//! `5 (N - 1)`; exactly-once delivery makes the numbering sound, no FIFO is assumed
+//! anywhere.
+//!
+//! A participant that sent its row waits for the initiator's verdict (its column, Done
+//! or Abort) and does not abort on its own after that, as after a final report: its
+//! report may already complete the snapshot. `Done` names the life of the part used, so
+//! a process that restarted and joined again commits nothing.
 //!
 //! # Restarts
 //!
@@ -48,7 +58,7 @@ use crate::collect::{Collection, Msg, Outputs};
 pub use crate::engine::EngineConfig;
 use crate::engine::SnapshotEngine;
 use crate::global::{AbortReason, AbortWhy, Delivery, InitiateError, SnapshotEvent};
-use crate::wire::{AppHeader, Control, CutCounts, ExpectedCount, SnapshotId};
+use crate::wire::{AppHeader, Control, CutCounts, ExpectedCount, LocalReport, SnapshotId};
 use inbound::Inbound;
 use participant::Participant;
 
@@ -202,23 +212,30 @@ impl Engine {
             at: now,
             clock: p.cut.clone(),
         });
-        self.active.insert(id, p);
         let life = self.cfg.life;
+        let early = p.early_report(life, &self.inbound);
+        self.active.insert(id, p);
         if id.initiator == self.me() {
-            self.on_row(now, id, self.me(), life, row);
+            self.on_row(now, id, self.me(), life, row, Some(early));
         } else {
+            // Kept for the commit, should the initiator complete from the early reports.
+            self.col.keep(early.clone());
             self.send(
                 id.initiator,
                 Control::Cut {
                     id,
                     life,
                     sent: row,
+                    early: Some(Box::new(early)),
                 },
             );
         }
     }
 
-    /// Initiator: a row of the count matrix arrived.
+    /// Initiator: a row of the count matrix arrived, with the sender's report at its
+    /// cut. Once every row is in, a node whose incoming channels were all closed at its
+    /// cut is done (its report at the cut is final); each other node gets its column.
+    /// If no node is left, the snapshot completes at once.
     fn on_row(
         &mut self,
         now: Time,
@@ -226,19 +243,35 @@ impl Engine {
         from: NodeId,
         life: u64,
         row: Vec<(NodeId, u64)>,
+        early: Option<LocalReport>,
     ) {
         let nodes = self.col.nodes().to_vec();
         let Some(col) = self.col.collector_mut(&id) else {
             return;
         };
-        col.rows.entry(from).or_insert((life, row));
+        if col.rows.contains_key(&from) {
+            return;
+        }
+        col.rows.insert(from, (life, row));
+        if let Some(early) = early.filter(|r| r.id == id && r.life == life) {
+            col.early.insert(from, early);
+        }
         if col.expected_sent || col.rows.len() < nodes.len() {
             return;
         }
+        // A node whose channels were all closed at its cut has its final report in
+        // already; only the others get their column and report again.
         col.expected_sent = true;
-        let columns: Vec<(NodeId, Vec<ExpectedCount>)> = nodes
-            .iter()
-            .map(|&to| (to, col.column(&nodes, to)))
+        let open = col.settle_closed(&nodes);
+        if open.is_empty() {
+            if self.col.conclude_if_complete(now, id, &mut self.out) {
+                self.active.remove(&id);
+            }
+            return;
+        }
+        let columns: Vec<(NodeId, Vec<ExpectedCount>)> = open
+            .into_iter()
+            .map(|to| (to, col.column(&nodes, to)))
             .collect();
         for (to, counts) in columns {
             if to == self.me() {
@@ -294,9 +327,15 @@ impl Engine {
         self.col.others()
     }
 
-    /// Abandons `id` here (see [`Collection::abort`]).
+    /// Abandons `id` here (see [`Collection::abort`]). A participant still waiting for
+    /// its column counts as reported: its report at the cut is with the initiator,
+    /// which may complete the snapshot from it, so the outcome is the initiator's call.
     fn abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
-        let part = self.active.remove(&id).map(|p| p.reported);
+        let me = self.cfg.me;
+        let part = self
+            .active
+            .remove(&id)
+            .map(|p| p.reported || (p.expected.is_none() && id.initiator != me));
         self.col.abort(id, reason, told_by, part, &mut self.out);
     }
 
@@ -476,18 +515,21 @@ impl SnapshotEngine for Engine {
                 joined.push(id);
                 self.join_all(now, &joined, state);
             }
-            Control::Cut { id, life, sent } if i_initiated => {
-                self.on_row(now, id, from, life, sent)
-            }
+            Control::Cut {
+                id,
+                life,
+                sent,
+                early,
+            } if i_initiated => self.on_row(now, id, from, life, sent, early.map(|r| *r)),
             Control::Expect { id, counts } if from_initiator => self.on_expect(now, id, counts),
             Control::Report(report) if i_initiated => {
                 if self.col.on_report(now, from, *report, &mut self.out) {
                     self.active.remove(&id);
                 }
             }
-            Control::Done { id } if from_initiator && !i_initiated => {
+            Control::Done { id, life } if from_initiator && !i_initiated => {
                 self.active.remove(&id);
-                self.col.on_done(id, &mut self.out);
+                self.col.on_done(id, Some(life), &mut self.out);
             }
             Control::Abort { id, reason } if i_initiated || from_initiator => {
                 self.abort(id, reason, Some(from));
@@ -510,6 +552,12 @@ impl SnapshotEngine for Engine {
         let mut doomed = self.col.waiting_for(peer);
         for (&id, p) in &self.active {
             if id.initiator == self.me() || p.reported {
+                continue;
+            }
+            // Until the initiator sends our column, our report at the cut is with it and
+            // may complete the snapshot: the verdict is the initiator's (the deadline
+            // ends the wait if it never comes), as after a final report.
+            if id.initiator == peer && p.expected.is_none() {
                 continue;
             }
             if id.initiator == peer || p.open_channels(&self.inbound).contains(&peer) {
@@ -594,7 +642,7 @@ impl From<Msg> for Control {
     fn from(m: Msg) -> Control {
         match m {
             Msg::Report(r) => Control::Report(r),
-            Msg::Done(id) => Control::Done { id },
+            Msg::Done(id, life) => Control::Done { id, life },
             Msg::Abort(id, reason) => Control::Abort { id, reason },
         }
     }

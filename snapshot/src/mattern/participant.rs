@@ -65,6 +65,23 @@ impl Participant {
             });
     }
 
+    /// The report as it stands at the cut, with the state copied (it stays here for
+    /// the final report, should the initiator ask for one).
+    pub(crate) fn early_report(
+        &self,
+        life: u64,
+        inbound: &BTreeMap<NodeId, Inbound>,
+    ) -> LocalReport {
+        debug_assert!(self.channels.is_empty(), "taken at the cut");
+        self.report(
+            self.state.clone(),
+            Vec::new(),
+            self.counts.clone(),
+            life,
+            inbound,
+        )
+    }
+
     /// Moves state and channels out into a report of engine life `life`, with the
     /// sender lives `inbound` has seen; only the id and flags stay behind.
     pub(crate) fn take_report(
@@ -74,7 +91,20 @@ impl Participant {
     ) -> LocalReport {
         self.reported = true;
         self.channel_bytes = 0;
-        let mut counts = std::mem::take(&mut self.counts);
+        let state = std::mem::take(&mut self.state);
+        let channels = std::mem::take(&mut self.channels).into_iter().collect();
+        let counts = std::mem::take(&mut self.counts);
+        self.report(state, channels, counts, life, inbound)
+    }
+
+    fn report(
+        &self,
+        state: Vec<u8>,
+        channels: Vec<(NodeId, Vec<RecordedMessage>)>,
+        mut counts: CutCounts,
+        life: u64,
+        inbound: &BTreeMap<NodeId, Inbound>,
+    ) -> LocalReport {
         counts.lost = inbound
             .iter()
             .filter(|(_, ib)| ib.lost_upto() > 0)
@@ -82,10 +112,10 @@ impl Participant {
             .collect();
         LocalReport {
             id: self.id,
-            state: std::mem::take(&mut self.state),
+            state,
             cut: self.cut.clone(),
             cut_at: self.cut_at,
-            channels: std::mem::take(&mut self.channels).into_iter().collect(),
+            channels,
             life,
             seen: inbound.iter().map(|(n, ib)| (*n, ib.life())).collect(),
             counts: Some(counts),

@@ -285,13 +285,17 @@ fn envelopes(out: &mut Out) {
             id: id(0, 9),
             life: 1,
             sent: vec![(NodeId(0), 3), (NodeId(2), 1)],
+            early: Some(Box::new(report())),
         }),
         Envelope::Control(Control::Expect {
             id: id(0, 9),
             counts: vec![(NodeId(1), 1, 3), (NodeId(2), 1, 0)],
         }),
         Envelope::Control(Control::Report(Box::new(report()))),
-        Envelope::Control(Control::Done { id: id(0, 9) }),
+        Envelope::Control(Control::Done {
+            id: id(0, 9),
+            life: 1,
+        }),
         Envelope::Control(Control::Abort {
             id: id(0, 9),
             reason: abort.clone(),
