@@ -99,7 +99,7 @@ impl Encoder {
     pub fn encode(&self, to: NodeId, id: u64, header: &AppHeader, payload: Vec<u8>) -> LeanApp {
         let out = self.peers.get(&to);
         let keep = out.is_none_or(|o| o.pending.len() < MAX_PENDING);
-        let whole = LeanHead::Whole {
+        let whole = || LeanHead::Whole {
             life: header.life,
             seq: header.seq,
             ts: header.ts.clone(),
@@ -116,10 +116,10 @@ impl Encoder {
                             ts,
                         }
                     }
-                    _ => whole,
+                    _ => whole(),
                 }
             }
-            _ => whole,
+            _ => whole(),
         };
         LeanApp {
             keep,
@@ -306,42 +306,63 @@ fn diff(base: &VClock, now: &VClock) -> Option<ClockDiff> {
     while each.last() == Some(&0) {
         each.pop();
     }
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for &d in &each {
-        match runs.last_mut() {
-            Some((count, step)) if *step == d => *count += 1,
-            _ => runs.push((1, d)),
-        }
-    }
-    let mut sparse: Vec<(u64, u64)> = Vec::new();
-    let mut last = 0;
-    for (i, &d) in each.iter().enumerate().filter(|(_, d)| **d > 0) {
-        sparse.push(((i - last) as u64, d));
-        last = i;
-    }
-    let packed = pack(&each);
-    let forms = [
-        ClockDiff::Runs(runs),
-        ClockDiff::Sparse(sparse),
-        packed,
-        ClockDiff::Each(each),
+    // Every message is diffed, so the forms are sized first and only the shortest is
+    // built (the first of equals, in this order).
+    let (min, bits) = pack_width(&each);
+    let sizes = [
+        pairs_len(runs(&each)),
+        pairs_len(sparse(&each)),
+        packed_len(&each, min, bits),
+        1 + varint_len(each.len() as u64) + each.iter().map(|&d| varint_len(d)).sum::<usize>(),
     ];
-    forms.into_iter().min_by_key(diff_len)
+    let best = (0..sizes.len()).min_by_key(|&i| sizes[i]).unwrap_or(3);
+    Some(match best {
+        0 => ClockDiff::Runs(runs(&each).collect()),
+        1 => ClockDiff::Sparse(sparse(&each).collect()),
+        2 => pack_with(&each, min, bits),
+        _ => ClockDiff::Each(each),
+    })
 }
 
-/// The frame-of-reference form of `each`: the smallest increment, every increment above
-/// it in a common number of bits, and the entries that need more bits as exceptions. The
-/// width is the one that makes the whole shortest (exceptions costed at one byte of gap
-/// plus their varint, which is exact for gaps under 128).
-fn pack(each: &[u64]) -> ClockDiff {
+/// `(count, step)` runs of equal steps.
+fn runs(each: &[u64]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    each.chunk_by(|a, b| a == b)
+        .map(|run| (run.len() as u64, run[0]))
+}
+
+/// `(gap, step)` for each step above 0 (see [`ClockDiff::Sparse`]).
+fn sparse(each: &[u64]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let mut last = 0;
+    each.iter()
+        .enumerate()
+        .filter(|(_, d)| **d > 0)
+        .map(move |(i, &d)| {
+            let gap = (i - last) as u64;
+            last = i;
+            (gap, d)
+        })
+}
+
+/// Encoded bytes of a list of varint pairs (length, then the pairs).
+fn pairs_len(pairs: impl Iterator<Item = (u64, u64)>) -> usize {
+    let (n, bytes) = pairs.fold((0u64, 0usize), |(n, b), (x, y)| {
+        (n + 1, b + varint_len(x) + varint_len(y))
+    });
+    1 + varint_len(n) + bytes
+}
+
+/// The frame of reference for `each`: the smallest step, and the bit width for the
+/// steps above it that makes the packed form shortest, the steps that need more bits
+/// going as exceptions (costed at one byte of gap plus their varint, which is exact for
+/// gaps under 128). Linear: the widths are tried from a histogram of bit lengths.
+fn pack_width(each: &[u64]) -> (u64, usize) {
     let min = each.iter().copied().min().unwrap_or(0);
-    let width = |v: u64| 64 - v.leading_zeros() as usize;
     // Per width w: how many entries need exactly w bits, and their varints' bytes.
     let mut needing = [(0usize, 0usize); 65];
     for &d in each {
         let v = d - min;
-        needing[width(v)].0 += 1;
-        needing[width(v)].1 += 1 + varint_len(v);
+        needing[bit_width(v)].0 += 1;
+        needing[bit_width(v)].1 += 1 + varint_len(v);
     }
     let mut best = (usize::MAX, 64);
     let mut above = (0usize, 0usize);
@@ -353,15 +374,44 @@ fn pack(each: &[u64]) -> ClockDiff {
         above.0 += needing[bits].0;
         above.1 += needing[bits].1;
     }
-    let bits = best.1;
-    let mut packed = vec![0u8; (each.len() * bits).div_ceil(8)];
-    let mut extra = Vec::new();
+    (min, best.1)
+}
+
+fn bit_width(v: u64) -> usize {
+    64 - v.leading_zeros() as usize
+}
+
+/// Encoded bytes of [`pack_with`]`(each, min, bits)`, without building it.
+fn packed_len(each: &[u64], min: u64, bits: usize) -> usize {
+    let bytes = (each.len() * bits).div_ceil(8);
+    let extra = pairs_len(exceptions(each, min, bits)) - 1;
+    1 + varint_len(each.len() as u64)
+        + varint_len(min)
+        + 1
+        + varint_len(bytes as u64)
+        + bytes
+        + extra
+}
+
+/// `(gap, step - min)` of the steps that need more than `bits` bits over `min`.
+fn exceptions(each: &[u64], min: u64, bits: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
     let mut last = 0;
+    each.iter()
+        .enumerate()
+        .filter(move |(_, d)| bit_width(**d - min) > bits)
+        .map(move |(i, &d)| {
+            let gap = (i - last) as u64;
+            last = i;
+            (gap, d - min)
+        })
+}
+
+/// The frame-of-reference form of `each` (see [`pack_width`]).
+fn pack_with(each: &[u64], min: u64, bits: usize) -> ClockDiff {
+    let mut packed = vec![0u8; (each.len() * bits).div_ceil(8)];
     for (i, &d) in each.iter().enumerate() {
         let v = d - min;
-        if width(v) > bits {
-            extra.push(((i - last) as u64, v));
-            last = i;
+        if bit_width(v) > bits {
             continue;
         }
         for b in (0..bits).filter(|b| v >> b & 1 == 1) {
@@ -374,8 +424,15 @@ fn pack(each: &[u64]) -> ClockDiff {
         min,
         bits: bits as u8,
         packed,
-        extra,
+        extra: exceptions(each, min, bits).collect(),
     }
+}
+
+/// [`pack_with`] at the width [`pack_width`] picks.
+#[cfg(test)]
+fn pack(each: &[u64]) -> ClockDiff {
+    let (min, bits) = pack_width(each);
+    pack_with(each, min, bits)
 }
 
 /// The increments of a [`ClockDiff::Packed`] before its `extra`; `None` if its fields
@@ -742,14 +799,28 @@ mod tests {
                 .map(|i| base.get(i).copied().unwrap_or(0) + steps.get(i).copied().unwrap_or(0))
                 .collect();
             let (base, now) = (VClock::from_entries(base), VClock::from_entries(now));
-            let each: Vec<u64> = (0..now.len())
+            let mut each: Vec<u64> = (0..now.len())
                 .map(|i| now.entries()[i] - base.entries().get(i).copied().unwrap_or(0))
                 .collect();
+            while each.last() == Some(&0) {
+                each.pop();
+            }
             let p = pack(&each);
             proptest::prop_assert_eq!(diff_len(&p), postcard::to_allocvec(&p).unwrap().len());
             proptest::prop_assert_eq!(apply(&base, &p), Some(now.clone()));
             let d = diff(&base, &now).expect("grew");
-            proptest::prop_assert!(diff_len(&d) <= diff_len(&p));
+            // Sized without building: the sizes agree with the built forms, and the
+            // shortest form is what diff picks.
+            let (min, bits) = pack_width(&each);
+            proptest::prop_assert_eq!(packed_len(&each, min, bits), diff_len(&p));
+            let forms = [
+                ClockDiff::Runs(runs(&each).collect()),
+                ClockDiff::Sparse(sparse(&each).collect()),
+                p.clone(),
+                ClockDiff::Each(each.clone()),
+            ];
+            let shortest = forms.iter().map(diff_len).min().unwrap();
+            proptest::prop_assert_eq!(diff_len(&d), shortest);
             proptest::prop_assert_eq!(apply(&base, &d), Some(now));
         }
     }
