@@ -124,22 +124,17 @@ pub enum Control {
         /// the receiver, exactly as for an application message's header.
         joined: Vec<SnapshotId>,
     },
-    /// Participant to initiator on joining: its application send counts per destination
-    /// at its cut (one row of the count matrix).
+    /// Participant to initiator on joining: its report as it stands at its cut (no
+    /// channel state yet). Its counts' `sent` is the participant's row of the count
+    /// matrix: `(destination, messages sent to it before the cut)` in the report's life,
+    /// the highest pre-cut sequence number on that channel. If the rows show every
+    /// incoming channel of the participant closed at its cut (each pre-cut message
+    /// delivered before it), this is its final report and it gets no
+    /// [`Control::Expect`]; when that holds for every node the snapshot completes in two
+    /// one-way delays instead of four. A `Cut` without counts is ignored.
     Cut {
-        /// The snapshot.
-        id: SnapshotId,
-        /// The participant engine's life the counts belong to.
-        life: u64,
-        /// `(destination, messages sent to it before the cut)` in this life: the highest
-        /// pre-cut sequence number on that channel.
-        sent: Vec<(NodeId, u64)>,
-        /// The participant's report as it stands at its cut (no channel state yet). If
-        /// the rows show every incoming channel of the participant closed at its cut
-        /// (each pre-cut message delivered before it), this is its final report and it
-        /// gets no [`Control::Expect`]; when that holds for every node the snapshot
-        /// completes in two one-way delays instead of four.
-        early: Option<Box<LocalReport>>,
+        /// The report at the cut.
+        report: Box<LocalReport>,
     },
     /// Initiator to participant once every row is in: how many pre-cut messages each
     /// sender sent to it (its column). The participant's channel from a sender is closed
@@ -188,11 +183,10 @@ impl Control {
     pub fn id(&self) -> Option<SnapshotId> {
         match self {
             Control::Begin { id, .. }
-            | Control::Cut { id, .. }
             | Control::Expect { id, .. }
             | Control::Done { id, .. }
             | Control::Abort { id, .. } => Some(*id),
-            Control::Report(r) => Some(r.id),
+            Control::Report(r) | Control::Cut { report: r } => Some(r.id),
             Control::Lost { .. } => None,
         }
     }
@@ -322,10 +316,19 @@ mod tests {
         };
         assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap(), e);
         let c: Envelope = Envelope::Control(Control::Cut {
-            id,
-            life: 1,
-            sent: vec![(NodeId(0), 3)],
-            early: None,
+            report: Box::new(LocalReport {
+                id,
+                state: vec![7],
+                cut: VClock::from_entries(vec![1, 0, 6]),
+                cut_at: Time(5),
+                channels: vec![],
+                life: 1,
+                seen: vec![(NodeId(0), 1)],
+                counts: Some(CutCounts {
+                    sent: vec![(NodeId(0), 3)],
+                    ..CutCounts::default()
+                }),
+            }),
         });
         assert_eq!(Envelope::from_bytes(&c.to_bytes()).unwrap(), c);
         let lost: Envelope = Envelope::Control(Control::Lost { life: 1, upto: 9 });

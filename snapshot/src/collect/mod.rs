@@ -189,16 +189,11 @@ impl Collection {
             return false;
         }
         col.reports.entry(from).or_insert(report);
-        if col.reports.len() < self.nodes.len() {
-            return false;
-        }
-        self.conclude(now, id, out);
-        true
+        self.conclude_if_complete(now, id, out)
     }
 
-    /// Initiator: completes `id` if every report is in (after
-    /// [`Collector::settle_closed`] filed the early ones). Returns true if the snapshot
-    /// ended here.
+    /// Initiator: completes `id` if every report is in (final ones, or the early ones
+    /// [`Collector::settle_closed`] filed). Returns true if the snapshot ended here.
     pub(crate) fn conclude_if_complete<C: From<Msg>>(
         &mut self,
         now: Time,

@@ -10,9 +10,10 @@
 //! sequence number, so the pre-cut messages on `i -> j` are exactly numbers
 //! `1..=c`, where `c` is what `i` had sent to `j` at its cut; `j` knows it has them all
 //! when every number up to `c` is resolved. The counts travel through the initiator: each
-//! node sends its row ([`Control::Cut`]) with its report as it stands at the cut. Once
-//! every row is in, a node whose incoming channels were all closed at its cut (each
-//! pre-cut message delivered before it: `delivered == c` for every sender) is done,
+//! node sends its report as it stands at the cut ([`Control::Cut`]), whose send counts
+//! are its row. Once every row is in, a node whose incoming channels were all closed at
+//! its cut (each pre-cut message delivered before it: `delivered == c` for every
+//! sender) is done,
 //! since no channel state can follow; only the others get their column
 //! ([`Control::Expect`]) and report again ([`Control::Report`]) once their channels
 //! close. The initiator then assembles and announces [`Control::Done`]. That is between
@@ -212,21 +213,17 @@ impl Engine {
             at: now,
             clock: p.cut.clone(),
         });
-        let life = self.cfg.life;
-        let early = p.early_report(life, &self.inbound);
+        let early = p.early_report(self.cfg.life, &self.inbound);
         self.active.insert(id, p);
         if id.initiator == self.me() {
-            self.on_row(now, id, self.me(), life, row, Some(early));
+            self.on_row(now, self.me(), early);
         } else {
             // Kept for the commit, should the initiator complete from the early reports.
             self.col.keep(early.clone());
             self.send(
                 id.initiator,
                 Control::Cut {
-                    id,
-                    life,
-                    sent: row,
-                    early: Some(Box::new(early)),
+                    report: Box::new(early),
                 },
             );
         }
@@ -236,26 +233,20 @@ impl Engine {
     /// cut. Once every row is in, a node whose incoming channels were all closed at its
     /// cut is done (its report at the cut is final); each other node gets its column.
     /// If no node is left, the snapshot completes at once.
-    fn on_row(
-        &mut self,
-        now: Time,
-        id: SnapshotId,
-        from: NodeId,
-        life: u64,
-        row: Vec<(NodeId, u64)>,
-        early: Option<LocalReport>,
-    ) {
+    fn on_row(&mut self, now: Time, from: NodeId, early: LocalReport) {
+        let id = early.id;
         let nodes = self.col.nodes().to_vec();
         let Some(col) = self.col.collector_mut(&id) else {
+            return;
+        };
+        let Some(row) = early.counts.as_ref().map(|c| c.sent.clone()) else {
             return;
         };
         if col.rows.contains_key(&from) {
             return;
         }
-        col.rows.insert(from, (life, row));
-        if let Some(early) = early.filter(|r| r.id == id && r.life == life) {
-            col.early.insert(from, early);
-        }
+        col.rows.insert(from, (early.life, row));
+        col.early.insert(from, early);
         if col.expected_sent || col.rows.len() < nodes.len() {
             return;
         }
@@ -327,15 +318,14 @@ impl Engine {
         self.col.others()
     }
 
-    /// Abandons `id` here (see [`Collection::abort`]). A participant still waiting for
-    /// its column counts as reported: its report at the cut is with the initiator,
-    /// which may complete the snapshot from it, so the outcome is the initiator's call.
+    /// Abandons `id` here (see [`Collection::abort`]). A participant that awaits the
+    /// initiator's verdict ([`Participant::awaits_verdict`]) counts as reported.
     fn abort(&mut self, id: SnapshotId, reason: AbortReason, told_by: Option<NodeId>) {
         let me = self.cfg.me;
         let part = self
             .active
             .remove(&id)
-            .map(|p| p.reported || (p.expected.is_none() && id.initiator != me));
+            .map(|p| p.reported || (id.initiator != me && p.awaits_verdict()));
         self.col.abort(id, reason, told_by, part, &mut self.out);
     }
 
@@ -515,12 +505,7 @@ impl SnapshotEngine for Engine {
                 joined.push(id);
                 self.join_all(now, &joined, state);
             }
-            Control::Cut {
-                id,
-                life,
-                sent,
-                early,
-            } if i_initiated => self.on_row(now, id, from, life, sent, early.map(|r| *r)),
+            Control::Cut { report } if i_initiated => self.on_row(now, from, *report),
             Control::Expect { id, counts } if from_initiator => self.on_expect(now, id, counts),
             Control::Report(report) if i_initiated => {
                 if self.col.on_report(now, from, *report, &mut self.out) {
@@ -551,13 +536,9 @@ impl SnapshotEngine for Engine {
     fn handle_peer_unreachable(&mut self, _now: Time, peer: NodeId) {
         let mut doomed = self.col.waiting_for(peer);
         for (&id, p) in &self.active {
-            if id.initiator == self.me() || p.reported {
-                continue;
-            }
-            // Until the initiator sends our column, our report at the cut is with it and
-            // may complete the snapshot: the verdict is the initiator's (the deadline
-            // ends the wait if it never comes), as after a final report.
-            if id.initiator == peer && p.expected.is_none() {
+            // A participant awaiting the initiator's verdict waits for it (the deadline
+            // ends the wait if it never comes); with no column yet, no channel is open.
+            if id.initiator == self.me() || p.awaits_verdict() {
                 continue;
             }
             if id.initiator == peer || p.open_channels(&self.inbound).contains(&peer) {

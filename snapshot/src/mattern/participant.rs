@@ -33,6 +33,13 @@ pub(crate) struct Participant {
 }
 
 impl Participant {
+    /// True while the initiator holds a report of ours it may complete the snapshot
+    /// from (the final one, or the one at the cut until our column comes): the outcome
+    /// is then the initiator's call, not ours.
+    pub(crate) fn awaits_verdict(&self) -> bool {
+        self.reported || self.expected.is_none()
+    }
+
     /// True once every incoming channel is closed.
     pub(crate) fn channels_closed(&self, inbound: &BTreeMap<NodeId, Inbound>) -> bool {
         self.expected.is_some() && self.open_channels(inbound).is_empty()

@@ -282,10 +282,7 @@ fn envelopes(out: &mut Out) {
             joined: vec![id(1, 3)],
         }),
         Envelope::Control(Control::Cut {
-            id: id(0, 9),
-            life: 1,
-            sent: vec![(NodeId(0), 3), (NodeId(2), 1)],
-            early: Some(Box::new(report())),
+            report: Box::new(report()),
         }),
         Envelope::Control(Control::Expect {
             id: id(0, 9),
