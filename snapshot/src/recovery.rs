@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use shutter_transport::Time;
 use shutter_vclock::NodeId;
 
-use crate::wire::SnapshotId;
+use crate::wire::{LocalReport, SnapshotId};
 
 /// The opening checkpoint every node writes before its process first runs: its
 /// initial state with empty channels. Together they are a consistent snapshot (no
@@ -152,13 +152,18 @@ pub enum RecoveryMsg {
     /// Coordinator to all: stop and say which checkpoints you hold; with a change, the
     /// round also removes or adds that member.
     Halt(Epoch, Option<Change>),
-    /// Member to coordinator: halted; these snapshot ids are durable here, and (in a
-    /// removal round) of these it also holds the removed member's part.
-    Halted(Epoch, Vec<SnapshotId>, Vec<SnapshotId>),
+    /// Member to coordinator: halted; these snapshot ids are durable here, and of these,
+    /// per other member (the removed one included), those of which it also holds that
+    /// member's part as a replica.
+    Halted(Epoch, Vec<SnapshotId>, ReplicaIds),
     /// Coordinator to all: restore your part of `id` (in a removal round the heir also
     /// takes over the removed member's part; a joining member starts from its fresh
-    /// state), and apply the change.
-    Restore(Epoch, SnapshotId, Option<Change>),
+    /// state), and apply the change. `(member, supplier)`: a member that does not hold
+    /// its part gets it from the supplier's replica ([`RecoveryMsg::Part`]).
+    Restore(Epoch, SnapshotId, Option<Change>, Supply),
+    /// Supplier to a member that lacks its part of the round's snapshot: the part, from
+    /// the replica the supplier (its initiator) keeps; `None` if it is gone.
+    Part(Epoch, Option<Box<LocalReport>>),
     /// Member to coordinator: restored (or, with `false`, could not: its part is gone).
     Restored(Epoch, bool),
     /// Coordinator to all: run again. `None`: no snapshot is held by every member, so
@@ -171,13 +176,26 @@ pub enum RecoveryMsg {
 pub(crate) enum Action {
     /// Send `msg` to `to`.
     Send(NodeId, RecoveryMsg),
-    /// Restore this node's part of the snapshot (the host reads it from its store), and
-    /// apply the change if any.
-    Restore(Epoch, SnapshotId, Option<Change>),
+    /// Restore this node's part of the snapshot (the host reads it from its store, or
+    /// it came from a supplier), apply the change if any, and send these members their
+    /// parts from this node's replicas.
+    Restore(Restoring),
     /// A member is joining at this address: the host must be able to reach it.
     Joining(NodeId, String),
     /// Run again; `Some` if the cluster rolled back to that snapshot.
     Resumed(Epoch, Option<SnapshotId>),
+}
+
+/// A restore the host is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Restoring {
+    pub epoch: Epoch,
+    pub id: SnapshotId,
+    pub change: Option<Change>,
+    /// Members this node supplies with their part of `id`.
+    pub supply: Vec<NodeId>,
+    /// This node's part, from a supplier (its store does not hold it).
+    pub supplied: Option<LocalReport>,
 }
 
 /// Where this node is.
@@ -194,6 +212,12 @@ enum Phase {
     },
 }
 
+/// Per other member, the snapshot ids of which a node holds that member's part.
+pub type ReplicaIds = Vec<(NodeId, Vec<SnapshotId>)>;
+
+/// `(member, supplier)`: who sends whom its part in a round.
+pub type Supply = Vec<(NodeId, NodeId)>;
+
 /// The coordinator's view of its round.
 #[derive(Debug)]
 struct Round {
@@ -204,10 +228,72 @@ struct Round {
     change: Option<Change>,
     /// Who takes part: every member but the one removed, and the one joining.
     quorum: Vec<NodeId>,
-    /// Per member: the ids it holds, and those of which it holds the removed part.
-    halted: BTreeMap<NodeId, (Vec<SnapshotId>, Vec<SnapshotId>)>,
+    /// Per member: the ids it holds, and per other member those of which it holds a
+    /// replica of that member's part.
+    halted: BTreeMap<NodeId, (Vec<SnapshotId>, ReplicaIds)>,
     target: Option<SnapshotId>,
     restored: BTreeSet<NodeId>,
+}
+
+impl Round {
+    /// The snapshot to go back to, once every member halted: the one asked for, else the
+    /// newest (by the coordinator's own order of commits, then the others', the genesis
+    /// checkpoints last) that every
+    /// member holds or can be supplied with, and in a removal round whose removed part
+    /// a member holds (the lowest such member inherits it). A member without its part
+    /// gets it from a replica: the initiator of a snapshot keeps every part of it, so its
+    /// newest one fits even while its `Done`s are still on their way (they are dropped
+    /// while halted) and the members' older ones are pruned at the initiator.
+    /// Returns `(id, heir, [(member, supplier)])`.
+    fn choose(&self, me: NodeId) -> Option<(SnapshotId, Option<NodeId>, Supply)> {
+        let joiner = match &self.change {
+            Some(Change::Add { node, .. }) => Some(*node),
+            _ => None,
+        };
+        let removing = match &self.change {
+            Some(Change::Remove { node, .. }) => Some(*node),
+            _ => None,
+        };
+        // Who holds a replica of `node`'s part of `id` (the lowest such member).
+        let holder = |node: NodeId, id: &SnapshotId| {
+            self.halted
+                .iter()
+                .find(|(n, (_, r))| {
+                    **n != node && r.iter().any(|(m, ids)| *m == node && ids.contains(id))
+                })
+                .map(|(n, _)| *n)
+        };
+        let fits = |id: &SnapshotId| {
+            let heir = match removing {
+                Some(node) => Some(holder(node, id)?),
+                None => None,
+            };
+            let mut supply = Vec::new();
+            for (n, (have, _)) in &self.halted {
+                if Some(*n) == joiner || have.contains(id) {
+                    continue;
+                }
+                supply.push((*n, holder(*n, id)?));
+            }
+            Some((*id, heir, supply))
+        };
+        if let Some(id) = self.wanted {
+            return fits(&id);
+        }
+        // The genesis checkpoints last: any real snapshot that fits is newer.
+        let mine = self.halted.get(&me).map(|(h, _)| h.iter().rev());
+        let others = self
+            .halted
+            .iter()
+            .filter(|(n, _)| **n != me)
+            .flat_map(|(_, (h, _))| h.iter().rev());
+        mine.into_iter()
+            .flatten()
+            .chain(others)
+            .filter(|id| **id != GENESIS)
+            .chain([&GENESIS])
+            .find_map(fits)
+    }
 }
 
 /// One node's side of the rollback protocol (coordinator and member).
@@ -237,6 +323,10 @@ pub(crate) struct Recovery {
     /// Running with changes pending since then: one is started after `patience`
     /// unless a round comes first.
     pending_since: Option<Time>,
+    /// A `Restore` that waits for this node's part from its supplier.
+    awaiting_part: Option<Restoring>,
+    /// A supplied part that came before its `Restore` (channels are not FIFO).
+    early_part: Option<(Epoch, Option<Box<LocalReport>>)>,
     actions: VecDeque<Action>,
 }
 
@@ -259,6 +349,8 @@ impl Recovery {
             pending: Vec::new(),
             current: None,
             pending_since: None,
+            awaiting_part: None,
+            early_part: None,
             actions: VecDeque::new(),
         }
     }
@@ -498,10 +590,22 @@ impl Recovery {
                     restored: false,
                     since: now,
                 };
+                // Replicas of every member the round involves, the removed one included.
+                let involved = match &change {
+                    Some(c) => c.apply(&self.members),
+                    None => self.members.clone(),
+                };
+                let replicas = self
+                    .replicas
+                    .iter()
+                    .filter(|(n, _)| involved.contains(n) || removing == Some(**n))
+                    .map(|(n, ids)| (*n, ids.clone()))
+                    .collect();
+                self.awaiting_part = None;
+                if self.early_part.as_ref().is_some_and(|(e, _)| *e < epoch) {
+                    self.early_part = None;
+                }
                 let have = self.durable.clone();
-                let replicas = removing
-                    .and_then(|n| self.replicas.get(&n).cloned())
-                    .unwrap_or_default();
                 self.reply(now, epoch.by, RecoveryMsg::Halted(epoch, have, replicas));
             }
             RecoveryMsg::Halted(epoch, have, replicas) => {
@@ -512,65 +616,33 @@ impl Recovery {
                     return;
                 }
                 round.halted.insert(from, (have, replicas));
-                // A joining member holds nothing and needs nothing: it starts fresh.
-                let joiner = match &round.change {
-                    Some(Change::Add { node, .. }) => Some(*node),
-                    _ => None,
-                };
                 if round.halted.len() < round.quorum.len() || round.target.is_some() {
                     return;
                 }
-                // The newest id every member holds ("newest" by this node's own order of
-                // commits, which is the order it learned of completions); in a removal
-                // round, one whose removed part a member holds too (the lowest such
-                // member inherits it).
-                let common = |id: &SnapshotId| {
-                    round
-                        .halted
-                        .iter()
-                        .all(|(n, (h, _))| Some(*n) == joiner || h.contains(id))
-                };
                 let removing = match &round.change {
                     Some(Change::Remove { node, .. }) => Some(*node),
                     _ => None,
                 };
-                let heir = |id: &SnapshotId| {
-                    round
-                        .halted
-                        .iter()
-                        .find(|(_, (_, r))| r.contains(id))
-                        .map(|(n, _)| *n)
-                };
-                let fits =
-                    |id: &SnapshotId| common(id) && (removing.is_none() || heir(id).is_some());
-                let target = match round.wanted {
-                    Some(id) => fits(&id).then_some(id),
-                    None => round.halted[&self.me]
-                        .0
-                        .iter()
-                        .rev()
-                        .find(|id| fits(id))
-                        .copied(),
-                };
-                let change = match (&round.change, target) {
-                    (Some(Change::Remove { node, .. }), Some(id)) => Some(Change::Remove {
-                        node: *node,
-                        heir: heir(&id),
-                    }),
-                    (c, _) => c.clone(),
-                };
-                match target {
-                    Some(id) => {
+                match round.choose(self.me) {
+                    Some((id, heir, supply)) => {
                         round.target = Some(id);
+                        let change = match (&round.change, removing) {
+                            (_, Some(node)) => Some(Change::Remove { node, heir }),
+                            (c, None) => c.clone(),
+                        };
                         for &n in &round.quorum {
                             if n != self.me {
                                 self.actions.push_back(Action::Send(
                                     n,
-                                    RecoveryMsg::Restore(epoch, id, change.clone()),
+                                    RecoveryMsg::Restore(epoch, id, change.clone(), supply.clone()),
                                 ));
                             }
                         }
-                        self.on_msg(now, self.me, RecoveryMsg::Restore(epoch, id, change));
+                        self.on_msg(
+                            now,
+                            self.me,
+                            RecoveryMsg::Restore(epoch, id, change, supply),
+                        );
                     }
                     None => {
                         if let Some(node) = removing {
@@ -582,13 +654,54 @@ impl Recovery {
                     }
                 }
             }
-            RecoveryMsg::Restore(epoch, id, change) => {
+            RecoveryMsg::Restore(epoch, id, change, supply) => {
                 if from != epoch.by
-                    || !matches!(self.phase, Phase::Halted { epoch: e, .. } if e == epoch)
+                    || !matches!(self.phase, Phase::Halted { epoch: e, restored: false, .. } if e == epoch)
+                    || self.awaiting_part.is_some()
                 {
                     return;
                 }
-                self.actions.push_back(Action::Restore(epoch, id, change));
+                let restoring = Restoring {
+                    epoch,
+                    id,
+                    change,
+                    supply: supply
+                        .iter()
+                        .filter(|(_, by)| *by == self.me)
+                        .map(|(m, _)| *m)
+                        .collect(),
+                    supplied: None,
+                };
+                if !supply.iter().any(|(m, _)| *m == self.me) {
+                    self.actions.push_back(Action::Restore(restoring));
+                    return;
+                }
+                self.awaiting_part = Some(restoring);
+                if let Some((e, part)) = self.early_part.take()
+                    && e == epoch
+                {
+                    self.on_msg(now, from, RecoveryMsg::Part(e, part));
+                }
+            }
+            RecoveryMsg::Part(epoch, part) => {
+                if !matches!(self.phase, Phase::Halted { epoch: e, restored: false, .. } if e == epoch)
+                {
+                    return;
+                }
+                let Some(mut restoring) = self.awaiting_part.take() else {
+                    // Before its Restore: kept for it.
+                    self.early_part = Some((epoch, part));
+                    return;
+                };
+                match part {
+                    Some(part) if part.id == restoring.id => {
+                        restoring.supplied = Some(*part);
+                        self.actions.push_back(Action::Restore(restoring));
+                    }
+                    // The supplier lost the replica: this member cannot restore, and the
+                    // coordinator starts over.
+                    _ => self.reply(now, epoch.by, RecoveryMsg::Restored(epoch, false)),
+                }
             }
             RecoveryMsg::Restored(epoch, ok) => {
                 let Some(round) = self.round.as_mut().filter(|r| r.epoch == epoch) else {
@@ -647,5 +760,167 @@ impl Recovery {
             }
         }
         self.on_msg(now, self.me, RecoveryMsg::Resume(epoch, target));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(initiator: u32, s: u64) -> SnapshotId {
+        SnapshotId {
+            initiator: NodeId(initiator),
+            s,
+        }
+    }
+
+    fn part(node: u32, of: SnapshotId) -> LocalReport {
+        LocalReport {
+            id: of,
+            state: vec![node as u8],
+            cut: Default::default(),
+            cut_at: Time::ZERO,
+            channels: Vec::new(),
+            life: 1,
+            seen: Vec::new(),
+            counts: None,
+        }
+    }
+
+    /// Three members; n1 initiated `B` and completed it (it keeps every part), but its
+    /// `Done` has not reached n0, which still holds only the older `A` that n1 pruned.
+    fn cluster() -> Vec<Recovery> {
+        let members = [NodeId(0), NodeId(1), NodeId(2)];
+        let (a, b) = (id(1, 1), id(1, 2));
+        let mut nodes: Vec<Recovery> = members
+            .iter()
+            .map(|&m| Recovery::new(m, &members, Duration::from_secs(3)))
+            .collect();
+        nodes[0].set_durable(vec![GENESIS, a]);
+        nodes[1].set_durable(vec![GENESIS, b]);
+        nodes[2].set_durable(vec![GENESIS, a, b]);
+        nodes[1].set_replicas(BTreeMap::from([(NodeId(0), vec![b]), (NodeId(2), vec![b])]));
+        nodes
+    }
+
+    /// Delivers every queued message, oldest first, and collects the restores asked of
+    /// the hosts.
+    fn run(nodes: &mut [Recovery]) -> Vec<(NodeId, Restoring)> {
+        let mut restores = Vec::new();
+        let mut queue: VecDeque<(NodeId, NodeId, RecoveryMsg)> = VecDeque::new();
+        loop {
+            for n in nodes.iter_mut() {
+                while let Some(a) = n.poll_action() {
+                    match a {
+                        Action::Send(to, msg) => queue.push_back((n.me, to, msg)),
+                        Action::Restore(r) => restores.push((n.me, r)),
+                        _ => {}
+                    }
+                }
+            }
+            let Some((from, to, msg)) = queue.pop_front() else {
+                return restores;
+            };
+            nodes[to.0 as usize].on_msg(Time::ZERO, from, msg);
+        }
+    }
+
+    /// What the hosts do: a member that holds the snapshot restores from its store; a
+    /// supplier first sends the parts its replicas hold (here, at once).
+    fn supply(nodes: &mut [Recovery], restores: &[(NodeId, Restoring)]) {
+        for (n, r) in restores {
+            for &m in &r.supply {
+                let msg = RecoveryMsg::Part(r.epoch, Some(Box::new(part(m.0, r.id))));
+                nodes[m.0 as usize].on_msg(Time::ZERO, *n, msg);
+            }
+        }
+    }
+
+    fn remove_n2(nodes: &mut [Recovery]) {
+        let change = Change::Remove {
+            node: NodeId(2),
+            heir: None,
+        };
+        nodes[0].start(Time::ZERO, 10, None, Some(change));
+    }
+
+    #[test]
+    fn a_member_without_the_newest_snapshot_gets_its_part_from_the_initiator() {
+        let mut nodes = cluster();
+        remove_n2(&mut nodes);
+        let first = run(&mut nodes);
+        // Both go back to B: n1 holds it (and inherits n2's part), n0 waits for its part.
+        let by: Vec<NodeId> = first.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            by,
+            vec![NodeId(1)],
+            "only n1 holds B; n0 waits for its part"
+        );
+        let r = &first[0].1;
+        assert_eq!(r.id, id(1, 2));
+        assert_eq!(r.supply, vec![NodeId(0)]);
+        let heir = Some(NodeId(1));
+        assert_eq!(
+            r.change,
+            Some(Change::Remove {
+                node: NodeId(2),
+                heir
+            })
+        );
+        supply(&mut nodes, &first);
+        let second = run(&mut nodes);
+        let (n, r) = second.first().expect("n0 restores once its part came");
+        assert_eq!(*n, NodeId(0));
+        assert_eq!(r.supplied.as_ref().map(|p| p.id), Some(id(1, 2)));
+        assert!(r.supply.is_empty());
+    }
+
+    #[test]
+    fn a_part_that_overtakes_its_restore_waits_for_it() {
+        let mut nodes = cluster();
+        remove_n2(&mut nodes);
+        let epoch = nodes[0].seen().unwrap();
+        // The Halts reach n1; before its Halted answer comes back (and so before n0's
+        // Restore), n1's part for n0 arrives.
+        while let Some(a) = nodes[0].poll_action() {
+            if let Action::Send(to, m) = a {
+                nodes[to.0 as usize].on_msg(Time::ZERO, NodeId(0), m);
+            }
+        }
+        let part = Some(Box::new(part(0, id(1, 2))));
+        nodes[0].on_msg(Time::ZERO, NodeId(1), RecoveryMsg::Part(epoch, part));
+        let restores = run(&mut nodes);
+        let (_, r) = restores
+            .iter()
+            .find(|(n, _)| *n == NodeId(0))
+            .expect("n0 restores");
+        assert_eq!(r.supplied.as_ref().map(|p| p.state.clone()), Some(vec![0]));
+    }
+
+    #[test]
+    fn a_snapshot_every_member_holds_needs_no_supplier() {
+        let mut nodes = cluster();
+        nodes[0].set_durable(vec![GENESIS, id(1, 1), id(1, 2)]);
+        nodes[0].start(Time::ZERO, 10, None, None);
+        let restores = run(&mut nodes);
+        assert_eq!(restores.len(), 3);
+        assert!(
+            restores
+                .iter()
+                .all(|(_, r)| r.id == id(1, 2) && r.supply.is_empty())
+        );
+    }
+
+    #[test]
+    fn a_supplier_that_lost_the_replica_makes_the_round_start_over() {
+        let mut nodes = cluster();
+        nodes[0].start(Time::ZERO, 10, None, None);
+        let first = run(&mut nodes);
+        let r = &first.iter().find(|(n, _)| *n == NodeId(1)).unwrap().1;
+        nodes[0].on_msg(Time::ZERO, NodeId(1), RecoveryMsg::Part(r.epoch, None));
+        let epoch = r.epoch;
+        // n0 answers Restored(false) to itself as coordinator, which starts a new round.
+        run(&mut nodes);
+        assert!(nodes[0].seen().unwrap() > epoch, "a new round started");
     }
 }

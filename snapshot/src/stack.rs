@@ -52,12 +52,13 @@ use shutter_transport::Time;
 use shutter_transport::core::{Config, ConfigError, Core, Event, MessageId, Transmit};
 use shutter_vclock::NodeId;
 
+use crate::checkpoint::Checkpoint;
 use crate::engine::SnapshotEngine;
 use crate::global::{AbortWhy, InitiateError, SnapshotEvent};
 use crate::lean;
 use crate::metrics::SnapshotMetrics;
 use crate::process::{Node, Process, Undeliverable};
-use crate::recovery::{Action, Change, Epoch, Recovery, Removal};
+use crate::recovery::{Action, Change, Epoch, Recovery, RecoveryMsg, Removal, Restoring};
 use crate::wire::{AppHeader, Envelope, LeanHead, LocalReport, SnapshotId};
 
 /// How long a node halted for a rollback waits for the next round before it takes
@@ -73,8 +74,10 @@ pub enum StackEvent {
     /// The transport heard nothing from `peer` for its idle timeout.
     PeerUnreachable(NodeId),
     /// A cluster-wide rollback wants this node's part of snapshot `id`: read it from the
-    /// checkpoint store and call [`Stack::roll_back`] (with `None` if it is gone); if
-    /// `removal` names this node as the heir, also the removed member's replica.
+    /// checkpoint store and call [`Stack::roll_back`] (with `None` if it is gone; a part
+    /// a supplier sent is used then); if `removal` names this node as the heir, also the
+    /// removed member's replica. First call [`Stack::supply`] with the same checkpoint:
+    /// it sends the members `supply` names their parts.
     RestoreRequested {
         /// The rollback round.
         epoch: Epoch,
@@ -82,6 +85,8 @@ pub enum StackEvent {
         id: SnapshotId,
         /// The member this round removes, and its heir.
         removal: Option<Removal>,
+        /// Members that lack their part of `id` and get it from this node's replicas.
+        supply: Vec<NodeId>,
     },
     /// A rollback round ended and the node runs again; `rolled_back_to` is the snapshot
     /// the cluster went back to (`None`: no snapshot was held by every member, nothing
@@ -136,6 +141,11 @@ pub struct StackStats {
     pub early_dropped: u64,
     /// Rollbacks this node went through (restored from a checkpoint).
     pub rollbacks: u64,
+    /// Of those, restored from a part another member's replica supplied (this node's
+    /// store did not hold it).
+    pub restored_supplied: u64,
+    /// Parts this node sent from its replicas to members that lacked them.
+    pub parts_supplied: u64,
     /// Members removed from the cluster while this node ran.
     pub members_removed: u64,
     /// Members added to the cluster while this node ran (this node itself, if it
@@ -263,7 +273,7 @@ where
     recovery: Recovery,
     /// The round whose restore was requested, until it is answered: its snapshot and
     /// its change.
-    restoring: Option<(Epoch, SnapshotId, Option<Change>)>,
+    restoring: Option<Restoring>,
     /// See [`Stack::set_roll_back_on_peer_restart`].
     roll_back_on_peer_restart: bool,
     /// A peer restarted: unless the same input brought a round (the newest round known
@@ -605,6 +615,34 @@ where
         self.recovery.set_replicas(replicas);
     }
 
+    /// Answers the `supply` of [`StackEvent::RestoreRequested`] from `stored`, this
+    /// node's checkpoint of the snapshot (`None` if it is gone): each member named gets
+    /// its part from the replicas there, or word that it is gone (then it cannot
+    /// restore, and the round starts over). Does nothing if none is named. Call before
+    /// [`Stack::roll_back`].
+    pub fn supply(&mut self, now: Time, epoch: Epoch, stored: Option<&Checkpoint>) {
+        let Some(r) = self.restoring.as_ref().filter(|r| r.epoch == epoch) else {
+            return;
+        };
+        let (id, to) = (r.id, r.supply.clone());
+        if to.is_empty() {
+            return;
+        }
+        for member in to {
+            let part = stored
+                .filter(|c| c.id() == id)
+                .and_then(|c| c.replicas.iter().find(|(n, _)| *n == member))
+                .map(|(_, p)| Box::new(p.clone()));
+            self.stats.parts_supplied += u64::from(part.is_some());
+            self.enqueue(
+                now,
+                member,
+                Envelope::Recovery(RecoveryMsg::Part(epoch, part)),
+            );
+        }
+        self.settle(now);
+    }
+
     /// Answers [`StackEvent::RestoreRequested`]: `part` is this node's part of the
     /// snapshot from its checkpoint store (`None` if it is gone or unreadable), and
     /// `inherited` the parts of removed members this node takes over with it (those its
@@ -622,10 +660,12 @@ where
         part: Option<&LocalReport>,
         inherited: &[(NodeId, LocalReport)],
     ) -> Option<LocalReport> {
-        let (id, change) = match self.restoring.take() {
-            Some((e, id, change)) if e == epoch => (Some(id), change),
-            _ => (None, None),
+        let (id, change, supplied) = match self.restoring.take() {
+            Some(r) if r.epoch == epoch => (Some(r.id), r.change, r.supplied),
+            _ => (None, None, None),
         };
+        let from_supplier = part.is_none() && supplied.is_some();
+        let part = part.or(supplied.as_ref());
         let removal = change.as_ref().and_then(Change::removal);
         let nodes = match &change {
             Some(c) => c.apply(self.recovery.members()),
@@ -703,6 +743,10 @@ where
         }
         if ok {
             self.stats.rollbacks += 1;
+            if from_supplier {
+                self.stats.restored_supplied += 1;
+                tracing::warn!(node = %self.me, "restored from a part another member's replica supplied (this store did not hold it)");
+            }
             self.started = true;
             // What waited for window space belongs to the abandoned run.
             for (to, queue) in std::mem::take(&mut self.backlog) {
@@ -866,11 +910,15 @@ where
             Action::Joining(node, addr) => {
                 self.events.push_back(StackEvent::Joining { node, addr });
             }
-            Action::Restore(epoch, id, change) => {
-                let removal = change.as_ref().and_then(Change::removal);
-                self.restoring = Some((epoch, id, change));
-                self.events
-                    .push_back(StackEvent::RestoreRequested { epoch, id, removal });
+            Action::Restore(restoring) => {
+                let removal = restoring.change.as_ref().and_then(Change::removal);
+                self.events.push_back(StackEvent::RestoreRequested {
+                    epoch: restoring.epoch,
+                    id: restoring.id,
+                    removal,
+                    supply: restoring.supply.clone(),
+                });
+                self.restoring = Some(restoring);
             }
             Action::Resumed(_, target) => {
                 if !self.started {

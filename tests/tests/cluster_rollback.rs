@@ -476,13 +476,15 @@ fn remove_a_dead_node_then_restart_a_survivor() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `lost_disk_rolls_back_to_the_start`: n2 is killed with SIGKILL and its data dir is
-/// deleted (the disk is lost too), then started again with the same command line. It
-/// comes back knowing nothing, as on a first start; the others see it restart and roll
-/// the cluster back to the only snapshot everyone holds, the genesis one. Checked: every
-/// node rolls back; snapshots through every node complete afterwards; every saved
-/// snapshot holds exactly the opening money.
-fn lost_disk_rolls_back_to_the_start() {
+/// `lost_disk_gets_its_part_from_the_initiator`: n2 is killed with SIGKILL and its data
+/// dir is deleted (the disk is lost too), then started again with the same command
+/// line. It comes back knowing nothing, as on a first start; the others see it restart
+/// and roll the cluster back. n1 initiated the committed snapshot and keeps every
+/// member's part of it, so the cluster goes back to that snapshot (not to the genesis
+/// one) and n2 restores the part n1 sends it. Checked: every node rolls back, not to
+/// the start; n2 restored a supplied part; snapshots through every node complete
+/// afterwards; every saved snapshot holds exactly the opening money.
+fn lost_disk_gets_its_part_from_the_initiator() {
     let (dir, mut cluster) = with_a_committed_snapshot("lost_disk", 1);
     cluster.nodes[2].kill();
     let data = dir.join("shutter-data").join("n2");
@@ -498,10 +500,19 @@ fn lost_disk_rolls_back_to_the_start() {
         "    every node rolled back {:.1} ms after n2 was ready again",
         took.as_secs_f64() * 1000.0
     );
+    let log = cluster.log(0);
     assert!(
-        cluster.log(0).contains("rolled back to snapshot n0@0"),
-        "the cluster goes back to the genesis snapshot\n{}",
-        tail(&cluster.log(0))
+        log.contains("the cluster rolled back to snapshot")
+            && !log.contains("rolled back to snapshot n0@0"),
+        "the cluster goes back to a committed snapshot, not to the start\n{}",
+        tail(&log)
+    );
+    assert!(
+        cluster
+            .log(2)
+            .contains("restored from a part another member's replica supplied"),
+        "n2 restores the part the initiator kept\n{}",
+        tail(&cluster.log(2))
     );
     for via in 0..NODES {
         cluster.snapshot_eventually(via, "after the rollback");
@@ -523,8 +534,8 @@ fn main() -> ExitCode {
             remove_a_dead_node_then_restart_a_survivor,
         ),
         (
-            "lost_disk_rolls_back_to_the_start",
-            lost_disk_rolls_back_to_the_start,
+            "lost_disk_gets_its_part_from_the_initiator",
+            lost_disk_gets_its_part_from_the_initiator,
         ),
     ])
 }

@@ -32,7 +32,7 @@ fn crashes_roll_the_cluster_back_and_the_money_stays_exact() {
     };
     let mut failed = Vec::new();
     let (mut crashes, mut rollbacks, mut completed, mut seeds) = (0, 0, 0, 0);
-    let (mut disks_lost, mut torn, mut refunded) = (0, 0, 0);
+    let (mut disks_lost, mut torn, mut refunded, mut supplied) = (0, 0, 0, 0);
     for seed in seeds_from_env(1, 100) {
         let sc = Scenario::random(seed);
         let out = run_with(&sc, Algorithm::Mattern, opts);
@@ -43,10 +43,11 @@ fn crashes_roll_the_cluster_back_and_the_money_stays_exact() {
         disks_lost += out.disks_lost;
         torn += out.checkpoints_torn;
         refunded += out.returned;
+        supplied += out.supplied;
         report(seed, &sc, &out, &mut failed);
     }
     println!(
-        "sim_recovery summary: seeds={seeds} failed={} crashes={crashes} (disk lost {disks_lost}, newest checkpoint torn {torn}) rollbacks={rollbacks} snapshots-completed={completed} refunds={refunded}",
+        "sim_recovery summary: seeds={seeds} failed={} crashes={crashes} (disk lost {disks_lost}, newest checkpoint torn {torn}) rollbacks={rollbacks} snapshots-completed={completed} refunds={refunded} restores-from-replicas={supplied}",
         failed.len()
     );
     assert!(failed.is_empty(), "failed seeds: {failed:?}");
@@ -121,7 +122,7 @@ fn membership_scenario(seed: u64) -> Scenario {
 fn members_leave_and_join_and_the_money_stays_exact() {
     let opts = membership_options();
     let mut failed = Vec::new();
-    let (mut changes, mut skipped, mut completed, mut seeds) = (0, 0, 0, 0);
+    let (mut changes, mut skipped, mut completed, mut seeds, mut supplied) = (0, 0, 0, 0, 0);
     for seed in seeds_from_env(1, 60) {
         let sc = membership_scenario(seed);
         let out = run_with(&sc, Algorithm::Mattern, opts);
@@ -129,10 +130,11 @@ fn members_leave_and_join_and_the_money_stays_exact() {
         changes += out.membership_changes;
         skipped += out.membership_skipped;
         completed += out.completed;
+        supplied += out.supplied;
         report(seed, &sc, &out, &mut failed);
     }
     println!(
-        "sim_recovery membership summary: seeds={seeds} failed={} changes={changes} removals-skipped={skipped} (no snapshot ever completed) snapshots-completed={completed}",
+        "sim_recovery membership summary: seeds={seeds} failed={} changes={changes} removals-skipped={skipped} (no snapshot ever completed) snapshots-completed={completed} restores-from-replicas={supplied}",
         failed.len()
     );
     assert!(failed.is_empty(), "failed seeds: {failed:?}");

@@ -404,7 +404,9 @@ where
             while let Some(ev) = self.nodes[i].stack.poll_event() {
                 match ev {
                     StackEvent::Snapshot(ev) => self.on_snapshot_event(i, ev),
-                    StackEvent::RestoreRequested { epoch, id, removal } => {
+                    StackEvent::RestoreRequested {
+                        epoch, id, removal, ..
+                    } => {
                         self.restore(i, epoch, id, removal);
                         fed = true;
                     }
@@ -501,11 +503,16 @@ where
         let now = self.now;
         let me = self.nodes[i].id;
         let stored = self.nodes[i].stored(id).cloned();
+        self.nodes[i].stack.supply(now, epoch, stored.as_ref());
         let (part, inherited) = match &stored {
             Some(c) => (Some(&c.part), c.inherited_for(me, removal)),
             None => (None, Vec::new()),
         };
-        let _ = self.nodes[i].stack.roll_back(now, epoch, part, &inherited);
+        let restored = self.nodes[i].stack.roll_back(now, epoch, part, &inherited);
+        // A part a supplier sent is written, as a real store would.
+        if let (None, Some(restored)) = (&stored, restored) {
+            self.nodes[i].commit(restored);
+        }
     }
 
     fn finish(mut self) -> Report {

@@ -410,6 +410,7 @@ where
         tracing::info!(node = %self.id, %id, found = checkpoint.is_some(), "rolling back");
         let now = self.clock.now();
         let members_before = self.stack.members();
+        self.stack.supply(now, epoch, checkpoint.as_ref());
         let (part, inherited, replicas) = match &checkpoint {
             Some(c) => (
                 Some(&c.part),
@@ -425,8 +426,8 @@ where
         if members == members_before && checkpoint.is_some() {
             return;
         }
-        // The membership changed (or this node joined with a fresh part): re-base the
-        // store on the new membership. This snapshot, as restored (with what was
+        // The membership changed (or this node joined with a fresh part, or restored a
+        // part a supplier sent): re-base the store on the new membership. This snapshot, as restored (with what was
         // inherited), is what a later rollback goes back to.
         self.members = members.iter().copied().filter(|n| *n != self.id).collect();
         let replicas: Vec<_> = replicas
@@ -511,7 +512,9 @@ where
                     self.commit(&part);
                     NodeEvent::Committed(part)
                 }
-                StackEvent::RestoreRequested { epoch, id, removal } => {
+                StackEvent::RestoreRequested {
+                    epoch, id, removal, ..
+                } => {
                     self.restore(epoch, id, removal);
                     fed = true;
                     continue;

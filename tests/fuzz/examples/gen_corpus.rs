@@ -334,8 +334,14 @@ fn envelopes(out: &mut Out) {
     for m in [
         RecoveryMsg::Halt(epoch, None),
         RecoveryMsg::Halt(epoch, Some(add.clone())),
-        RecoveryMsg::Halted(epoch, vec![id(0, 9), id(1, 4)], vec![id(1, 4)]),
-        RecoveryMsg::Restore(epoch, id(1, 4), Some(remove)),
+        RecoveryMsg::Halted(
+            epoch,
+            vec![id(0, 9), id(1, 4)],
+            vec![(NodeId(3), vec![id(1, 4)]), (NodeId(0), vec![id(1, 4)])],
+        ),
+        RecoveryMsg::Restore(epoch, id(1, 4), Some(remove), vec![(NodeId(0), NodeId(1))]),
+        RecoveryMsg::Part(epoch, None),
+        RecoveryMsg::Part(epoch, Some(Box::new(report()))),
         RecoveryMsg::Restored(epoch, true),
         RecoveryMsg::Resume(epoch, Some(id(1, 4))),
         RecoveryMsg::Resume(epoch, None),

@@ -85,6 +85,9 @@ pub struct Outcome {
     pub crashes: u64,
     /// With recovery: rollbacks the nodes went through (one per node per round).
     pub rollbacks: u64,
+    /// Of those, restores from a part another member's replica supplied (the node's
+    /// disk did not hold it).
+    pub supplied: u64,
     /// Membership changes the coordinators accepted (`Scenario::changes`).
     pub membership_changes: u64,
     /// Removals skipped because no snapshot with the member's part ever completed.

@@ -401,7 +401,9 @@ where
         let mut fed = false;
         while let Some(ev) = self.nodes[i].stack.poll_event() {
             match ev {
-                StackEvent::RestoreRequested { epoch, id, removal } => {
+                StackEvent::RestoreRequested {
+                    epoch, id, removal, ..
+                } => {
                     self.restore(i, epoch, id, removal);
                     fed = true;
                 }
@@ -565,6 +567,7 @@ where
         let now = self.now;
         let me = self.nodes[i].id;
         let stored = self.nodes[i].stored(id);
+        self.nodes[i].stack.supply(now, epoch, stored.as_ref());
         let members_before = self.nodes[i].stack.members();
         let (part, inherited, replicas) = match &stored {
             Some(c) => (
@@ -574,7 +577,9 @@ where
             ),
             None => (None, Vec::new(), Vec::new()),
         };
+        let supplied = self.nodes[i].stack.stats().restored_supplied;
         let restored = self.nodes[i].stack.roll_back(now, epoch, part, &inherited);
+        self.out.supplied += self.nodes[i].stack.stats().restored_supplied - supplied;
         if let Some(restored) = restored
             && (stored.is_none() || self.nodes[i].stack.members() != members_before)
         {
