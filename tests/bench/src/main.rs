@@ -30,6 +30,14 @@ struct Args {
     /// row; the default is the 0,1,5,10,20.
     #[arg(long, global = true, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(0..=100))]
     drop: Option<Vec<u8>>,
+    /// snapshots: only these cluster sizes (comma-separated), for a quick A/B of one
+    /// cell; the default is the 8,64.
+    #[arg(long, global = true, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(2..=1024))]
+    sizes: Option<Vec<u16>>,
+    /// snapshots: only these loss rates, percent (comma-separated); the default is the
+    /// issue's 0,10,20.
+    #[arg(long, global = true, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(0..=100))]
+    losses: Option<Vec<u8>>,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,11 +105,17 @@ fn run(args: &Args) -> Result<()> {
         emit(rt.block_on(rate::run(&o))?, &mut out);
     }
     if want(Part::Snapshots) {
-        let o = if tiny {
+        let mut o = if tiny {
             snapshots::Opts::tiny()
         } else {
             snapshots::Opts::full()
         };
+        if let Some(sizes) = &args.sizes {
+            o.sizes = sizes.iter().map(|&n| usize::from(n)).collect();
+        }
+        if let Some(losses) = &args.losses {
+            o.losses = losses.iter().map(|&l| f64::from(l) / 100.0).collect();
+        }
         emit(rt.block_on(snapshots::run(&o))?, &mut out);
     }
     if want(Part::Throughput) {
