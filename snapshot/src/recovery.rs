@@ -370,6 +370,18 @@ impl Recovery {
         )
     }
 
+    /// True while halted for a round that has not restored this node yet: what the
+    /// history before the round sends waits for the round's outcome.
+    pub(crate) fn holds_traffic(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Halted {
+                restored: false,
+                ..
+            }
+        )
+    }
+
     /// True if an application message from an engine life `life` may be delivered.
     pub(crate) fn admits(&self, life: u64) -> bool {
         life >= self.floor

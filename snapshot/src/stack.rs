@@ -139,6 +139,16 @@ pub struct StackStats {
     pub early_held: u64,
     /// Of those, dropped because more than [`EARLY_LIMIT`] bytes were held.
     pub early_dropped: u64,
+    /// Application and snapshot messages of the history before a rollback round that
+    /// arrived while this node was halted for it, held until the round's outcome: a
+    /// restore drops them (counted in `rolled_back_dropped`), a round that ends without
+    /// one hands them on.
+    pub halted_held: u64,
+    /// Of those, handed on because the round restored nothing.
+    pub halted_released: u64,
+    /// Of those, dropped because more than [`EARLY_LIMIT`] bytes were held: lost if
+    /// the round restores nothing.
+    pub halted_dropped: u64,
     /// Rollbacks this node went through (restored from a checkpoint).
     pub rollbacks: u64,
     /// Of those, restored from a part another member's replica supplied (this node's
@@ -247,8 +257,39 @@ enum Body {
     App(AppHeader, Vec<u8>),
 }
 
-/// Early application messages of a restored history, by sender, decoded.
-type Early<C> = Vec<(NodeId, Envelope<C>)>;
+/// Envelopes a halted node holds back (by sender, decoded) until it knows what becomes
+/// of them, at most [`EARLY_LIMIT`] bytes: early ones of a restored history, and those of
+/// the current history while a round may still restore.
+#[derive(Debug)]
+struct HeldBack<C> {
+    envelopes: Vec<(NodeId, Envelope<C>)>,
+    bytes: usize,
+}
+
+impl<C> HeldBack<C> {
+    fn new() -> Self {
+        HeldBack {
+            envelopes: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Holds `envelope` (`size` bytes on the wire) unless that would pass
+    /// [`EARLY_LIMIT`] bytes; false if it did not.
+    fn hold(&mut self, from: NodeId, envelope: Envelope<C>, size: usize) -> bool {
+        if self.bytes + size > EARLY_LIMIT {
+            return false;
+        }
+        self.bytes += size;
+        self.envelopes.push((from, envelope));
+        true
+    }
+
+    fn take(&mut self) -> Vec<(NodeId, Envelope<C>)> {
+        self.bytes = 0;
+        std::mem::take(&mut self.envelopes)
+    }
+}
 
 /// One node's transport, snapshot engine and application; see the module docs.
 #[derive(Debug)]
@@ -283,7 +324,12 @@ where
     started: bool,
     /// Application datagrams of the restored history that arrived before this node
     /// restored (see `Recovery::is_early`), with their total size.
-    early: (Early<E::Control>, usize),
+    early: HeldBack<E::Control>,
+    /// Application and snapshot messages of the current history that arrived while
+    /// halted, before this node restored: dropped if the round restores (it undoes
+    /// them), handed on if it ends without a rollback (they were acknowledged already,
+    /// so dropping them would lose them), with their total size.
+    held: HeldBack<E::Control>,
     /// Lean headers: baselines of the messages this node sends, and of those it gets.
     lean_out: lean::Encoder,
     lean_in: lean::Decoder,
@@ -347,7 +393,8 @@ where
             roll_back_on_peer_restart: false,
             rollback_due: None,
             started: false,
-            early: (Vec::new(), 0),
+            early: HeldBack::new(),
+            held: HeldBack::new(),
             lean_out: lean::Encoder::default(),
             lean_in: lean::Decoder::default(),
             prune_due: BTreeSet::new(),
@@ -759,11 +806,16 @@ where
             self.stats.backlog = 0;
             self.after_node_call(now);
         }
+        if ok {
+            // The restore undid what arrived while halted.
+            let held = self.held.take();
+            self.stats.rolled_back_dropped += held.len() as u64;
+        }
         self.recovery.restored(now, epoch, ok, change.as_ref());
         if ok {
             // After the re-delivered channel messages, what the restored history sent
             // early.
-            let (early, _) = std::mem::take(&mut self.early);
+            let early = self.early.take();
             for (from, envelope) in early {
                 self.on_envelope(now, from, envelope, 0);
             }
@@ -926,6 +978,17 @@ where
                     self.started = true;
                     self.node.start(now);
                     self.after_node_call(now);
+                }
+                // With no rollback, what arrived while halted belongs to the history that
+                // goes on (a restore dropped it already).
+                let held = self.held.take();
+                if target.is_none() {
+                    self.stats.halted_released += held.len() as u64;
+                    for (from, envelope) in held {
+                        self.on_envelope(now, from, envelope, 0);
+                    }
+                } else {
+                    self.stats.rolled_back_dropped += held.len() as u64;
                 }
                 self.events.push_back(StackEvent::Resumed {
                     rolled_back_to: target,
@@ -1105,12 +1168,10 @@ where
             && !self.recovery.accepts_traffic()
             && self.recovery.is_early(header.life)
         {
-            if self.early.1 + size > EARLY_LIMIT {
-                self.stats.early_dropped += 1;
-            } else {
+            if self.early.hold(from, envelope, size) {
                 self.stats.early_held += 1;
-                self.early.1 += size;
-                self.early.0.push((from, envelope));
+            } else {
+                self.stats.early_dropped += 1;
             }
             return;
         }
@@ -1119,15 +1180,23 @@ where
             return;
         }
         match &envelope {
-            // While halted for a rollback nothing reaches the process or the engine, and
-            // after one nothing sent before it does.
-            Envelope::App { header, .. }
-                if !self.recovery.accepts_traffic() || !self.recovery.admits(header.life) =>
-            {
+            // After a rollback nothing sent before it reaches the process.
+            Envelope::App { header, .. } if !self.recovery.admits(header.life) => {
                 self.stats.rolled_back_dropped += 1;
                 return;
             }
-            Envelope::Control(_) if !self.recovery.accepts_traffic() => {
+            // While halted for a rollback nothing reaches the process or the engine
+            // until the round's outcome is known: a restore undoes these messages, a
+            // round that restores nothing must not lose them.
+            Envelope::App { .. } | Envelope::Control(_) if self.recovery.holds_traffic() => {
+                if self.held.hold(from, envelope, size) {
+                    self.stats.halted_held += 1;
+                } else {
+                    self.stats.halted_dropped += 1;
+                }
+                return;
+            }
+            Envelope::App { .. } | Envelope::Control(_) if !self.recovery.accepts_traffic() => {
                 self.stats.rolled_back_dropped += 1;
                 return;
             }

@@ -413,6 +413,7 @@ mod tests {
             non_member_dropped: 0,
             send_errors: 0,
             rolled_back_dropped: 0,
+            halted_released: 0,
             rollbacks: 0,
             checkpoints_written: 0,
         };

@@ -45,8 +45,23 @@ impl LocalCluster {
         F: FnMut(NodeId) -> P,
         P: Process + Send + 'static,
     {
+        Self::start_each(n, base, |_, c| c, make).await
+    }
+
+    /// Like [`LocalCluster::start`], with each node's config passed through `each`
+    /// first (for what differs per node, such as its checkpoint directory).
+    pub async fn start_each<P, F>(
+        n: usize,
+        base: NodeConfig,
+        each: impl Fn(NodeId, NodeConfig) -> NodeConfig,
+        make: F,
+    ) -> Result<LocalCluster, RuntimeError>
+    where
+        F: FnMut(NodeId) -> P,
+        P: Process + Send + 'static,
+    {
         let ids: Vec<NodeId> = (0..n as u32).map(NodeId).collect();
-        Self::spawn(&ids, |id| node_config(&base, id, &ids), make).await
+        Self::spawn(&ids, |id| each(id, node_config(&base, id, &ids)), make).await
     }
 
     /// Spawns one node per id with its config from `config` and its process from

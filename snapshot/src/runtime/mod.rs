@@ -95,6 +95,9 @@ pub struct NodeStats {
     /// Messages dropped because a rollback was under way or happened since they were
     /// sent.
     pub rolled_back_dropped: u64,
+    /// Messages that arrived while halted for a round that then restored nothing,
+    /// handed on at its end (see `StackStats::halted_released`).
+    pub halted_released: u64,
     /// Rollbacks this node went through.
     pub rollbacks: u64,
     /// Checkpoints written.

@@ -471,6 +471,7 @@ where
             non_member_dropped: s.non_member_dropped,
             send_errors: s.send_errors,
             rolled_back_dropped: s.rolled_back_dropped,
+            halted_released: s.halted_released,
             rollbacks: s.rollbacks,
             checkpoints_written: self.checkpoints_written,
         }
