@@ -763,10 +763,10 @@ impl Core {
             && !data
             && p.ack.ranges.len() > ack::PRUNE_PING_RANGES
             && p.send.packets_in_flight() == 0;
-        let mut eliciting = false;
+        let mut pinged = false;
         if (ping || prune) && w.push_ping() {
             p.announce = false;
-            eliciting = true;
+            pinged = true;
             stats.pings_sent += 1;
         }
         // Data first, leaving room for the ACK frame, which then takes all space left so
@@ -804,12 +804,11 @@ impl Core {
                 stats.acks_sent += 1;
             }
         }
-        eliciting |= !fragments.is_empty();
-        if eliciting {
+        if pinged || !fragments.is_empty() {
             if probe {
                 p.send.on_probe_sent();
             }
-            p.send.on_packet_sent(pn, now, fragments);
+            p.send.on_packet_sent(pn, now, fragments, pinged);
         } else {
             stats.ack_only_sent += 1;
         }

@@ -77,8 +77,13 @@ impl RttEstimator {
     /// RTO (the probe timeout) before backoff: SRTT + max(G, 4 RTTVAR) + max_ack_delay,
     /// at least `min_rto`; G is `Config::timer_granularity`.
     pub(crate) fn rto(&self, cfg: &super::config::Config) -> Duration {
-        (self.srtt + (self.rttvar * 4).max(cfg.timer_granularity) + cfg.max_ack_delay)
-            .max(cfg.min_rto)
+        self.rto_with(cfg, cfg.max_ack_delay)
+    }
+
+    /// [`RttEstimator::rto`] for a peer that delays its acknowledgement by at most
+    /// `ack_delay`.
+    pub(crate) fn rto_with(&self, cfg: &super::config::Config, ack_delay: Duration) -> Duration {
+        (self.srtt + (self.rttvar * 4).max(cfg.timer_granularity) + ack_delay).max(cfg.min_rto)
     }
 
     /// Time threshold for declaring a packet lost: 9/8 max(SRTT, latest), at least

@@ -154,6 +154,9 @@ pub(crate) struct SendState {
     pub(crate) pto_count: u32,
     /// When the last ack-eliciting packet left.
     pub(crate) last_eliciting_sent: Option<Time>,
+    /// Whether that packet carried a PING, which the peer acknowledges at once (see
+    /// `Peer::rto`).
+    pub(crate) last_eliciting_pinged: bool,
     /// Earliest time-threshold loss deadline.
     pub(crate) loss_time: Option<Time>,
     /// `send` refused with `WindowFull`; report `Writable` when space frees.
@@ -303,8 +306,14 @@ impl SendState {
         }
     }
 
-    /// Records an ack-eliciting packet.
-    pub(crate) fn on_packet_sent(&mut self, pn: u64, now: Time, fragments: Vec<(u64, u32)>) {
+    /// Records an ack-eliciting packet (`ping`: it carried a PING).
+    pub(crate) fn on_packet_sent(
+        &mut self,
+        pn: u64,
+        now: Time,
+        fragments: Vec<(u64, u32)>,
+        ping: bool,
+    ) {
         self.sent.insert(
             pn,
             SentPacket {
@@ -313,6 +322,7 @@ impl SendState {
             },
         );
         self.last_eliciting_sent = Some(now);
+        self.last_eliciting_pinged = ping;
     }
 
     /// Applies an ACK frame. Ranges above any packet number we sent are ignored.
@@ -658,7 +668,7 @@ mod tests {
                 s.commit(f, Time(0), None, &Default::default());
                 let pn = s.next_pn;
                 s.next_pn += 1;
-                s.on_packet_sent(pn, Time(0), vec![(f.id, f.index)]);
+                s.on_packet_sent(pn, Time(0), vec![(f.id, f.index)], false);
                 id
             })
             .collect()
@@ -688,7 +698,7 @@ mod tests {
         for _ in 0..PROBE_PACKETS {
             let pn = s.next_pn;
             s.next_pn += 1;
-            s.on_packet_sent(pn, Time(10), Vec::new());
+            s.on_packet_sent(pn, Time(10), Vec::new(), true);
             s.on_probe_sent();
         }
         assert_eq!(s.probes_due, 0);
