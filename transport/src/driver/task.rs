@@ -205,7 +205,15 @@ impl Driver {
     async fn drain(&mut self) {
         let now = self.clock.now();
         self.admit_pending(now);
+        // Deliveries first: the application's task can run on the other worker while
+        // this one makes the send syscalls (ACKs, mostly), which used to delay every
+        // delivery by the time they took.
+        self.forward_events();
         self.io.transmit_all(now, &mut self.core).await;
+        self.forward_events();
+    }
+
+    fn forward_events(&mut self) {
         while let Some(event) = self.core.poll_event() {
             // A closed receiver means the endpoint handle is gone; the loop ends at the
             // next request poll, so events can be discarded meanwhile.
