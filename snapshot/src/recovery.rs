@@ -244,8 +244,8 @@ impl Round {
     /// gets it from a replica: the initiator of a snapshot keeps every part of it, so its
     /// newest one fits even while its `Done`s are still on their way (they are dropped
     /// while halted) and the members' older ones are pruned at the initiator.
-    /// Returns `(id, heir, [(member, supplier)])`.
-    fn choose(&self, me: NodeId) -> Option<(SnapshotId, Option<NodeId>, Supply)> {
+    /// Returns `(id, the round's change with the heir named, [(member, supplier)])`.
+    fn choose(&self, me: NodeId) -> Option<(SnapshotId, Option<Change>, Supply)> {
         let joiner = match &self.change {
             Some(Change::Add { node, .. }) => Some(*node),
             _ => None,
@@ -264,9 +264,12 @@ impl Round {
                 .map(|(n, _)| *n)
         };
         let fits = |id: &SnapshotId| {
-            let heir = match removing {
-                Some(node) => Some(holder(node, id)?),
-                None => None,
+            let change = match removing {
+                Some(node) => Some(Change::Remove {
+                    node,
+                    heir: Some(holder(node, id)?),
+                }),
+                None => self.change.clone(),
             };
             let mut supply = Vec::new();
             for (n, (have, _)) in &self.halted {
@@ -275,7 +278,7 @@ impl Round {
                 }
                 supply.push((*n, holder(*n, id)?));
             }
-            Some((*id, heir, supply))
+            Some((*id, change, supply))
         };
         if let Some(id) = self.wanted {
             return fits(&id);
@@ -631,17 +634,9 @@ impl Recovery {
                 if round.halted.len() < round.quorum.len() || round.target.is_some() {
                     return;
                 }
-                let removing = match &round.change {
-                    Some(Change::Remove { node, .. }) => Some(*node),
-                    _ => None,
-                };
                 match round.choose(self.me) {
-                    Some((id, heir, supply)) => {
+                    Some((id, change, supply)) => {
                         round.target = Some(id);
-                        let change = match (&round.change, removing) {
-                            (_, Some(node)) => Some(Change::Remove { node, heir }),
-                            (c, None) => c.clone(),
-                        };
                         for &n in &round.quorum {
                             if n != self.me {
                                 self.actions.push_back(Action::Send(
@@ -657,7 +652,7 @@ impl Recovery {
                         );
                     }
                     None => {
-                        if let Some(node) = removing {
+                        if let Some(Change::Remove { node, .. }) = &round.change {
                             tracing::error!(node = %self.me, removing = %node, "no snapshot is held by every other member with a replica of the removed member's part: it stays a member");
                         } else {
                             tracing::error!(node = %self.me, "no checkpoint is held by every member: nothing to roll back to");

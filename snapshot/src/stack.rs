@@ -807,12 +807,9 @@ where
                 }
             }
             self.stats.backlog = 0;
-            self.after_node_call(now);
-        }
-        if ok {
             // The restore undid what arrived while halted.
-            let held = self.held.take();
-            self.stats.rolled_back_dropped += held.len() as u64;
+            self.stats.rolled_back_dropped += self.held.take().len() as u64;
+            self.after_node_call(now);
         }
         self.recovery.restored(now, epoch, ok, change.as_ref());
         if ok {

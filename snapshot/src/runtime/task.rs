@@ -427,8 +427,8 @@ where
             return;
         }
         // The membership changed (or this node joined with a fresh part, or restored a
-        // part a supplier sent): re-base the store on the new membership. This snapshot, as restored (with what was
-        // inherited), is what a later rollback goes back to.
+        // part a supplier sent): re-base the store on the new membership. This snapshot,
+        // as restored (with what was inherited), is what a later rollback goes back to.
         self.members = members.iter().copied().filter(|n| *n != self.id).collect();
         let replicas: Vec<_> = replicas
             .into_iter()
