@@ -330,6 +330,9 @@ pub(crate) struct Recovery {
     awaiting_part: Option<Restoring>,
     /// A supplied part that came before its `Restore` (channels are not FIFO).
     early_part: Option<(Epoch, Option<Box<LocalReport>>)>,
+    /// The newest engine life this node sent application messages in (see
+    /// [`Recovery::note_sent`]).
+    sent_life: u64,
     actions: VecDeque<Action>,
 }
 
@@ -354,8 +357,23 @@ impl Recovery {
             pending_since: None,
             awaiting_part: None,
             early_part: None,
+            sent_life: 0,
             actions: VecDeque::new(),
         }
+    }
+
+    /// This node sent an application message in engine life `life`.
+    ///
+    /// Needed because of [`Recovery::is_early`]'s assumption: a member that has not
+    /// restored yet takes a message of a life above the round's epoch for one from a
+    /// member that restored first. A process that started fresh while a round was under
+    /// way (its disk lost, and nobody saw it restart) also has such a life, and what it
+    /// sent before it was halted would be held as early and delivered after the
+    /// others' restore: money made (crash swarm seed 2788). So a member halted by a
+    /// round below a life it sent in coordinates a newer round at once; that round's
+    /// epoch is above the life, which makes those messages from before the rollback.
+    pub(crate) fn note_sent(&mut self, life: u64) {
+        self.sent_life = self.sent_life.max(life);
     }
 
     /// True while the application must not run.
@@ -578,6 +596,9 @@ impl Recovery {
                 {
                     return;
                 }
+                // See `note_sent`; a Halt of an epoch seen already was answered then.
+                let supersede =
+                    self.sent_life >= Self::min_life(epoch) && self.seen.is_none_or(|s| s < epoch);
                 // A change outlives the round that announced it (see the module docs).
                 if let Some(c) = &change {
                     if let Change::Add { node, addr, .. } = c
@@ -622,6 +643,10 @@ impl Recovery {
                 }
                 let have = self.durable.clone();
                 self.reply(now, epoch.by, RecoveryMsg::Halted(epoch, have, replicas));
+                if supersede {
+                    tracing::warn!(node = %self.me, "halted in a round older than this process's life: coordinating a newer one");
+                    self.start(now, now.as_micros(), None, None);
+                }
             }
             RecoveryMsg::Halted(epoch, have, replicas) => {
                 let Some(round) = self.round.as_mut().filter(|r| r.epoch == epoch) else {
@@ -929,5 +954,57 @@ mod tests {
         // n0 answers Restored(false) to itself as coordinator, which starts a new round.
         run(&mut nodes);
         assert!(nodes[0].seen().unwrap() > epoch, "a new round started");
+    }
+
+    /// The crash-swarm seed 2788 case: n2 started fresh (disk lost, nobody saw it
+    /// restart) while n0's round was under way, so n2's life is above the round's epoch
+    /// and the others would take what n2 sent for messages of a restored life.
+    #[test]
+    fn a_member_that_sent_in_a_life_above_the_round_coordinates_a_newer_one() {
+        let mut nodes = cluster();
+        let started = Time(1_000);
+        nodes[0].start(started, 1_000, None, None);
+        let old = nodes[0].seen().unwrap();
+        // n2's life began after the round's epoch, and it sent in it.
+        let life = Recovery::min_life(old) + 5;
+        nodes[2].note_sent(life);
+        let later = Time(life + 100);
+        while let Some(a) = nodes[0].poll_action() {
+            if let Action::Send(to, m) = a {
+                nodes[to.0 as usize].on_msg(later, NodeId(0), m);
+            }
+        }
+        let newer = nodes[2].seen().unwrap();
+        assert_eq!(newer.by, NodeId(2), "n2 coordinates");
+        assert!(
+            Recovery::min_life(old) <= life && life < newer.at,
+            "the newer round's epoch is above the life n2 sent in"
+        );
+        // The newer round runs to its end everywhere; the messages n2 sent are from
+        // before it and no member takes them for early ones.
+        // (n0 lacks B and waits for its part from n1, B's initiator.)
+        let mut restores = run(&mut nodes);
+        supply(&mut nodes, &restores);
+        restores.extend(run(&mut nodes));
+        assert!(restores.iter().all(|(_, r)| r.epoch == newer));
+        assert_eq!(restores.len(), 3, "every member restores once");
+        for n in &nodes {
+            assert_eq!(n.seen(), Some(newer));
+        }
+        assert!(
+            !nodes[1].is_early(life),
+            "n2's message is from before the round"
+        );
+
+        // The same Halt to a member that sent nothing in such a life changes nothing.
+        let mut nodes = cluster();
+        nodes[0].start(started, 1_000, None, None);
+        nodes[2].note_sent(Recovery::min_life(old) - 1);
+        while let Some(a) = nodes[0].poll_action() {
+            if let Action::Send(to, m) = a {
+                nodes[to.0 as usize].on_msg(later, NodeId(0), m);
+            }
+        }
+        assert_eq!(nodes[2].seen(), Some(old), "no newer round");
     }
 }

@@ -330,8 +330,6 @@ where
     /// them), handed on if it ends without a rollback (they were acknowledged already,
     /// so dropping them would lose them), with their total size.
     held: HeldBack<E::Control>,
-    /// The newest engine life this node sent application messages in.
-    sent_life: u64,
     /// Lean headers: baselines of the messages this node sends, and of those it gets.
     lean_out: lean::Encoder,
     lean_in: lean::Decoder,
@@ -397,7 +395,6 @@ where
             started: false,
             early: HeldBack::new(),
             held: HeldBack::new(),
-            sent_life: 0,
             lean_out: lean::Encoder::default(),
             lean_in: lean::Decoder::default(),
             prune_due: BTreeSet::new(),
@@ -1215,21 +1212,7 @@ where
             }
             Envelope::Control(c) => self.node.handle_control(now, from, c),
             Envelope::Recovery(msg) => {
-                // This node sent application messages in a life the round would take for
-                // a restored one (above its epoch: a process that started fresh while
-                // the round was under way, its disk lost, and that nobody saw restart).
-                // The others would hold them as early and deliver them after their
-                // restore: money made (crash swarm seed 2788). A newer round, above that
-                // life, makes them messages from before the rollback instead.
-                let supersede = matches!(&msg, RecoveryMsg::Halt(epoch, _)
-                    if from == epoch.by
-                        && self.sent_life >= Recovery::min_life(*epoch)
-                        && self.recovery.seen().is_none_or(|s| s < *epoch));
                 self.recovery.on_msg(now, from, msg);
-                if supersede && self.recovery.is_halted() {
-                    tracing::warn!(node = %self.me, "halted in a round older than this process's life: coordinating a newer one");
-                    self.recovery.start(now, now.as_micros(), None, None);
-                }
                 return;
             }
             // Decoded in `on_delivered`.
@@ -1271,7 +1254,7 @@ where
         let queued = match envelope {
             Envelope::App { header, payload } => {
                 self.stats.app_sent += 1;
-                self.sent_life = self.sent_life.max(header.life);
+                self.recovery.note_sent(header.life);
                 self.observer.app_sent(now, to, &header, &payload);
                 Queued {
                     stamp: Some(header.ts.get(self.me)),
