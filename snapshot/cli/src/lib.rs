@@ -125,11 +125,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => report::run(&a),
         Command::Keygen(a) => key::keygen(&a),
         command => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
+            // A local cluster owns the machine: its workers are pinned one per CPU
+            // (see `shutter_transport::driver::runtime`); a node only when asked.
+            let pin = match &command {
+                Command::Demo(a) => !a.no_pin,
+                Command::Node(a) => a.pin,
+                _ => false,
+            };
+            let rt = shutter_transport::driver::runtime::multi_thread(Some(2), pin)?;
+            // On a worker, not in `block_on`'s thread: the nodes' events then wake a
+            // task rather than a thread that preempts a worker.
+            let task = rt.spawn(async move {
                 match command {
                     Command::Demo(a) => demo::run(DemoArgs { quiet, ..a }).await,
                     Command::Node(a) => node::run(a).await,
@@ -142,7 +148,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         unreachable!("handled above")
                     }
                 }
-            })
+            });
+            match rt.block_on(task) {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(e.into()),
+            }
         }
     }
 }

@@ -50,7 +50,7 @@ pub async fn wait_for(
     cluster: &mut LocalCluster,
     id: SnapshotId,
     wait: Duration,
-    invariants: &[&dyn Invariant],
+    invariants: &[&(dyn Invariant + Sync)],
 ) -> Finish {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -59,7 +59,13 @@ pub async fn wait_for(
             Ok(Some((_, NodeEvent::Completed(snap)))) if snap.id == id => {
                 return Finish::Completed {
                     micros: snap.timings.latency_micros(),
-                    ok: check(&snap, invariants),
+                    ok: check(
+                        &snap,
+                        &invariants
+                            .iter()
+                            .map(|&i| i as &dyn Invariant)
+                            .collect::<Vec<_>>(),
+                    ),
                 };
             }
             Ok(Some((_, NodeEvent::Aborted { id: a, reason }))) if a == id => {

@@ -35,6 +35,8 @@ pub struct Run {
     pub cpus: usize,
     /// The command line.
     pub command: String,
+    /// Whether the runtime's worker threads were pinned one per CPU.
+    pub pinned: bool,
     /// The tables, in the order they ran.
     pub sections: Vec<report::Section>,
 }

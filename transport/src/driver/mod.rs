@@ -45,6 +45,7 @@
 mod alarm;
 mod clock;
 mod io;
+pub mod runtime;
 mod socket;
 mod task;
 
