@@ -2,16 +2,20 @@
 //! messages through seeded faults (loss, duplication, reordering, corruption) and every
 //! message must arrive exactly once; bad addresses and configurations give clear errors.
 
+mod loopback_faults;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shutter_transport::driver::{DriverError, Endpoint, EndpointConfig};
-use shutter_transport::faults::{FaultPlan, LinkFaults, LossModel};
+use shutter_transport::faults::{FaultPlan, LinkFaults};
 use shutter_transport::{Config, Event};
 use shutter_vclock::NodeId;
 use tokio::sync::Barrier;
+
+use loopback_faults::faulty;
 
 const NODES: u32 = 3;
 const PER_PEER: u64 = 700;
@@ -20,21 +24,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
-}
-
-fn faulty(seed: u64) -> FaultPlan {
-    FaultPlan::uniform(
-        seed,
-        LinkFaults {
-            loss: LossModel::Bernoulli { p: 0.2 },
-            duplicate: 0.1,
-            jitter: Duration::from_millis(1),
-            reorder: 0.2,
-            reorder_delay: Duration::from_millis(3),
-            corrupt: 0.02,
-            ..LinkFaults::default()
-        },
-    )
 }
 
 fn config(node: u32) -> Config {

@@ -30,9 +30,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use hdrhistogram::Histogram;
 use nix::sched::{CloneFlags, setns};
 use shutter_tests::netns::Lab;
-use shutter_transport::Config;
 use shutter_transport::auth::{Auth, KEY_LEN, KeyRing};
-use shutter_transport::driver::{Endpoint, EndpointConfig};
+use shutter_transport::driver::{DriverError, Endpoint, EndpointConfig, EndpointStats, Host};
+use shutter_transport::{Config, Event, MessageId};
 use shutter_vclock::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_kcp::{KcpConfig, KcpListener, KcpNoDelayConfig, KcpStream};
@@ -86,15 +86,19 @@ enum Proto {
     /// Plain, with `Config::low_latency` (acknowledgements within 250 us, a 100 us
     /// timer granularity): the tail-latency setting, at a CPU price under load.
     ShutterLowLatency,
+    /// Plain, defaults, the transport driven inside each side's own task
+    /// (`driver::Host`): no task between the application and the socket, as for TCP.
+    ShutterHost,
     Tcp,
     Kcp,
 }
 
 impl Proto {
-    const ALL: [Proto; 5] = [
+    const ALL: [Proto; 6] = [
         Proto::Shutter,
         Proto::ShutterSealed,
         Proto::ShutterLowLatency,
+        Proto::ShutterHost,
         Proto::Tcp,
         Proto::Kcp,
     ];
@@ -104,6 +108,7 @@ impl Proto {
             Proto::Shutter => "shutter Endpoint",
             Proto::ShutterSealed => "shutter Endpoint, sealed",
             Proto::ShutterLowLatency => "shutter Endpoint, Config::low_latency",
+            Proto::ShutterHost => "shutter Host (in-task)",
             Proto::Tcp => "TCP (nodelay)",
             Proto::Kcp => "KCP turbo",
         }
@@ -116,6 +121,7 @@ impl Proto {
             Proto::Kcp => 7103,
             Proto::ShutterSealed => 7104,
             Proto::ShutterLowLatency => 7105,
+            Proto::ShutterHost => 7106,
         }
     }
 
@@ -217,6 +223,8 @@ async fn send_all(
     let gap = Duration::from_nanos(1_000_000_000 / u64::from(opts.rate.max(1)));
     enum Tx {
         Shutter(Endpoint),
+        // Boxed: its receive buffer would make every variant its size.
+        Host(Box<Host>),
         Tcp(tokio::net::TcpStream),
         Kcp(KcpStream),
     }
@@ -228,6 +236,12 @@ async fn send_all(
         Proto::Shutter | Proto::ShutterSealed | Proto::ShutterLowLatency => {
             let cfg = proto.endpoint_config(0, me);
             Tx::Shutter(Endpoint::bind(cfg, vec![(NodeId(1), SocketAddr::V4(to))]).await?)
+        }
+        Proto::ShutterHost => {
+            let cfg = proto.endpoint_config(0, me);
+            Tx::Host(Box::new(
+                Host::bind(cfg, vec![(NodeId(1), SocketAddr::V4(to))]).await?,
+            ))
         }
         Proto::Tcp => {
             let s = tokio::net::TcpStream::connect(to).await?;
@@ -245,7 +259,11 @@ async fn send_all(
     let mut virtual_free = 0u64;
     for k in 0..total {
         let offset = gap * k as u32;
-        tokio::time::sleep_until(start + offset).await;
+        match &mut tx {
+            // The host's transport runs only while it is awaited.
+            Tx::Host(h) => serve_until(h, start + offset).await,
+            _ => tokio::time::sleep_until(start + offset).await,
+        }
         // wrk2-style, minus the timer: a message is charged for the time the sender
         // spent blocked in earlier sends (flow control, a full window) past its slot,
         // kept on a virtual clock that advances by send-call durations only; tokio's
@@ -257,6 +275,9 @@ async fn send_all(
         let m = message(k, from);
         let sent = match &mut tx {
             Tx::Shutter(ep) => tokio::time::timeout_at(stop, ep.send(NodeId(1), m))
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            Tx::Host(h) => tokio::time::timeout_at(stop, host_send(h, NodeId(1), m))
                 .await
                 .is_ok_and(|r| r.is_ok()),
             Tx::Tcp(s) => tokio::time::timeout_at(stop, s.write_all(&m))
@@ -275,15 +296,40 @@ async fn send_all(
     while !done.load(Ordering::Relaxed)
         && tokio::time::Instant::now() < stop + Duration::from_secs(1)
     {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let slice = tokio::time::Instant::now() + Duration::from_millis(10);
+        match &mut tx {
+            Tx::Host(h) => serve_until(h, slice).await,
+            _ => tokio::time::sleep_until(slice).await,
+        }
     }
+    let counts = |st: &EndpointStats| {
+        let c = &st.core;
+        [c.packets_lost, c.spurious_losses, c.rto_expirations]
+    };
     Ok(match tx {
-        Tx::Shutter(ep) => ep.close().await.ok().map(|st| {
-            let c = &st.core;
-            [c.packets_lost, c.spurious_losses, c.rto_expirations]
-        }),
+        Tx::Shutter(ep) => ep.close().await.ok().map(|st| counts(&st)),
+        Tx::Host(h) => Some(counts(&h.stats())),
         _ => None,
     })
+}
+
+/// Lets `h` work (receive, acknowledge, retransmit) until `at`.
+async fn serve_until(h: &mut Host, at: tokio::time::Instant) {
+    // `next_event` is cancel-safe; this side only sends, so its events are acks.
+    while tokio::time::timeout_at(at, h.next_event()).await.is_ok() {}
+}
+
+/// Sends on `h` once the window has room, serving it meanwhile (what
+/// `Endpoint::send` does in the endpoint's task).
+async fn host_send(
+    h: &mut Host,
+    to: NodeId,
+    m: Vec<u8>,
+) -> std::result::Result<MessageId, DriverError> {
+    while !h.can_send(to) {
+        h.next_event().await;
+    }
+    h.send(to, m).await
 }
 
 async fn receive_all(
@@ -321,6 +367,24 @@ async fn receive_all(
                 }
             }
             let _ = ep.close().await;
+        }
+        Proto::ShutterHost => {
+            let cfg = proto.endpoint_config(1, me);
+            let mut h = Host::bind(cfg, vec![(NodeId(0), SocketAddr::V4(peer))]).await?;
+            let _ = ready.send(());
+            while (got.len() as u64) < total {
+                match tokio::time::timeout_at(deadline, h.next_event()).await {
+                    Ok(Event::Delivered { bytes, .. }) => record(&bytes, &mut got),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            // The sender may still wait for the last acknowledgements.
+            serve_until(
+                &mut h,
+                tokio::time::Instant::now() + Duration::from_millis(50),
+            )
+            .await;
         }
         Proto::Tcp => {
             let listener = tokio::net::TcpListener::bind(me).await?;
@@ -487,6 +551,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
     for (who, p) in [
         ("shutter", Proto::Shutter),
         ("shutter (low_latency)", Proto::ShutterLowLatency),
+        ("shutter (Host, in-task)", Proto::ShutterHost),
     ] {
         s.targets.push(Target::new(
             format!("{who} p99 at 5% drop <= 1 ms"),

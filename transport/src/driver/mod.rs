@@ -1,11 +1,14 @@
 //! The tokio driver: one UDP socket and one [`Core`] per node, over real sockets.
 //!
-//! Two layers:
+//! Three pieces:
 //!
 //! * [`UdpIo`]: the socket side of one node (socket2: 4 MiB buffers requested, no
 //!   `SO_REUSEADDR`, nonblocking; IPv4 or IPv6), its peer address table and the optional
 //!   fault injector. Any tokio loop around a sans-IO core uses it: the [`Endpoint`] task
 //!   below, and the snapshot runtime's node task around a whole node stack.
+//! * [`Host`]: a `UdpIo` and a bare [`Core`] driven inside the application's own task
+//!   ([`Host::send`], [`Host::next_event`]): no task boundary on a message's path, the
+//!   shape of the snapshot runtime's node task (see the `host` module docs).
 //! * [`Endpoint::bind`] spawns one task that owns a `UdpIo` and a bare [`Core`]: a thin
 //!   loop over three inputs (datagrams from the socket, the earliest timer: the core's or
 //!   a delayed outgoing datagram's, and requests from the [`Endpoint`] handle). After
@@ -44,6 +47,7 @@
 
 mod alarm;
 mod clock;
+mod host;
 mod io;
 pub mod runtime;
 mod socket;
@@ -60,6 +64,7 @@ use crate::faults::{FaultConfigError, FaultPlan, FaultStats};
 use crate::{Config, ConfigError, Core, Event, MessageId, SendError, Stats, Time};
 pub use alarm::Alarm;
 pub use clock::Clock;
+pub use host::Host;
 pub use io::{RECV_BATCH, RECV_BUFFER, UdpIo};
 use task::{Driver, Request};
 
@@ -257,6 +262,31 @@ impl EndpointSender {
     }
 }
 
+/// The socket, the core with `peers` added, and the clock they share: what an
+/// [`Endpoint`]'s task and a [`Host`] run on.
+fn bind_parts(
+    config: &EndpointConfig,
+    peers: &[(NodeId, SocketAddr)],
+) -> Result<(UdpIo, Core, Clock), DriverError> {
+    config.core.validate()?;
+    let clock = Clock::start();
+    let io = UdpIo::bind(config, peers, clock.base())?;
+    let mut core = Core::new(config.core.clone())?;
+    for (peer, _) in peers {
+        core.add_peer(*peer);
+    }
+    Ok((io, core, clock))
+}
+
+/// Statistics of a host loop's socket side and core.
+fn stats_of(io: &UdpIo, core: &Core) -> EndpointStats {
+    EndpointStats {
+        core: core.stats().clone(),
+        faults: io.fault_stats(),
+        driver: io.counters(),
+    }
+}
+
 /// A node's transport over a real UDP socket; see the module docs.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -273,14 +303,8 @@ impl Endpoint {
         config: EndpointConfig,
         peers: Vec<(NodeId, SocketAddr)>,
     ) -> Result<Endpoint, DriverError> {
-        config.core.validate()?;
-        let clock = Clock::start();
-        let io = UdpIo::bind(&config, &peers, clock.base())?;
+        let (io, core, clock) = bind_parts(&config, &peers)?;
         let local_addr = io.local_addr();
-        let mut core = Core::new(config.core.clone())?;
-        for (peer, _) in &peers {
-            core.add_peer(*peer);
-        }
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(Driver::new(io, core, clock, event_tx).run(request_rx));

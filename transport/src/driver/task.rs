@@ -278,11 +278,7 @@ impl Driver {
     }
 
     fn stats(&self) -> EndpointStats {
-        EndpointStats {
-            core: self.core.stats().clone(),
-            faults: self.io.fault_stats(),
-            driver: self.io.counters(),
-        }
+        super::stats_of(&self.io, &self.core)
     }
 }
 
