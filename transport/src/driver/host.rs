@@ -24,8 +24,8 @@
 //! let mut host = Host::bind(me, vec![(NodeId(1), "127.0.0.1:9001".parse().unwrap())]).await?;
 //! host.send(NodeId(1), b"hello".to_vec()).await?;
 //! loop {
-//!     if let Event::Delivered { from, message, .. } = host.next_event().await {
-//!         println!("{from} says {message:?}");
+//!     if let Event::Delivered { from, bytes, .. } = host.next_event().await {
+//!         println!("{from} says {bytes:?}");
 //!     }
 //! }
 //! # }
