@@ -77,16 +77,16 @@ fn netlat_tiny() {
         assert!(s.rows.is_empty());
         return;
     }
-    // shutter plain, sealed and low_latency, TCP, KCP.
-    well_formed(&s, 5);
+    // shutter Endpoint plain, sealed and low_latency, shutter Host, TCP, KCP.
+    well_formed(&s, 6);
     // Reliable protocols: shutter, in each setting, delivers everything at 5% drop in
     // the time given.
-    for row in &s.rows[..3] {
+    for row in &s.rows[..4] {
         assert_eq!(row[3], 0, "{}", s.render());
         // The sender's own counts: numbers for shutter, none for TCP and KCP.
         assert!(row[8].is_number(), "{}", s.render());
     }
-    for row in &s.rows[3..] {
+    for row in &s.rows[4..] {
         assert_eq!(row[8], "-", "{}", s.render());
     }
 }
