@@ -47,4 +47,10 @@ async fn run() {
         12
     );
     assert_eq!(stats.iter().map(|s| s.malformed_envelopes).sum::<u64>(), 0);
+    for s in &stats {
+        // The application's latency histogram holds its messages and nothing else; the
+        // transport's holds the markers too.
+        assert_eq!(s.app_delivery_latency.len(), s.app_messages_delivered);
+        assert!(s.transport.core.delivery_latency.len() > s.app_delivery_latency.len());
+    }
 }

@@ -64,4 +64,10 @@ async fn run() {
     assert_eq!(stats.iter().map(|s| s.snapshots.aborted()).sum::<u64>(), 0);
     let sent: u64 = stats.iter().map(|s| s.app_messages_sent).sum();
     assert!(sent > 0);
+    for s in &stats {
+        // Every delivered transfer, lean header or not, is in the application's latency
+        // histogram once; snapshot control is only in the transport's.
+        assert_eq!(s.app_delivery_latency.len(), s.app_messages_delivered);
+        assert!(s.transport.core.delivery_latency.len() > s.app_delivery_latency.len());
+    }
 }

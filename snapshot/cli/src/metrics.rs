@@ -403,6 +403,7 @@ mod tests {
                 driver: Default::default(),
             },
             snapshots: Default::default(),
+            app_delivery_latency: new_histogram(),
             members: vec![NodeId(3)],
             app_messages_sent: 0,
             app_messages_delivered: 0,

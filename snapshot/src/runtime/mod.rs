@@ -66,8 +66,12 @@ pub enum NodeEvent {
 pub struct NodeStats {
     /// The node.
     pub id: NodeId,
-    /// Transport counters, fault counters and the delivery-latency histogram.
+    /// Transport counters, fault counters and the delivery-latency histogram (every
+    /// transport message: application and snapshot control).
     pub transport: EndpointStats,
+    /// Delivery latency of application messages only (µs; see
+    /// [`crate::stack::Stack::app_delivery_latency`]).
+    pub app_delivery_latency: hdrhistogram::Histogram<u64>,
     /// Latency, control messages and recorded messages of snapshots this node initiated.
     pub snapshots: SnapshotMetrics,
     /// The members now, this node included (smaller after a removal).

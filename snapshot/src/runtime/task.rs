@@ -461,6 +461,7 @@ where
                 driver: self.io.counters(),
             },
             snapshots: self.stack.metrics().clone(),
+            app_delivery_latency: self.stack.app_delivery_latency().clone(),
             members: self.stack.members(),
             app_messages_sent: s.app_sent,
             app_messages_returned: s.app_returned,
