@@ -37,8 +37,11 @@ pub struct Opts {
     pub cold: Vec<(usize, usize)>,
     /// Cold starts for sizes not in `cold`.
     pub cold_default: usize,
-    /// Traffic before the first warm snapshot.
-    pub warmup: Duration,
+    /// Traffic before the first warm snapshot, by size as `warm` (it also supplies most
+    /// of the application latency samples).
+    pub warmup: Vec<(usize, Duration)>,
+    /// Traffic before the first warm snapshot for sizes not in `warmup`.
+    pub warmup_default: Duration,
     /// Longest wait for one snapshot.
     pub wait: Duration,
 }
@@ -49,11 +52,15 @@ impl Opts {
         Opts {
             sizes: vec![8, 64],
             losses: vec![0.0, 0.1, 0.2],
-            warm: vec![(8, 40), (64, 12)],
+            // 8 nodes: 100 samples a cell, so that a p99 is not simply the maximum,
+            // and enough bank traffic for a p99 of thousands of deliveries; 64 nodes
+            // cost a second a cold start, and send 8 times the traffic.
+            warm: vec![(8, 100), (64, 12)],
             warm_default: 10,
-            cold: vec![(8, 8), (64, 3)],
+            cold: vec![(8, 100), (64, 3)],
             cold_default: 3,
-            warmup: Duration::from_millis(300),
+            warmup: vec![(8, Duration::from_millis(1500))],
+            warmup_default: Duration::from_millis(300),
             wait: Duration::from_secs(20),
         }
     }
@@ -67,7 +74,8 @@ impl Opts {
             warm_default: 2,
             cold: vec![],
             cold_default: 1,
-            warmup: Duration::from_millis(50),
+            warmup: vec![],
+            warmup_default: Duration::from_millis(50),
             wait: Duration::from_secs(10),
         }
     }
@@ -161,7 +169,12 @@ async fn warm(
     let invariant = BankInvariant {
         total: n as u64 * INITIAL,
     };
-    tokio::time::sleep(opts.warmup).await;
+    let warmup = opts
+        .warmup
+        .iter()
+        .find(|(s, _)| *s == n)
+        .map_or(opts.warmup_default, |(_, d)| *d);
+    tokio::time::sleep(warmup).await;
     for i in 0..snapshots {
         let id = cluster.initiate(NodeId((i % n) as u32)).await?;
         cell.add(wait_for(&mut cluster, id, opts.wait, &[&invariant]).await);
