@@ -285,13 +285,22 @@ fn many_seeds_random_faults_four_nodes() {
 }
 
 /// Two cores that have completed the first-contact handshake and one exchange; returns
-/// them and the time reached.
+/// them and the time reached. Plain sends stay plain (`lone_urgent` off), so the tests
+/// below see only the urgency they ask for.
 fn handshaken_pair(urgent_echo_window: Option<Duration>) -> (Core, Core, Time) {
+    handshaken_pair_with(urgent_echo_window, false)
+}
+
+fn handshaken_pair_with(
+    urgent_echo_window: Option<Duration>,
+    lone_urgent: bool,
+) -> (Core, Core, Time) {
     let make = |me: u32| {
         let mut c = Core::new(Config {
             local: NodeId(me),
             incarnation: 1,
             urgent_echo_window,
+            lone_urgent,
             ..Config::default()
         })
         .unwrap();
@@ -552,5 +561,42 @@ fn a_young_link_borrows_the_nodes_loss_record() {
         a.stats().urgent_copies,
         before,
         "a clean link with a record: no copy"
+    );
+}
+
+/// `Config::lone_urgent` (the default): on a link that lost a packet, a message sent
+/// while nothing is unacknowledged goes out with copies, one sent behind an
+/// unacknowledged one does not; on a clean link nothing is copied.
+#[test]
+fn a_lone_message_on_a_lossy_link_goes_out_in_copies() {
+    let (mut a, mut b, mut t) = handshaken_pair_with(Some(Duration::from_secs(10)), true);
+    let copies = |a: &Core| a.stats().urgent_copies;
+    // Clean link: a lone message is sent once.
+    a.send(t, NodeId(1), b"clean".to_vec()).unwrap();
+    assert_eq!(std::iter::from_fn(|| a.poll_transmit(t)).count(), 1);
+    assert_eq!(copies(&a), 0);
+    // That datagram is lost; the timer declares it, and the link is lossy from then on.
+    t += Duration::from_millis(500);
+    exchange(&mut a, &mut b, &mut t, 5);
+    assert_eq!(a.unacked(NodeId(1)), 0);
+    while b.poll_event().is_some() {}
+    // A lone message: sent with a copy, and the copy alone delivers it.
+    a.send(t, NodeId(1), b"lone".to_vec()).unwrap();
+    let sent: Vec<_> = std::iter::from_fn(|| a.poll_transmit(t)).collect();
+    assert!(copies(&a) >= 1, "a lone message on a lossy link is copied");
+    assert!(sent.len() >= 2, "the message and its copy: {}", sent.len());
+    b.handle_datagram(t, NodeId(0), &sent[sent.len() - 1].bytes);
+    assert!(
+        std::iter::from_fn(|| b.poll_event())
+            .any(|e| matches!(e, Event::Delivered { bytes, .. } if bytes == b"lone"))
+    );
+    // Behind it (still unacknowledged at the sender), a message goes out once.
+    let before = copies(&a);
+    a.send(t, NodeId(1), b"behind".to_vec()).unwrap();
+    assert_eq!(std::iter::from_fn(|| a.poll_transmit(t)).count(), 1);
+    assert_eq!(
+        copies(&a),
+        before,
+        "no copies behind an unacknowledged message"
     );
 }

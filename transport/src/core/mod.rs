@@ -350,6 +350,7 @@ impl Core {
             p.send.blocked = true;
             return Err(SendError::WindowFull);
         }
+        let urgent = urgent || (self.config.lone_urgent && p.send.unacked() == 0);
         let id = p.send.push(message, self.max_fragment, urgent);
         self.stats.messages_sent += 1;
         self.touch(now, to);
