@@ -61,8 +61,10 @@ pub struct Config {
     /// as usual. A lost lone message is otherwise found only by a probe timeout, and a
     /// second loss backs that off; messages sent behind others have later packets whose
     /// ACKs find a loss sooner, and copies there would multiply a bulk sender's bytes.
-    /// Default on: sparse traffic on a lossy link pays about a third more bytes for a
-    /// shorter tail (see ARCHITECTURE.md).
+    /// Sparse traffic on a lossy link pays about a third more bytes for a shorter
+    /// tail (see ARCHITECTURE.md). Default off for now: with it on, seed 3909 of the
+    /// membership simulation (`sim_recovery`) ends with every member halted, a liveness
+    /// failure not yet understood.
     pub lone_urgent: bool,
     /// Longest a receiver delays an acknowledgement to coalesce it. It is also part of
     /// every probe timeout, so it bounds how fast a lost last message of a burst is
@@ -109,7 +111,7 @@ impl Default for Config {
             max_rto: Duration::from_secs(2),
             rto_backoff_percent: 150,
             urgent_echo_window: Some(Duration::from_secs(10)),
-            lone_urgent: true,
+            lone_urgent: false,
             max_ack_delay: Duration::from_millis(2),
             timer_granularity: Duration::from_millis(1),
             idle_timeout: Duration::from_secs(5),
