@@ -455,11 +455,7 @@ where
         let s = self.stack.stats();
         NodeStats {
             id: self.id,
-            transport: EndpointStats {
-                core: self.stack.core().stats().clone(),
-                faults: self.io.fault_stats(),
-                driver: self.io.counters(),
-            },
+            transport: EndpointStats::of(&self.io, self.stack.core()),
             snapshots: self.stack.metrics().clone(),
             app_delivery_latency: self.stack.app_delivery_latency().clone(),
             members: self.stack.members(),

@@ -38,9 +38,9 @@ use shutter_vclock::NodeId;
 use super::alarm::Alarm;
 use super::clock::Clock;
 use super::io::{RECV_BUFFER, UdpIo};
-use super::task::min_time;
+use super::task::{fire_due, min_time};
 use super::{DriverError, EndpointConfig, EndpointStats};
-use crate::{Core, Event, MessageId, SendError, Time};
+use crate::{Core, Event, MessageId, Time};
 
 /// A node's transport over a real UDP socket, driven by the caller's task; see the
 /// module docs.
@@ -89,8 +89,8 @@ impl Host {
     }
 
     /// Sends `message` to `to` reliably (see [`Core::send`]); its datagram is on the
-    /// socket when this returns. [`SendError::WindowFull`] while too many messages to
-    /// `to` are unacknowledged: wait for [`Event::Writable`].
+    /// socket when this returns. [`crate::SendError::WindowFull`] while too many
+    /// messages to `to` are unacknowledged: wait for [`Event::Writable`].
     pub async fn send(&mut self, to: NodeId, message: Vec<u8>) -> Result<MessageId, DriverError> {
         self.send_with(to, message, false).await
     }
@@ -110,9 +110,8 @@ impl Host {
         message: Vec<u8>,
         urgent: bool,
     ) -> Result<MessageId, DriverError> {
-        if !self.io.has_peer(to) {
-            return Err(DriverError::Send(SendError::UnknownPeer));
-        }
+        // A peer unknown here is unknown to the core too (both learn peers together),
+        // which refuses it with `UnknownPeer`.
         let now = self.clock.now();
         let id = if urgent {
             self.core.send_urgent(now, to, message)
@@ -144,17 +143,11 @@ impl Host {
             let deadline = min_time(self.core.poll_timeout(), self.io.poll_timeout());
             let at = self.clock.instant(deadline.unwrap_or(Time::MAX));
             tokio::select! {
-                (peer, len) = self.io.recv(&mut self.buf) => {
-                    let now = self.clock.now();
-                    self.core.handle_datagram(now, peer, &self.buf[..len]);
-                    let core = &mut self.core;
-                    self.io.take_queued(&mut self.buf, |peer, bytes| core.handle_datagram(now, peer, bytes));
+                got = self.io.recv(&mut self.buf) => {
+                    self.io.feed(self.clock.now(), &mut self.core, &mut self.buf, got);
                 }
                 () = self.alarm.sleep_until(at), if deadline.is_some() => {
-                    let now = self.clock.now();
-                    if self.core.poll_timeout().is_some_and(|t| t <= now) {
-                        self.core.handle_timeout(now);
-                    }
+                    fire_due(self.clock.now(), &mut self.core);
                 }
             }
         }
@@ -168,6 +161,6 @@ impl Host {
 
     /// Statistics so far.
     pub fn stats(&self) -> EndpointStats {
-        super::stats_of(&self.io, &self.core)
+        EndpointStats::of(&self.io, &self.core)
     }
 }

@@ -162,6 +162,14 @@ impl UdpIo {
         }
     }
 
+    /// Feeds `core` the datagram [`UdpIo::recv`] returned (`got`, its bytes in `buf`)
+    /// and those already queued behind it ([`UdpIo::take_queued`]), all at `now`.
+    pub fn feed(&mut self, now: Time, core: &mut Core, buf: &mut [u8], got: (NodeId, usize)) {
+        let (peer, len) = got;
+        core.handle_datagram(now, peer, &buf[..len]);
+        self.take_queued(buf, |peer, bytes| core.handle_datagram(now, peer, bytes));
+    }
+
     /// Hands `handle` the datagrams from known peers that are already queued on the
     /// socket, without waiting, at most [`RECV_BATCH`] - 1 of them: a host loop woken by
     /// [`UdpIo::recv`] takes what else arrived with it before draining its core once, so

@@ -178,6 +178,17 @@ pub struct EndpointStats {
     pub driver: DriverCounters,
 }
 
+impl EndpointStats {
+    /// The statistics of a host loop's socket side and the core it drives.
+    pub fn of(io: &UdpIo, core: &Core) -> EndpointStats {
+        EndpointStats {
+            core: core.stats().clone(),
+            faults: io.fault_stats(),
+            driver: io.counters(),
+        }
+    }
+}
+
 /// A cloneable handle that sends through an [`Endpoint`] (for sending from another task
 /// while one task reads events).
 #[derive(Clone, Debug)]
@@ -276,15 +287,6 @@ fn bind_parts(
         core.add_peer(*peer);
     }
     Ok((io, core, clock))
-}
-
-/// Statistics of a host loop's socket side and core.
-fn stats_of(io: &UdpIo, core: &Core) -> EndpointStats {
-    EndpointStats {
-        core: core.stats().clone(),
-        faults: io.fault_stats(),
-        driver: io.counters(),
-    }
 }
 
 /// A node's transport over a real UDP socket; see the module docs.

@@ -119,17 +119,11 @@ impl Driver {
                         }
                     }
                 }
-                (peer, len) = self.io.recv(&mut buf) => {
-                    let now = self.clock.now();
-                    self.core.handle_datagram(now, peer, &buf[..len]);
-                    let core = &mut self.core;
-                    self.io.take_queued(&mut buf, |peer, bytes| core.handle_datagram(now, peer, bytes));
+                got = self.io.recv(&mut buf) => {
+                    self.io.feed(self.clock.now(), &mut self.core, &mut buf, got);
                 }
                 () = self.alarm.sleep_until(at), if deadline.is_some() => {
-                    let now = self.clock.now();
-                    if self.core.poll_timeout().is_some_and(|t| t <= now) {
-                        self.core.handle_timeout(now);
-                    }
+                    fire_due(self.clock.now(), &mut self.core);
                     // Released delayed copies are sent by `drain`.
                 }
             }
@@ -278,7 +272,15 @@ impl Driver {
     }
 
     fn stats(&self) -> EndpointStats {
-        super::stats_of(&self.io, &self.core)
+        EndpointStats::of(&self.io, &self.core)
+    }
+}
+
+/// Fires the core's timer if it is due at `now` (an alarm that woke a host loop may
+/// have been for a delayed outgoing copy instead).
+pub(crate) fn fire_due(now: Time, core: &mut Core) {
+    if core.poll_timeout().is_some_and(|t| t <= now) {
+        core.handle_timeout(now);
     }
 }
 
