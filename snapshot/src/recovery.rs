@@ -495,8 +495,16 @@ impl Recovery {
             Change::Add { node, .. } => !members.contains(node),
         });
         self.pending_since = None;
+        // Removals first: a removed member is gone for good, and every other round
+        // (an addition's quorum includes it) would wait for it in vain.
         let change = change
-            .or_else(|| self.pending.first().cloned())
+            .or_else(|| {
+                let removal = self
+                    .pending
+                    .iter()
+                    .find(|c| matches!(c, Change::Remove { .. }));
+                removal.or(self.pending.first()).cloned()
+            })
             .map(|c| match c {
                 // The membership it leads to is this coordinator's, now.
                 Change::Add { node, addr, .. } => {
@@ -573,6 +581,20 @@ impl Recovery {
         }
     }
 
+    /// Keeps `change` pending until a round makes it (an addition's host must be able to
+    /// reach the joiner from now on).
+    fn learn(&mut self, change: &Change) {
+        if self.pending.iter().any(|p| p.same(change)) {
+            return;
+        }
+        if let Change::Add { node, addr, .. } = change
+            && *node != self.me
+        {
+            self.actions.push_back(Action::Joining(*node, addr.clone()));
+        }
+        self.pending.push(change.clone());
+    }
+
     fn reply(&mut self, now: Time, to: NodeId, msg: RecoveryMsg) {
         if to == self.me {
             self.on_msg(now, self.me, msg);
@@ -589,27 +611,23 @@ impl Recovery {
                     matches!(&change, Some(Change::Remove { node, .. }) if *node == self.me);
                 let adds_me = matches!(&change, Some(Change::Add { node, .. }) if *node == self.me);
                 // A joining process waits for the round that adds it, and nothing else.
-                if from != epoch.by
-                    || self.seen.is_some_and(|s| s > epoch)
-                    || removes_me
-                    || (self.phase == Phase::Joining && !adds_me)
-                {
+                if from != epoch.by || removes_me || (self.phase == Phase::Joining && !adds_me) {
+                    return;
+                }
+                // A change outlives the round that announced it (see the module docs),
+                // even one a newer round superseded before it reached this member: a
+                // removal known to its coordinator alone would be lost with its round
+                // (which halts nobody), and every later round would wait for the dead
+                // member (sim_recovery membership seed 3909).
+                if let Some(c) = &change {
+                    self.learn(c);
+                }
+                if self.seen.is_some_and(|s| s > epoch) {
                     return;
                 }
                 // See `note_sent`; a Halt of an epoch seen already was answered then.
                 let supersede =
                     self.sent_life >= Self::min_life(epoch) && self.seen.is_none_or(|s| s < epoch);
-                // A change outlives the round that announced it (see the module docs).
-                if let Some(c) = &change {
-                    if let Change::Add { node, addr, .. } = c
-                        && *node != self.me
-                    {
-                        self.actions.push_back(Action::Joining(*node, addr.clone()));
-                    }
-                    if !self.pending.iter().any(|p| p.same(c)) {
-                        self.pending.push(c.clone());
-                    }
-                }
                 self.current = change.clone();
                 self.pending_since = None;
                 let removing = match &change {
@@ -838,6 +856,15 @@ mod tests {
     /// Delivers every queued message, oldest first, and collects the restores asked of
     /// the hosts.
     fn run(nodes: &mut [Recovery]) -> Vec<(NodeId, Restoring)> {
+        run_alive(nodes, |_| true)
+    }
+
+    /// [`run`], with what is sent to a node not `alive` lost (it is dead, or not in
+    /// `nodes` at all).
+    fn run_alive(
+        nodes: &mut [Recovery],
+        alive: impl Fn(NodeId) -> bool,
+    ) -> Vec<(NodeId, Restoring)> {
         let mut restores = Vec::new();
         let mut queue: VecDeque<(NodeId, NodeId, RecoveryMsg)> = VecDeque::new();
         loop {
@@ -853,7 +880,9 @@ mod tests {
             let Some((from, to, msg)) = queue.pop_front() else {
                 return restores;
             };
-            nodes[to.0 as usize].on_msg(Time::ZERO, from, msg);
+            if alive(to) {
+                nodes[to.0 as usize].on_msg(Time::ZERO, from, msg);
+            }
         }
     }
 
@@ -1006,5 +1035,74 @@ mod tests {
             }
         }
         assert_eq!(nodes[2].seen(), Some(old), "no newer round");
+    }
+
+    /// The membership seed 3909 case: n0's removal of the dead n2 and n1's addition of
+    /// n3 start at once; n1's round is newer, so n0's Halt reaches n1 after n1 halted
+    /// for its own round. n1's round waits for n2 in vain; the round n1 coordinates when
+    /// its patience runs out must be the removal, which n1 learnt from the superseded
+    /// Halt and puts before the addition.
+    #[test]
+    fn a_removal_whose_round_was_superseded_is_made_by_the_next_round() {
+        let mut nodes = cluster();
+        let dead = NodeId(2);
+        let removal = Change::Remove {
+            node: dead,
+            heir: None,
+        };
+        let addition = Change::Add {
+            node: NodeId(3),
+            addr: "n3".into(),
+            members: Vec::new(),
+        };
+        nodes[0].start(Time::ZERO, 10, None, Some(removal.clone()));
+        nodes[1].start(Time::ZERO, 20, None, Some(addition));
+        // n1's Halt reaches n0 before n0's reaches n1.
+        let sent = |n: &mut Recovery| -> Vec<(NodeId, RecoveryMsg)> {
+            std::iter::from_fn(|| n.poll_action())
+                .filter_map(|a| match a {
+                    Action::Send(to, m) => Some((to, m)),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (to, m) in sent(&mut nodes[1]) {
+            if to == NodeId(0) {
+                nodes[0].on_msg(Time::ZERO, NodeId(1), m);
+            }
+        }
+        for (to, m) in sent(&mut nodes[0]) {
+            if to == NodeId(1) {
+                nodes[1].on_msg(Time::ZERO, NodeId(0), m);
+            }
+        }
+        let stuck = nodes[1].seen().unwrap();
+        assert_eq!(stuck.by, NodeId(1), "n1's round superseded n0's");
+        let alive = |n: NodeId| n.0 < 2;
+        assert!(run_alive(&mut nodes, alive).is_empty(), "n2 never halts");
+
+        let later = Time::ZERO + Duration::from_secs(3);
+        nodes[1].handle_timeout(later, 30);
+        let halts = sent(&mut nodes[1]);
+        assert!(
+            halts.iter().all(|(to, m)| *to == NodeId(0)
+                && matches!(m, RecoveryMsg::Halt(_, Some(c)) if c.same(&removal))),
+            "the new round removes n2 and does not ask it: {halts:?}"
+        );
+        for (to, m) in halts {
+            nodes[to.0 as usize].on_msg(later, NodeId(1), m);
+        }
+        let mut restores = run_alive(&mut nodes, alive);
+        supply(&mut nodes, &restores);
+        restores.extend(run_alive(&mut nodes, alive));
+        assert_eq!(restores.len(), 2, "n0 and n1 restore: {restores:?}");
+        // The hosts restore.
+        for (n, r) in &restores {
+            nodes[n.0 as usize].restored(later, r.epoch, true, r.change.as_ref());
+        }
+        run_alive(&mut nodes, alive);
+        for n in &nodes[..2] {
+            assert!(!n.members().contains(&dead), "n2 was removed");
+        }
     }
 }
