@@ -38,10 +38,11 @@ pub struct Config {
     /// 8 nodes p50 30.6-33.1 -> 11.2-11.3 ms, 64 nodes 152-159 -> 32-67 ms.
     pub initial_rtt: Duration,
     /// Floor of the retransmission timeout, under RFC 9002's formula (SRTT + max(G,
-    /// 4 RTTVAR) + `max_ack_delay`, which is already at least 3 ms with the defaults).
-    /// Default 1 ms, i.e. no extra floor: on loopback a 10 ms floor made every lost
-    /// control message cost 10 ms, and the 8-node snapshot p50 at 20% loss was 64 ms
-    /// instead of 37 ms (`runtime_latency` example), with no more retransmissions.
+    /// 4 RTTVAR) + `max_ack_delay`, the last term left out after a PING). Default 100 us,
+    /// with `timer_granularity`: a PING'd tail on a lossy link is probed one SRTT +
+    /// 100 us after it (see `timer_granularity`). On loopback a 10 ms floor made every
+    /// lost control message cost 10 ms, and the 8-node snapshot p50 at 20% loss was
+    /// 64 ms instead of 37 ms (`runtime_latency` example).
     pub min_rto: Duration,
     /// Ceiling of the retransmission timeout after backoff.
     pub max_rto: Duration,
@@ -62,18 +63,22 @@ pub struct Config {
     /// second loss backs that off; messages sent behind others have later packets whose
     /// ACKs find a loss sooner, and copies there would multiply a bulk sender's bytes.
     /// Sparse traffic on a lossy link pays about a third more bytes for a shorter
-    /// tail (see ARCHITECTURE.md). Default off for now: with it on, seed 3909 of the
-    /// membership simulation (`sim_recovery`) ends with every member halted, a liveness
-    /// failure not yet understood.
+    /// tail (see ARCHITECTURE.md). Default off: the tail PING on lossy links with the
+    /// 100 us timer granularity finds such a loss within a few hundred microseconds
+    /// without the copies.
     pub lone_urgent: bool,
     /// Longest a receiver delays an acknowledgement to coalesce it. It is also part of
     /// every probe timeout, so it bounds how fast a lost last message of a burst is
     /// found (see [`Config::low_latency`]).
     pub max_ack_delay: Duration,
     /// How late the host's timers may fire: the probe timeout's floor term (RFC 9002's
-    /// kGranularity, SRTT + max(this, 4 RTTVAR) + `max_ack_delay`). Default 1 ms, what
-    /// any tokio timer can do; the host loops here use a timerfd (`driver::Alarm`) that
-    /// keeps tens of microseconds, which [`Config::low_latency`] relies on.
+    /// kGranularity, SRTT + max(this, 4 RTTVAR) + `max_ack_delay`). Default 100 us: the
+    /// host loops here use a timerfd (`driver::Alarm`) that keeps tens of microseconds.
+    /// A host whose timers are coarser (a tokio timer: 1 ms) only probes later. With
+    /// the PING every tail carries on a lossy link, `shutter-bench netlat` p99 at 5%
+    /// drop went from 1.15-1.23 to 0.19-0.22 ms, at 20% from 4.2 to 0.41-0.54 ms; the
+    /// price is more probe timeouts on busy clean links, where a host stalls past the
+    /// shorter timeout (see ARCHITECTURE.md, "Tail PINGs").
     pub timer_granularity: Duration,
     /// A peer silent this long while we wait for it is reported `Unreachable`.
     pub idle_timeout: Duration,
@@ -107,13 +112,13 @@ impl Default for Config {
             max_datagram: 1200,
             max_message: 16 << 20,
             initial_rtt: Duration::from_millis(1),
-            min_rto: Duration::from_millis(1),
+            min_rto: Duration::from_micros(100),
             max_rto: Duration::from_secs(2),
             rto_backoff_percent: 150,
             urgent_echo_window: Some(Duration::from_secs(10)),
             lone_urgent: false,
             max_ack_delay: Duration::from_millis(2),
-            timer_granularity: Duration::from_millis(1),
+            timer_granularity: Duration::from_micros(100),
             idle_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(1),
             max_in_flight: 256,
@@ -137,16 +142,11 @@ pub enum ConfigError {
 
 impl Config {
     /// The defaults tuned for tail latency on a LAN whose hosts have precise timers
-    /// (Linux, `driver::Alarm`): acknowledgements within 250 us, a 100 us timer
-    /// granularity and RTO floor, so a probe timeout fires about 0.4 ms after a silent
-    /// tail instead of 3 ms. A lost last message of a burst is then found by the probe
-    /// instead of waiting for the next burst. In virtual time (`core_latency`, 5% loss
-    /// each way, 2000 msg/s sent in pairs every millisecond) p99 is 455 us against 1104
-    /// with the defaults. `shutter-bench netlat` at 5% drop on a shared VM: under 1 ms in
-    /// 11 of 19 measurements, 1.0-1.7 ms in most of the rest, against 1.29-2.03 ms for
-    /// the defaults (see ARCHITECTURE.md). The price is acknowledgements: a busy node
-    /// sends about twice as many, and 8 saturating nodes on loopback (`shutter-bench
-    /// throughput`) spent 23-25 us of CPU per message against 17-20.
+    /// (Linux, `driver::Alarm`): acknowledgements within 250 us, so a tail is probed
+    /// soon on a clean link too (the defaults PING tails only on lossy links, and there
+    /// probe as early). The price is acknowledgements: a busy node sends about twice as
+    /// many, and 8 saturating nodes on loopback (`shutter-bench throughput`) spent 23-25
+    /// us of CPU per message against 17-20 (measured before the tail PINGs).
     pub fn low_latency() -> Config {
         Config {
             max_ack_delay: Duration::from_micros(250),

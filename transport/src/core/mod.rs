@@ -809,7 +809,15 @@ impl Core {
         // 2 ms more. A busier link is left alone: there the delayed ACK covers several
         // packets (with a PING on every packet that went out alone, 8 nodes offered
         // 8000 msgs/s each spent 14-15 us of CPU per message instead of 11-12).
-        if quiet && !pinged && !fragments.is_empty() && !p.send.has_pending() && w.push_ping() {
+        //
+        // On a link that loses (see `SendState::lossy`) every tail gets the PING, quiet
+        // or not: the last packet of a burst has nothing behind it whose ACK would
+        // reveal its loss, so only the probe timeout finds it, and without the PING
+        // that timeout waits `max_ack_delay` on top. This costs one immediate ACK per
+        // burst on lossy links only (see ARCHITECTURE.md, "Tail PINGs").
+        let tail = !fragments.is_empty() && !p.send.has_pending();
+        let lossy = || p.send.lossy(now, cfg.urgent_echo_window, &self.loss_prior);
+        if tail && !pinged && (quiet || lossy()) && w.push_ping() {
             pinged = true;
             stats.pings_sent += 1;
         }

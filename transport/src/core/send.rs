@@ -422,7 +422,12 @@ impl SendState {
 
     /// Whether the link counts as lossy: a packet was declared lost within `window`
     /// (`None`: always), on this link or, while it is young, on another link (`prior`).
-    fn lossy(&self, now: Time, window: Option<std::time::Duration>, prior: &LossPrior) -> bool {
+    pub(crate) fn lossy(
+        &self,
+        now: Time,
+        window: Option<std::time::Duration>,
+        prior: &LossPrior,
+    ) -> bool {
         let recent = |t: Option<Time>, w| t.is_some_and(|t| now.saturating_since(t) <= w);
         window.is_none_or(|w| {
             recent(self.last_loss, w) || (self.is_young() && recent(prior.last_loss, w))
