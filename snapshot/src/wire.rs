@@ -194,7 +194,9 @@ impl Control {
 
 /// An application message as [`crate::stack::Stack`] ships it: the header in lean form
 /// (see [`crate::lean`]), decoded back to an [`AppHeader`] before the engine sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Its wire form is hand-written (one flags byte for `keep`, the head's form and what
+/// is left out): see `lean::frame`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeanApp {
     /// The receiver keeps this message's header as a baseline that later messages on
     /// the channel may name.
@@ -208,7 +210,7 @@ pub struct LeanApp {
 }
 
 /// The per-message part of a lean header.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeanHead {
     /// Everything spelled out (no usable baseline yet).
     Whole {

@@ -32,7 +32,10 @@
 //!   (life and own clock entry) it keeps per message in flight.
 //!
 //! The choice is per message and adaptive: a whole header is sent whenever it is not
-//! longer, or no baseline of the current life is acknowledged yet.
+//! longer, or no baseline of the current life is acknowledged yet. Lengths are those of
+//! the wire form (module `frame`): one flags byte for `keep`, the head's form and what is
+//! left out (an empty `joined`, a sequence increment equal to `back`), and whole clocks
+//! bit-packed over their smallest entry where that is shorter.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +43,8 @@ use shutter_vclock::{MAX_NODES, NodeId, VClock};
 use thiserror::Error;
 
 use crate::wire::{AppHeader, ClockDiff, LeanApp, LeanHead};
+
+mod frame;
 
 /// Kept messages a sender has in flight per channel at most: a new one is kept only
 /// while fewer are unacknowledged (two, so a fresh baseline is on its way while the last
@@ -108,13 +113,17 @@ impl Encoder {
             Some((base_id, base))
                 if base.life == header.life && *base_id < id && base.seq <= header.seq =>
             {
-                match diff(&base.ts, &header.ts) {
-                    Some(ts) if diff_len(&ts) < clock_len(&header.ts) + varint_len(header.life) => {
-                        LeanHead::Diff {
-                            back: id - base_id,
-                            seq: header.seq - base.seq,
-                            ts,
-                        }
+                let diffed = diff(&base.ts, &header.ts).map(|ts| LeanHead::Diff {
+                    back: id - base_id,
+                    seq: header.seq - base.seq,
+                    ts,
+                });
+                match diffed {
+                    Some(d)
+                        if frame::head_len(&d)
+                            < frame::whole_len(header.life, header.seq, &header.ts) =>
+                    {
+                        d
                     }
                     _ => whole(),
                 }
@@ -303,6 +312,11 @@ fn diff(base: &VClock, now: &VClock) -> Option<ClockDiff> {
     for (i, &v) in n.iter().enumerate() {
         each.push(v.checked_sub(b.get(i).copied().unwrap_or(0))?);
     }
+    Some(shortest(each))
+}
+
+/// Increments `each` (entry by entry, from entry 0) in the shortest of the four forms.
+fn shortest(mut each: Vec<u64>) -> ClockDiff {
     while each.last() == Some(&0) {
         each.pop();
     }
@@ -321,12 +335,12 @@ fn diff(base: &VClock, now: &VClock) -> Option<ClockDiff> {
         each_len(&each),
     ];
     let best = (0..sizes.len()).min_by_key(|&i| sizes[i]).unwrap_or(3);
-    Some(match best {
+    match best {
         0 => ClockDiff::Runs(runs(&each).collect()),
         1 => ClockDiff::Sparse(sparse(&each).collect()),
         2 => pack_with(&each, min, bits),
         _ => ClockDiff::Each(each),
-    })
+    }
 }
 
 /// `(count, step)` runs of equal steps.
