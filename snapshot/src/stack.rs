@@ -1161,7 +1161,9 @@ where
         if matches!(envelope, Envelope::App { .. }) {
             let micros = now.saturating_since(sent_at).as_micros() as u64;
             // An auto-resizing histogram takes any value up to the clamp.
-            let _ = self.app_latency.record(micros.clamp(1, 3_600_000_000));
+            let _ = self
+                .app_latency
+                .record(micros.clamp(1, shutter_transport::core::LATENCY_MAX_US));
         }
         self.on_envelope(now, from, envelope, bytes.len());
     }

@@ -20,7 +20,8 @@ use serde::Serialize;
 
 /// A new latency histogram in microseconds: 1 µs to 1 hour, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
+    Histogram::new_with_bounds(1, shutter_transport::core::LATENCY_MAX_US, 3)
+        .expect("static bounds are valid")
 }
 
 /// Merges histograms (e.g. one per node) into one with `add`.

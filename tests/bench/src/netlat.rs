@@ -228,6 +228,14 @@ async fn send_all(
         Tcp(tokio::net::TcpStream),
         Kcp(KcpStream),
     }
+    /// Waits until `at`; a host's transport runs only while it is awaited, so it is
+    /// served meanwhile.
+    async fn idle_until(tx: &mut Tx, at: tokio::time::Instant) {
+        match tx {
+            Tx::Host(h) => serve_until(h, at).await,
+            _ => tokio::time::sleep_until(at).await,
+        }
+    }
     // The receiver listens first; if it failed, its end of the channel is gone.
     ready
         .recv_timeout(Duration::from_secs(10))
@@ -259,11 +267,7 @@ async fn send_all(
     let mut virtual_free = 0u64;
     for k in 0..total {
         let offset = gap * k as u32;
-        match &mut tx {
-            // The host's transport runs only while it is awaited.
-            Tx::Host(h) => serve_until(h, start + offset).await,
-            _ => tokio::time::sleep_until(start + offset).await,
-        }
+        idle_until(&mut tx, start + offset).await;
         // wrk2-style, minus the timer: a message is charged for the time the sender
         // spent blocked in earlier sends (flow control, a full window) past its slot,
         // kept on a virtual clock that advances by send-call durations only; tokio's
@@ -297,10 +301,7 @@ async fn send_all(
         && tokio::time::Instant::now() < stop + Duration::from_secs(1)
     {
         let slice = tokio::time::Instant::now() + Duration::from_millis(10);
-        match &mut tx {
-            Tx::Host(h) => serve_until(h, slice).await,
-            _ => tokio::time::sleep_until(slice).await,
-        }
+        idle_until(&mut tx, slice).await;
     }
     let counts = |st: &EndpointStats| {
         let c = &st.core;

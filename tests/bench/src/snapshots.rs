@@ -104,7 +104,7 @@ impl Cell {
     fn new() -> Result<Cell> {
         Ok(Cell {
             latency: Histogram::new_with_bounds(1, 120_000_000, 3)?,
-            delivery: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+            delivery: Histogram::new_with_bounds(1, shutter_transport::core::LATENCY_MAX_US, 3)?,
             failed_checks: 0,
             aborted: 0,
             timed_out: 0,

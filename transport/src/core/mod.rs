@@ -51,7 +51,7 @@ use crate::time::Time;
 use crate::wire::{self, AckFrame, DecodeError, Frame, Header, Writer};
 
 pub use config::{Config, ConfigError, MAX_DATAGRAM, MIN_DATAGRAM};
-pub use stats::{RttStats, Stats};
+pub use stats::{LATENCY_MAX_US, RttStats, Stats};
 
 use config::ACK_BUDGET;
 use peer::{Peers, Timer};

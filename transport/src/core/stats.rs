@@ -100,8 +100,9 @@ pub struct Stats {
     pub delivery_latency: Histogram<u64>,
 }
 
-/// Largest delivery latency the histogram tells apart (1 h, in microseconds).
-const LATENCY_MAX_US: u64 = 3_600_000_000;
+/// Largest delivery latency the histogram tells apart (1 h, in microseconds); the
+/// snapshot layer's latency histograms share it.
+pub const LATENCY_MAX_US: u64 = 3_600_000_000;
 
 impl Default for Stats {
     fn default() -> Self {
