@@ -240,14 +240,14 @@ where
 }
 
 /// The transport of a simulated node: sealed as in production (a key fixed for the
-/// simulation), short timers so runs stay short.
+/// simulation), the production timer floors (`Config::default`: the RTO floor and
+/// timer granularity are 100 us), short idle and keepalive times so runs stay short.
 fn transport_config(me: NodeId, incarnation: u64, ordered: bool) -> Config {
     Config {
         auth: Auth::Keys(KeyRing::single(1, *b"shutter simulator cluster key 01")),
         local: me,
         incarnation,
         ordered,
-        min_rto: Duration::from_millis(5),
         max_rto: Duration::from_millis(400),
         idle_timeout: Duration::from_secs(2),
         keepalive: Duration::from_millis(500),

@@ -344,14 +344,16 @@ fn naive_detectors_report_phantoms_consistent_cuts_never() {
     // The same snapshots read three ways. Exactly (cut and channels): never a phantom
     // (`checked` fails the run otherwise). Blind to the messages in flight, and polling
     // one node per snapshot (states of different moments): phantoms, in some runs.
-    // Links of 2 ms and a snapshot every 10 ms make the windows for them common.
+    // Links of 6 ms and a snapshot every 10 ms make the windows for them common (with
+    // the production timers a lost message is resent within a link's round trip or
+    // so, so the links must be long for messages to be in flight across cuts).
     let (mut blind, mut polled, mut found) = (0, 0, 0);
     let seeds = shutter_sim::seeds(20);
     for &seed in &seeds {
         let det = Detector::shared();
         let sim = random_sim(seed, Workload::random(seed))
             .faults(LinkFaults {
-                delay: ms(2),
+                delay: ms(6),
                 jitter: ms(1),
                 ..harsh()
             })

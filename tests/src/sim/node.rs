@@ -221,7 +221,8 @@ pub enum Status {
     Removed,
 }
 
-/// Transport settings of the simulation (short timers so runs stay short). Datagrams
+/// Transport settings of the simulation: the production timer floors
+/// (`Config::default`), short idle and keepalive times so runs stay short. Datagrams
 /// are sealed as in production, with a cluster key fixed for the simulation.
 pub fn transport_config(me: NodeId, incarnation: u64, ordered: bool) -> Config {
     Config {
@@ -229,7 +230,6 @@ pub fn transport_config(me: NodeId, incarnation: u64, ordered: bool) -> Config {
         local: me,
         incarnation,
         ordered,
-        min_rto: Duration::from_millis(5),
         max_rto: Duration::from_millis(400),
         idle_timeout: Duration::from_secs(2),
         keepalive: Duration::from_millis(500),
