@@ -115,3 +115,39 @@ fn a_lone_message_asks_for_its_ack_and_is_timed_without_the_ack_delay() {
         data_timeout.saturating_since(later)
     );
 }
+
+#[test]
+fn the_first_data_packet_after_the_handshake_asks_for_its_ack() {
+    let (mut a, mut b) = pair();
+    let now = Time(1_000_000);
+    a.send(now, B, vec![1; 40]).unwrap();
+    // First contact: a PING alone asks for the peer's incarnation.
+    let hello = take(&mut a, now);
+    assert_eq!(hello.len(), 1);
+    assert!(hello[0].0 && !hello[0].1, "a bare PING first");
+    b.handle_datagram(now, A, &hello[0].2);
+    let later = now + Duration::from_micros(60);
+    for (_, _, d) in take(&mut b, later) {
+        a.handle_datagram(later, B, &d);
+    }
+    // The data goes 60 us after the PING, well within the ack delay, yet nothing is in
+    // flight and the peer has nothing to coalesce its ACK with: it asks for it at once,
+    // and were it lost, the probe timeout would not wait for the peer's ack delay.
+    let data = take(&mut a, later);
+    assert_eq!(data.len(), 1);
+    assert!(
+        data[0].0 && data[0].1,
+        "the first data packet carries a PING"
+    );
+    let timeout = a.poll_timeout().expect("a probe timeout is armed");
+    assert!(
+        timeout.saturating_since(later) < Config::default().max_ack_delay,
+        "probe timeout {:?} after the first data packet",
+        timeout.saturating_since(later)
+    );
+    b.handle_datagram(later, A, &data[0].2);
+    assert!(
+        !take(&mut b, later).is_empty(),
+        "the peer acknowledges at once"
+    );
+}

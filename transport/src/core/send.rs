@@ -157,6 +157,10 @@ pub(crate) struct SendState {
     /// Whether that packet carried a PING, which the peer acknowledges at once (see
     /// `Peer::rto`).
     pub(crate) last_eliciting_pinged: bool,
+    /// Whether that packet was a PING alone (first contact, a keepalive): its
+    /// acknowledgement says nothing about data on its way, so the data packet after it
+    /// is timed as on a quiet link (see `Core::poll_transmit`).
+    pub(crate) last_eliciting_bare: bool,
     /// Earliest time-threshold loss deadline.
     pub(crate) loss_time: Option<Time>,
     /// `send` refused with `WindowFull`; report `Writable` when space frees.
@@ -314,6 +318,7 @@ impl SendState {
         fragments: Vec<(u64, u32)>,
         ping: bool,
     ) {
+        let fragments_empty = fragments.is_empty();
         self.sent.insert(
             pn,
             SentPacket {
@@ -323,6 +328,7 @@ impl SendState {
         );
         self.last_eliciting_sent = Some(now);
         self.last_eliciting_pinged = ping;
+        self.last_eliciting_bare = fragments_empty;
     }
 
     /// Applies an ACK frame. Ranges above any packet number we sent are ignored.
