@@ -103,6 +103,19 @@ pub(super) fn whole_len(life: u64, seq: u64, ts: &VClock) -> usize {
     varint_len(life) + varint_len(seq) + clock
 }
 
+/// A lower bound of [`whole_len`] in O(N) without allocating: either clock form spends
+/// a varint on the base and at least one byte on the offsets.
+pub(super) fn whole_len_at_least(life: u64, seq: u64, ts: &VClock) -> usize {
+    let clock = ts
+        .entries()
+        .iter()
+        .copied()
+        .filter(|&v| v > 0)
+        .min()
+        .map_or(1, |m| varint_len(m - 1) + 1);
+    varint_len(life) + varint_len(seq) + clock
+}
+
 /// A byte string (postcard: length, then the bytes), without a byte-by-byte visit.
 struct Bytes<'a>(&'a [u8]);
 
@@ -432,6 +445,9 @@ mod tests {
                 payload,
             };
             round_trip(&app);
+            if let LeanHead::Whole { life, seq, ts } = &app.head {
+                prop_assert!(whole_len_at_least(*life, *seq, ts) <= whole_len(*life, *seq, ts));
+            }
             // Inside an envelope too.
             let e = Envelope::<crate::wire::Control>::Lean(app.clone());
             prop_assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap(), e);

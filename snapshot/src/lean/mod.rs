@@ -118,13 +118,15 @@ impl Encoder {
                     seq: header.seq - base.seq,
                     ts,
                 });
+                // Sized against the cheap lower bound of a whole head first: a short diff
+                // (a busy channel's) wins without sizing the whole clock's forms.
+                let shorter = |d: &LeanHead| {
+                    let n = frame::head_len(d);
+                    n < frame::whole_len_at_least(header.life, header.seq, &header.ts)
+                        || n < frame::whole_len(header.life, header.seq, &header.ts)
+                };
                 match diffed {
-                    Some(d)
-                        if frame::head_len(&d)
-                            < frame::whole_len(header.life, header.seq, &header.ts) =>
-                    {
-                        d
-                    }
+                    Some(d) if shorter(&d) => d,
                     _ => whole(),
                 }
             }
