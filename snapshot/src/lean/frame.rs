@@ -415,6 +415,20 @@ mod tests {
 
     proptest! {
         #[test]
+        fn any_bytes_decode_or_fail_without_panicking(
+            flags: u8,
+            rest in proptest::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let mut bytes = vec![flags];
+            bytes.extend(rest);
+            if let Ok(app) = postcard::from_bytes::<LeanApp>(&bytes) {
+                // What decodes encodes again and decodes to the same message.
+                let again = postcard::to_allocvec(&app).unwrap();
+                prop_assert_eq!(postcard::from_bytes::<LeanApp>(&again).unwrap(), app);
+            }
+        }
+
+        #[test]
         fn any_frame_round_trips_at_its_computed_size(
             keep: bool,
             whole: bool,
