@@ -203,32 +203,42 @@ fn a_taken_metrics_port_fails_the_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_peer_is_reached_at_its_new_address() {
     use shutter_snapshot::bank::{Bank, BankConfig};
-    use shutter_snapshot::runtime::{NodeConfig, NodeEvent, NodeHandle};
+    use shutter_snapshot::runtime::{NodeConfig, NodeEvent, NodeHandle, RuntimeError};
     use shutter_transport::auth::{Auth, KeyRing};
     use shutter_vclock::NodeId;
 
     let ring = KeyRing::random().unwrap();
     let stale = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (p0, p1) = (free_port(), free_port());
     let at = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
-    let config = |id: u32, listen: u16, one: std::net::SocketAddr| {
+    let config = |id: u32, listen: u16, zero: u16, one: std::net::SocketAddr| {
         let mut c = NodeConfig {
             id: NodeId(id),
             listen: at(listen),
-            peers: vec![(NodeId(0), at(p0)), (NodeId(1), one)],
+            peers: vec![(NodeId(0), at(zero)), (NodeId(1), one)],
             snapshot_timeout: Duration::from_secs(20),
             ..NodeConfig::default()
         };
         c.transport.auth = Auth::Keys(ring.clone());
         c
     };
-    let bank = |id| Bank::new(NodeId(id), BankConfig::default());
-    let mut n0 = NodeHandle::spawn(config(0, p0, stale.local_addr().unwrap()), bank(0))
-        .await
-        .unwrap();
-    let n1 = NodeHandle::spawn(config(1, p1, at(p1)), bank(1))
-        .await
-        .unwrap();
+    // A port found free can be taken by a parallel test before the node binds it: the
+    // node then starts on another one.
+    async fn spawn_on_a_free_port(id: u32, make: impl Fn(u16) -> NodeConfig) -> (NodeHandle, u16) {
+        for _ in 0..10 {
+            let port = free_port();
+            let bank = Bank::new(NodeId(id), BankConfig::default());
+            match NodeHandle::spawn(make(port), bank).await {
+                Ok(node) => return (node, port),
+                Err(RuntimeError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(e) => panic!("node {id}: {e}"),
+            }
+        }
+        panic!("node {id}: every port tried was taken");
+    }
+    let (mut n0, p0) =
+        spawn_on_a_free_port(0, |p| config(0, p, p, stale.local_addr().unwrap())).await;
+    let (n1, p1) = spawn_on_a_free_port(1, |p| config(1, p, p0, at(p))).await;
     n0.set_peer_addr(NodeId(1), at(p1)).await.unwrap();
     let id = n0.initiate().await.unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(30), async {
