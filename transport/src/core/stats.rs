@@ -165,6 +165,9 @@ impl Stats {
     /// Datagrams dropped for any reason at the receiving side.
     pub fn dropped(&self) -> u64 {
         self.corrupt_dropped
+            + self.auth_failed_dropped
+            + self.replayed_dropped
+            + self.wrong_protection_dropped
             + self.malformed_dropped
             + self.unknown_peer_dropped
             + self.sender_mismatch_dropped
@@ -176,6 +179,23 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_sums_every_reason() {
+        let s = Stats {
+            corrupt_dropped: 1,
+            auth_failed_dropped: 2,
+            replayed_dropped: 4,
+            wrong_protection_dropped: 8,
+            malformed_dropped: 16,
+            unknown_peer_dropped: 32,
+            sender_mismatch_dropped: 64,
+            stale_incarnation_dropped: 128,
+            duplicate_packets: 256,
+            ..Stats::default()
+        };
+        assert_eq!(s.dropped(), 511);
+    }
 
     /// The growing histogram reads exactly as the one-hour histogram it replaced did.
     #[test]
