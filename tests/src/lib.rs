@@ -13,6 +13,7 @@
 //! `cluster_attack` test.
 
 pub mod netns;
+pub mod ports;
 pub mod procs;
 pub mod sim;
 pub mod spoof;

@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Output, Stdio};
 use std::sync::mpsc;
@@ -225,17 +225,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// A loopback port free for both UDP and TCP right now.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP");
-}
+pub use crate::ports::free_port;
 
 /// `(udp, admin)` addresses on 127.0.0.1 for `n` nodes, every port free right now.
 pub fn loopback_addrs(n: usize) -> Vec<(SocketAddr, SocketAddr)> {

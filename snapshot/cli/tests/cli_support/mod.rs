@@ -3,7 +3,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -61,17 +60,11 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// A loopback port free for both UDP and TCP right now.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
+#[path = "../../../../tests/src/ports.rs"]
+mod ports;
+// Each test binary compiles this module; not all of them start nodes on fixed ports.
+#[allow(unused_imports)]
+pub use ports::free_port;
 
 /// A running `shutter node`, killed on drop.
 pub struct NodeProcess {
