@@ -55,6 +55,19 @@ impl VClock {
         &self.entries
     }
 
+    /// The clock as its wire form has it (see the `Serialize` impl): a base, the smallest
+    /// non-zero entry minus one, and every entry as its offset over the base, 0 for a
+    /// zero entry. `None` for the zero clock. Encoders that size or pack this form start
+    /// from here, so the base is defined once.
+    pub fn base_offsets(&self) -> Option<(u64, impl Iterator<Item = u64> + '_)> {
+        let base = self.entries.iter().copied().filter(|&v| v > 0).min()? - 1;
+        let offsets = self
+            .entries
+            .iter()
+            .map(move |&v| if v == 0 { 0 } else { v - base });
+        Some((base, offsets))
+    }
+
     /// Number of entries stored (index of the last non-zero entry plus one).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -215,22 +228,14 @@ impl FromIterator<(NodeId, u64)> for VClock {
 impl Serialize for VClock {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        if self.entries.is_empty() {
+        // Trimmed, so only the zero clock has no non-zero entry.
+        let Some((base, offsets)) = self.base_offsets() else {
             return s.serialize_seq(Some(0))?.end();
-        }
-        // Not empty and trimmed, so a non-zero entry exists.
-        let base = self
-            .entries
-            .iter()
-            .copied()
-            .filter(|&v| v > 0)
-            .min()
-            .unwrap_or(1)
-            - 1;
+        };
         let mut seq = s.serialize_seq(Some(self.entries.len() + 1))?;
         seq.serialize_element(&base)?;
-        for &v in &self.entries {
-            seq.serialize_element(&if v == 0 { 0 } else { v - base })?;
+        for off in offsets {
+            seq.serialize_element(&off)?;
         }
         seq.end()
     }

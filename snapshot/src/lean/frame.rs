@@ -64,14 +64,14 @@ fn kind(d: &ClockDiff) -> u8 {
 /// form) and its offsets over it (0 for a zero entry) as a diff over zero, if that is
 /// shorter than [`VClock`]'s form.
 fn offsets(ts: &VClock) -> Option<(u64, ClockDiff)> {
-    let e = ts.entries();
-    let base = e.iter().copied().filter(|&v| v > 0).min()? - 1;
-    let d = shortest(
-        e.iter()
-            .map(|&v| if v == 0 { 0 } else { v - base })
-            .collect(),
-    );
-    (varint_len(base) + diff_len(&d) - 1 < clock_len(ts)).then_some((base, d))
+    let (base, offsets) = ts.base_offsets()?;
+    let d = shortest(offsets.collect());
+    (offsets_len(base, &d) < clock_len(ts)).then_some((base, d))
+}
+
+/// Encoded bytes of a whole clock in forms 5-8: the base, then the diff's fields.
+fn offsets_len(base: u64, d: &ClockDiff) -> usize {
+    varint_len(base) + diff_len(d) - 1
 }
 
 /// The clock that [`offsets`] describes; `None` if the diff is out of range.
@@ -97,9 +97,7 @@ pub(super) fn head_len(head: &LeanHead) -> usize {
 
 /// [`head_len`] of a whole head with these fields.
 pub(super) fn whole_len(life: u64, seq: u64, ts: &VClock) -> usize {
-    let clock = offsets(ts).map_or(clock_len(ts), |(base, d)| {
-        varint_len(base) + diff_len(&d) - 1
-    });
+    let clock = offsets(ts).map_or(clock_len(ts), |(base, d)| offsets_len(base, &d));
     varint_len(life) + varint_len(seq) + clock
 }
 
@@ -107,12 +105,8 @@ pub(super) fn whole_len(life: u64, seq: u64, ts: &VClock) -> usize {
 /// a varint on the base and at least one byte on the offsets.
 pub(super) fn whole_len_at_least(life: u64, seq: u64, ts: &VClock) -> usize {
     let clock = ts
-        .entries()
-        .iter()
-        .copied()
-        .filter(|&v| v > 0)
-        .min()
-        .map_or(1, |m| varint_len(m - 1) + 1);
+        .base_offsets()
+        .map_or(1, |(base, _)| varint_len(base) + 1);
     varint_len(life) + varint_len(seq) + clock
 }
 

@@ -573,15 +573,13 @@ fn diff_len(d: &ClockDiff) -> usize {
 
 /// Encoded bytes of a whole clock (see `VClock`'s wire form).
 fn clock_len(ts: &VClock) -> usize {
-    let e = ts.entries();
-    let base = e.iter().copied().filter(|&v| v > 0).min().unwrap_or(1) - 1;
-    let offsets: usize = e
-        .iter()
-        .map(|&v| varint_len(if v == 0 { 0 } else { v - base }))
-        .sum();
-    match e.len() {
-        0 => 1,
-        n => varint_len(n as u64 + 1) + varint_len(base) + offsets,
+    match ts.base_offsets() {
+        None => 1,
+        Some((base, offsets)) => {
+            varint_len(ts.len() as u64 + 1)
+                + varint_len(base)
+                + offsets.map(varint_len).sum::<usize>()
+        }
     }
 }
 

@@ -318,7 +318,7 @@ impl SendState {
         fragments: Vec<(u64, u32)>,
         ping: bool,
     ) {
-        let fragments_empty = fragments.is_empty();
+        self.last_eliciting_bare = fragments.is_empty();
         self.sent.insert(
             pn,
             SentPacket {
@@ -328,7 +328,6 @@ impl SendState {
         );
         self.last_eliciting_sent = Some(now);
         self.last_eliciting_pinged = ping;
-        self.last_eliciting_bare = fragments_empty;
     }
 
     /// Applies an ACK frame. Ranges above any packet number we sent are ignored.
